@@ -1,0 +1,49 @@
+# projectgen: `make test` is the one test command (CI runs it through .ci/run); `make demo` the local demo.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint unit integration demo dev bench crds controlplane clean
+
+$(STAMP): pyproject.toml
+	@bash hack/ensure-tools.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/projectgen crds --check
+
+controlplane: $(STAMP)
+	@$(BIN)/python -m projectgen.controlplane --ensure
+
+test: lint controlplane
+	$(BIN)/pytest -q -ra
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: controlplane
+	$(BIN)/pytest -q tests/integration
+
+crds: $(STAMP)
+	$(BIN)/projectgen crds
+
+demo: controlplane
+	$(BIN)/projectgen demo
+
+dev: controlplane
+	$(BIN)/projectgen demo --keep
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/archive.py
+	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/reconcile.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The system tools the tests use (real git, real archive tools). Installed with apt when missing.
+set -euo pipefail
+missing=()
+for tool in git unzip zip tar; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+pkgs=()
+for tool in "${missing[@]}"; do
+  case "$tool" in
+    *) pkgs+=("$tool") ;;
+  esac
+done
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "[tools] installing ${pkgs[*]}" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+else
+  echo "[tools] missing: ${missing[*]}; install them (Debian: apt-get install ${pkgs[*]})" >&2
+  exit 1
+fi

@@ -1,0 +1,3 @@
+from projectgen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""projectgen.io/v1alpha1: the one source of truth for both CRDs."""
+
+from projectgen.api.v1alpha1.common import API_VERSION, GROUP, VERSION, Condition, ConditionStatus
+from projectgen.api.v1alpha1.generatedproject import (
+    ConfigMapSource,
+    FileRecord,
+    GeneratedProject,
+    GeneratedProjectPhase,
+    GeneratedProjectSpec,
+    GeneratedProjectStatus,
+    InlineFile,
+    InlineSource,
+    KeyToPath,
+    Source,
+    TemplateSource,
+)
+from projectgen.api.v1alpha1.repositoryexport import (
+    CommitAuthor,
+    ExportType,
+    IfExists,
+    PublishConfig,
+    RepositoryExport,
+    RepositoryExportPhase,
+    RepositoryExportSpec,
+    RepositoryExportStatus,
+    SecretKeySelector,
+    Visibility,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "VERSION",
+    "CommitAuthor",
+    "Condition",
+    "ConditionStatus",
+    "ConfigMapSource",
+    "ExportType",
+    "FileRecord",
+    "GeneratedProject",
+    "GeneratedProjectPhase",
+    "GeneratedProjectSpec",
+    "GeneratedProjectStatus",
+    "IfExists",
+    "InlineFile",
+    "InlineSource",
+    "KeyToPath",
+    "PublishConfig",
+    "RepositoryExport",
+    "RepositoryExportPhase",
+    "RepositoryExportSpec",
+    "RepositoryExportStatus",
+    "SecretKeySelector",
+    "Source",
+    "TemplateSource",
+    "Visibility",
+]

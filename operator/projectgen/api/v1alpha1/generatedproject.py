@@ -1,0 +1,297 @@
+"""GeneratedProject: what to generate (spec) and what was generated (status)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from projectgen.api.v1alpha1.common import (
+    CONFIGMAP_KEY_PATTERN,
+    MAX_PATH,
+    Conditions,
+    LocalObjectReference,
+    Message,
+    Model,
+    ObjectName,
+    RelativePath,
+    Sha256,
+)
+
+KIND = "GeneratedProject"
+PLURAL = "generatedprojects"
+MAX_SOURCES = 10
+MAX_INLINE_FILES = 200
+MAX_INLINE_CONTENT = 1_572_864  # the API server refuses requests over 3 MiB anyway
+MAX_STATUS_FILES = 5000
+
+
+class InlineFile(Model):
+    """A file given in the spec itself."""
+
+    path: RelativePath = Field(description="Path of the file in the project, relative, '/'-separated.")
+    content: str | None = Field(
+        default=None, max_length=MAX_INLINE_CONTENT, description="Text content of the file (UTF-8)."
+    )
+    content_base64: str | None = Field(
+        default=None,
+        alias="contentBase64",
+        max_length=MAX_INLINE_CONTENT * 4 // 3 + 4,
+        description="Binary content of the file, base64-encoded. Exactly one of content and contentBase64.",
+    )
+    executable: bool = Field(default=False, description="Give the file mode 0755 instead of 0644.")
+
+    @model_validator(mode="after")
+    def _one_content(self) -> InlineFile:
+        if (self.content is None) == (self.content_base64 is None):
+            raise ValueError(f"file {self.path!r}: set exactly one of content and contentBase64")
+        if self.content_base64 is not None:
+            try:
+                base64.b64decode(self.content_base64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"file {self.path!r}: contentBase64 is not valid base64") from exc
+        return self
+
+    def data(self) -> bytes:
+        if self.content_base64 is not None:
+            return base64.b64decode(self.content_base64)
+        return (self.content or "").encode("utf-8")
+
+
+InlineFile.model_config["json_schema_extra"] = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "has(self.content) != has(self.contentBase64)",
+            "message": "set exactly one of content and contentBase64",
+        }
+    ]
+}
+
+
+class InlineSource(Model):
+    """Files written out as given."""
+
+    files: list[InlineFile] = Field(
+        min_length=1, max_length=MAX_INLINE_FILES, description="The files, applied in order."
+    )
+
+
+class KeyToPath(Model):
+    """Maps one ConfigMap key to a path, as in a ConfigMap volume."""
+
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=CONFIGMAP_KEY_PATTERN,
+        description="The key in the ConfigMap (data or binaryData).",
+    )
+    path: RelativePath = Field(description="Where the key's value is written in the project.")
+
+
+class ConfigMapSource(Model):
+    """Files from a ConfigMap in the same namespace, laid out like a ConfigMap volume."""
+
+    name: ObjectName = Field(description="Name of the ConfigMap, in the namespace of this resource.")
+    items: list[KeyToPath] | None = Field(
+        default=None,
+        max_length=MAX_INLINE_FILES,
+        description="Keys to project, and where. Without items every key (data and binaryData) "
+        "becomes a top-level file named after the key.",
+    )
+
+
+class TemplateSource(Model):
+    """A copier template, rendered with the given answers. Tasks, migrations and Jinja
+    extensions (copier's unsafe features) are refused."""
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        json_schema_extra={
+            "format": "uri",
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.startsWith('https://') || self.startsWith('http://')",
+                    "message": "must be an https:// or http:// git URL",
+                }
+            ],
+        },
+        description="Git URL of the template repository (https:// or http://).",
+    )
+    config_map: ConfigMapSource | None = Field(
+        default=None,
+        alias="configMap",
+        description="A ConfigMap holding the template's files (use items to give them paths).",
+    )
+    ref: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9._/@^~+-]+$",
+        description="Git ref (tag, branch or commit) of the template to render. Default: the latest tag, "
+        "else HEAD.",
+    )
+    subdirectory: RelativePath | None = Field(
+        default=None, description="Render only this subdirectory of the generated output."
+    )
+    data: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="Answers to the template's questions.",
+    )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> TemplateSource:
+        if (self.url is None) == (self.config_map is None):
+            raise ValueError("template: set exactly one of url and configMap")
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"template url {self.url!r} must be an https:// or http:// git URL")
+        return self
+
+
+TemplateSource.model_config["json_schema_extra"] = {
+    "x-kubernetes-validations": [
+        {"rule": "has(self.url) != has(self.configMap)", "message": "set exactly one of url and configMap"}
+    ]
+}
+
+
+class Source(Model):
+    """One source of files. Exactly one of inline, configMap and template."""
+
+    inline: InlineSource | None = Field(default=None, description="Files given in the spec.")
+    config_map: ConfigMapSource | None = Field(
+        default=None, alias="configMap", description="Files from a ConfigMap in the same namespace."
+    )
+    template: TemplateSource | None = Field(default=None, description="A copier template to render.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if sum(x is not None for x in (self.inline, self.config_map, self.template)) != 1:
+            raise ValueError("each source must set exactly one of inline, configMap and template")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "inline" if self.inline else "configMap" if self.config_map else "template"
+
+
+Source.model_config["json_schema_extra"] = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "[has(self.inline), has(self.configMap), has(self.template)].filter(x, x).size() == 1",
+            "message": "set exactly one of inline, configMap and template",
+        }
+    ]
+}
+
+
+class GeneratedProjectSpec(Model):
+    """What to generate."""
+
+    project_ref: LocalObjectReference = Field(
+        alias="projectRef",
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "projectRef is immutable"}]
+        },
+        description="The project this generation belongs to. Many GeneratedProjects may share one project. "
+        "Immutable.",
+    )
+    workflow_execution_ref: LocalObjectReference | None = Field(
+        default=None,
+        alias="workflowExecutionRef",
+        description="Provenance: the workflow run that asked for this generation.",
+    )
+    sources: list[Source] = Field(
+        min_length=1,
+        max_length=MAX_SOURCES,
+        description="Where the files come from, applied in order: a later source overrides a file of an "
+        "earlier one at the same path.",
+    )
+    archived: bool = Field(
+        default=False,
+        description="When true the files are removed from the volume and the phase becomes Archived; "
+        "the record stays. Setting it back to false regenerates.",
+    )
+
+
+class GeneratedProjectPhase(StrEnum):
+    PENDING = "Pending"
+    GENERATING = "Generating"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    ARCHIVED = "Archived"
+
+
+class FileRecord(Model):
+    """One generated file."""
+
+    path: str = Field(max_length=MAX_PATH, description="Path relative to the project root.")
+    name: str = Field(max_length=255, description="File name (last path segment).")
+    type: str = Field(max_length=64, description="Detected file type (e.g. python, yaml, binary).")
+    size: int = Field(ge=0, description="Size in bytes.")
+    sha256: Sha256 = Field(description="SHA-256 of the content, lowercase hex.")
+    preview: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="First 1000 characters of a text file. Kept in manifest.json, not in status.",
+    )
+
+
+class GeneratedProjectStatus(Model):
+    """What the operator generated, and how it went."""
+
+    phase: GeneratedProjectPhase | None = Field(
+        default=None, description="Pending, Generating, Completed, Failed or Archived."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, alias="observedGeneration", description="The metadata.generation last acted on."
+    )
+    conditions: Conditions | None = Field(
+        default=None, description="kstatus conditions: Ready, Reconciling, Stalled."
+    )
+    output_directory: str | None = Field(
+        default=None,
+        alias="outputDirectory",
+        max_length=4096,
+        description="Directory in the operator's volume holding the complete generated tree.",
+    )
+    total_files: int | None = Field(default=None, ge=0, alias="totalFiles", description="Number of files.")
+    total_size: int | None = Field(
+        default=None, ge=0, alias="totalSize", description="Sum of the file sizes, in bytes."
+    )
+    content_hash: Sha256 | None = Field(
+        default=None,
+        alias="contentHash",
+        description="SHA-256 over the sorted manifest (paths, modes, contents): changes when the output does.",
+    )
+    files: list[FileRecord] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_FILES,
+        description="One record per file, capped (see filesTruncated); the full manifest is manifest.json "
+        "beside the tree.",
+    )
+    files_truncated: bool | None = Field(
+        default=None, alias="filesTruncated", description="True when files lists only the first files."
+    )
+    error_message: Message | None = Field(
+        default=None, alias="errorMessage", description="Why the last generation failed."
+    )
+    created_by: str | None = Field(
+        default=None, alias="createdBy", max_length=MAX_PATH, description="The user who created the resource."
+    )
+    completed_at: datetime | None = Field(
+        default=None, alias="completedAt", description="When the last generation completed."
+    )
+
+
+class GeneratedProject(Model):
+    """The whole object, as handed to the operator."""
+
+    model_config = Model.model_config | {"extra": "ignore"}
+
+    spec: GeneratedProjectSpec
+    status: GeneratedProjectStatus | None = None

@@ -1,0 +1,148 @@
+"""A real git smart-HTTP server on loopback: git's own `http-backend` behind a tiny CGI bridge.
+
+Repositories are bare directories under `root`; `<root>/<owner>/<name>.git` is served at
+`http://127.0.0.1:PORT/<owner>/<name>.git`. With `tokens`, every request must carry HTTP basic
+credentials whose password is one of them (the user name is free, as on GitHub and GitLab).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        self.server.requests.append(f"{self.command} {self.path.split('?')[0]}")
+
+    def _authorised(self) -> bool:
+        tokens = self.server.tokens
+        if tokens is None:
+            return True
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            _, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return password in tokens
+
+    def _serve(self) -> None:
+        if not self._authorised():
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        env = {
+            "GIT_PROJECT_ROOT": str(self.server.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_HTTP_RECEIVE_PACK": "true" if self.server.allow_push else "false",
+            "REMOTE_USER": "projectgen-test",
+            "REMOTE_ADDR": self.client_address[0],
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+        }
+        proc = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, payload = proc.stdout.partition(b"\n\n")
+        status = 200
+        headers: list[tuple[str, str]] = []
+        for line in head.decode("latin-1").splitlines():
+            if not line.strip():
+                continue
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            else:
+                headers.append((name.strip(), value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = _serve
+    do_POST = _serve
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, tokens: set[str] | None, allow_push: bool) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.tokens = tokens
+        self.allow_push = allow_push
+        self.requests: list[str] = []
+
+
+class GitHTTPServer:
+    """`with GitHTTPServer(root) as git: git.url("owner/name")`."""
+
+    def __init__(self, root: Path, *, tokens: Iterable[str] | None = None, allow_push: bool = True) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._server = _Server(self.root, set(tokens) if tokens is not None else None, allow_push)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def requests(self) -> list[str]:
+        return self._server.requests
+
+    def url(self, full_name: str) -> str:
+        return f"{self.base_url}/{full_name}.git"
+
+    def repo_path(self, full_name: str) -> Path:
+        return self.root / f"{full_name}.git"
+
+    def create_bare(self, full_name: str, default_branch: str = "main") -> Path:
+        path = self.repo_path(full_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["git", "init", "--quiet", "--bare", f"--initial-branch={default_branch}", str(path)], check=True
+        )
+        return path
+
+    def delete(self, full_name: str) -> None:
+        shutil.rmtree(self.repo_path(full_name), ignore_errors=True)
+
+    def start(self) -> GitHTTPServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> GitHTTPServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,93 @@
+"""The CRDs are generated from the models, checked in, and structural."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from projectgen import crdgen
+from projectgen.api.v1alpha1 import GeneratedProjectSpec, RepositoryExportSpec
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+def test_checked_in_crds_match_the_models() -> None:
+    assert crdgen.stale_crds(CRDS) == [], "run `projectgen crds` and commit the result"
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    out = [(path, node)]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _walk(value, f"{path}[{i}]")
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(crdgen.all_crds()))
+def test_schema_is_structural_and_described(name: str) -> None:
+    crd = yaml.safe_load((CRDS / name).read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        if not isinstance(node, dict):
+            continue
+        for forbidden in ("$ref", "anyOf", "oneOf", "allOf", "title", "$defs"):
+            assert forbidden not in node, f"{name}{path} has {forbidden}"
+        assert node.get("additionalProperties") is not False, f"{name}{path}"
+        if path.endswith(".properties"):
+            for field, sub in node.items():
+                if field in ("metadata", "apiVersion", "kind"):
+                    continue
+                assert sub.get("description"), f"{name}{path}.{field} has no description"
+                assert "type" in sub or sub.get("x-kubernetes-preserve-unknown-fields"), f"{path}.{field}"
+        if node.get("type") == "string" and not path.endswith((".apiVersion", ".kind")):
+            assert "maxLength" in node or "enum" in node or "format" in node, f"{name}{path} unbounded"
+        if node.get("type") == "array":
+            assert "maxItems" in node, f"{name}{path} has no maxItems"
+
+
+BAD_PATHS = ["../x", "a/../../b", "/etc/passwd", "./..", "a/./b", "a//b", "a/", "a\\..\\b", "a\x00b", ""]
+
+
+@pytest.mark.parametrize("bad", BAD_PATHS)
+def test_models_refuse_the_paths_the_crd_refuses(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        GeneratedProjectSpec.model_validate(
+            {"projectRef": {"name": "p"}, "sources": [{"inline": {"files": [{"path": bad, "content": ""}]}}]}
+        )
+
+
+def test_source_needs_exactly_one_kind() -> None:
+    with pytest.raises(ValidationError, match="exactly one"):
+        GeneratedProjectSpec.model_validate(
+            {
+                "projectRef": {"name": "p"},
+                "sources": [
+                    {"inline": {"files": [{"path": "a", "content": ""}]}, "configMap": {"name": "c"}}
+                ],
+            }
+        )
+
+
+def test_publish_needs_credentials() -> None:
+    with pytest.raises(ValidationError, match="credentialsSecretRef"):
+        RepositoryExportSpec.model_validate(
+            {"generatedProjectRef": {"name": "p"}, "exportType": "github", "repositoryName": "r"}
+        )
+    spec = RepositoryExportSpec.model_validate(
+        {
+            "generatedProjectRef": {"name": "p"},
+            "exportType": "github",
+            "repositoryName": "r",
+            "config": {"credentialsSecretRef": {"name": "gh"}},
+        }
+    )
+    assert spec.config is not None
+    assert spec.config.visibility == "private" and spec.config.default_branch == "main"
+    assert spec.config.credentials_secret_ref.key == "token"
