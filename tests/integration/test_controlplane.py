@@ -1,0 +1,127 @@
+"""The local control plane itself: version, RBAC, restarts, CRD installation."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import kubernetes.client
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from projectgen.controlplane import K8S_VERSION, ControlPlane
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_server_version(api_client: kubernetes.client.ApiClient) -> None:
+    info = kubernetes.client.VersionApi(api_client).get_code()
+    assert (info.major, info.minor) == ("1", "34")
+    assert info.git_version == K8S_VERSION
+
+
+def test_kubectl_uses_kubeconfig_with_ca(
+    control_plane: ControlPlane, kubectl: Kubectl, namespace: str
+) -> None:
+    assert control_plane.ca_file is not None  # TLS is verified, not skipped
+    assert kubectl("get", "namespace", namespace, "-o", "name").stdout.strip() == f"namespace/{namespace}"
+    assert kubectl("auth", "can-i", "*", "*").stdout.strip() == "yes"
+
+
+def test_unknown_token_is_unauthorized(control_plane: ControlPlane) -> None:
+    with (
+        control_plane.api_client(token="not-a-valid-token") as client,
+        pytest.raises(ApiException) as excinfo,
+    ):
+        kubernetes.client.CoreV1Api(client).list_namespace()
+    assert excinfo.value.status == 401
+
+
+def test_service_account_without_role_is_forbidden(
+    control_plane: ControlPlane, api_client: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    core = kubernetes.client.CoreV1Api(api_client)
+    core.create_namespaced_service_account(
+        namespace, kubernetes.client.V1ServiceAccount(metadata=kubernetes.client.V1ObjectMeta(name="nobody"))
+    )
+    request = kubernetes.client.AuthenticationV1TokenRequest(
+        spec=kubernetes.client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+    )
+    token = core.create_namespaced_service_account_token("nobody", namespace, request).status.token
+
+    with control_plane.api_client(token=token) as client, pytest.raises(ApiException) as excinfo:
+        kubernetes.client.CoreV1Api(client).list_namespaced_secret(namespace)
+    assert excinfo.value.status == 403
+    assert f"system:serviceaccount:{namespace}:nobody" in str(excinfo.value.body)
+
+
+def test_install_crds_create_then_replace(
+    control_plane: ControlPlane, api_client: kubernetes.client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    group = f"t{secrets.token_hex(4)}.projectgen.test"
+    crd = textwrap.dedent(
+        f"""\
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata:
+          name: widgets.{group}
+        spec:
+          group: {group}
+          scope: Namespaced
+          names: {{plural: widgets, singular: widget, kind: Widget}}
+          versions:
+            - name: v1
+              served: true
+              storage: true
+              subresources: {{status: {{}}}}
+              schema:
+                openAPIV3Schema:
+                  type: object
+                  properties:
+                    spec:
+                      type: object
+                      properties:
+                        size: {{type: integer, default: 3}}
+                        extra: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+        """
+    )
+    (tmp_path / "widgets.yaml").write_text(crd)
+    assert control_plane.install_crds(tmp_path) == [f"widgets.{group}"]
+    assert control_plane.install_crds(tmp_path) == [f"widgets.{group}"]  # replace path
+
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    body = {
+        "apiVersion": f"{group}/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w"},
+        "spec": {"extra": {"a": 1}},
+    }
+    custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", body)
+    created = custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w")
+    assert created["spec"] == {"size": 3, "extra": {"a": 1}}  # schema default and preserved fields
+
+
+def test_apiserver_restart_keeps_data(
+    control_plane: ControlPlane, api_client: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    core = kubernetes.client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(
+        namespace,
+        kubernetes.client.V1ConfigMap(
+            metadata=kubernetes.client.V1ObjectMeta(name="survivor"), data={"k": "v"}
+        ),
+    )
+    url = control_plane.url
+
+    control_plane.stop_apiserver()
+    assert not control_plane.apiserver_running
+    with pytest.raises(urllib3.exceptions.MaxRetryError):  # connection refused
+        core.read_namespaced_config_map("survivor", namespace, _request_timeout=2)
+    control_plane.start_apiserver()
+
+    assert control_plane.url == url
+    assert core.read_namespaced_config_map("survivor", namespace).data == {"k": "v"}
