@@ -1,0 +1,105 @@
+"""The file manifest: one record per regular file of a rendered tree.
+
+`manifest.json` sits beside the tree in the volume and is the contract between
+generation (which writes it) and export (which trusts nothing that is not in it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_VERSION = 1
+PREVIEW_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectFile:
+    path: str
+    """POSIX path relative to the tree root."""
+    name: str
+    type: str
+    size: int
+    sha256: str
+    executable: bool = False
+    preview: str | None = None
+
+    def status_record(self) -> dict[str, object]:
+        """The record as it goes into `status.files` (no preview)."""
+        return {
+            "path": self.path,
+            "name": self.name,
+            "type": self.type,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+
+
+def content_hash(files: Iterable[ProjectFile]) -> str:
+    """One SHA-256 over the sorted manifest: path, mode and content of every file.
+
+    Two trees with the same hash have the same paths, executable bits and bytes.
+    """
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        h.update(
+            f"{f.sha256} {'755' if f.executable else '644'} {f.path}\n".encode("utf-8", "surrogateescape")
+        )
+    return h.hexdigest()
+
+
+@dataclass(slots=True)
+class Manifest:
+    files: list[ProjectFile] = field(default_factory=list)
+    content_hash: str = ""
+    total_files: int = 0
+    total_size: int = 0
+
+    @classmethod
+    def build(cls, files: Iterable[ProjectFile]) -> Manifest:
+        ordered = sorted(files, key=lambda f: f.path)
+        return cls(
+            files=ordered,
+            content_hash=content_hash(ordered),
+            total_files=len(ordered),
+            total_size=sum(f.size for f in ordered),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": MANIFEST_VERSION,
+            "contentHash": self.content_hash,
+            "totalFiles": self.total_files,
+            "totalSize": self.total_size,
+            "files": [asdict(f) for f in self.files],
+        }
+
+    def dump(self, path: Path) -> None:
+        """Write atomically: a reader sees the old manifest or the new one, never half of one."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.to_json(), fh, ensure_ascii=False, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Manifest:
+        raw = data.get("files")
+        if not isinstance(raw, list):
+            raise ValueError("manifest has no 'files' list")
+        files = [ProjectFile(**item) for item in raw]
+        m = cls.build(files)
+        recorded = data.get("contentHash")
+        if recorded and recorded != m.content_hash:
+            raise ValueError("manifest contentHash does not match its files")
+        return m
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_json(json.load(fh))

@@ -1,0 +1,225 @@
+"""`projectgen render`: render a GeneratedProject on a workstation, without a cluster.
+
+    projectgen render -f generatedproject.yaml -o DIR [--manifest FILE] [--configmap FILE ...]
+
+The same code as the operator renders the same files; ConfigMaps come from files instead
+of the namespace. Nothing is written outside DIR (and FILE): the render happens in a hidden
+directory inside DIR whose entries are moved up when it succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from projectgen.api.v1alpha1.generatedproject import KIND, GeneratedProject, GeneratedProjectSpec
+from projectgen.generation.errors import GenerationError
+from projectgen.generation.render import ConfigMapData, render_project
+
+STAGING_PREFIX = ".projectgen-staging-"
+
+
+class InputError(Exception):
+    """A file given on the command line cannot be used."""
+
+
+def render_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="projectgen render",
+        description="Render a GeneratedProject into a directory, as the operator would, without a cluster.",
+    )
+    parser.add_argument(
+        "-f", "--file", required=True, type=Path, help="GeneratedProject YAML (multi-doc allowed)"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, type=Path, help="directory to create (must be empty)"
+    )
+    parser.add_argument("--manifest", type=Path, help="write the manifest (JSON, previews included) here")
+    parser.add_argument(
+        "--configmap",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="ConfigMap YAML the spec refers to (repeatable; multi-doc allowed)",
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+    try:
+        spec, configmaps = _load_spec(args.file)
+        for path in args.configmap:
+            configmaps.update(_load_configmaps(path))
+        _check_configmaps_given(spec, configmaps)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except GenerationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    out = Path(os.path.abspath(args.output))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(
+            f"error: {out} exists and is not an empty directory; refusing to write into it", file=sys.stderr
+        )
+        return 1
+    created = _first_missing(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create {out}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    staging = Path(os.path.abspath(out / f"{STAGING_PREFIX}{os.urandom(4).hex()}"))
+    try:
+        staging.mkdir()
+        result = render_project(spec, staging / "tree", configmaps=configmaps.get, workdir=staging)
+        for entry in sorted(os.listdir(staging / "tree")):
+            os.rename(staging / "tree" / entry, out / entry)
+    except GenerationError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+    m = result.manifest
+    if args.manifest is not None:
+        m.dump(Path(os.path.abspath(args.manifest)))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"rendered {m.total_files:,} files, {m.total_size:,} bytes, contentHash {m.content_hash} into {out}"
+    )
+    return 0
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory that creating `path` creates (removed again on failure)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
+def _documents(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text") from exc
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise InputError(f"{path}: every YAML document must be a mapping (a Kubernetes object)")
+        if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            for item in doc["items"]:
+                if isinstance(item, dict):
+                    yield item
+        else:
+            yield doc
+
+
+def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapData]]:
+    """The one GeneratedProject of the file (ConfigMaps in the same file are used too)."""
+    found: list[dict[str, Any]] = []
+    configmaps: dict[str, ConfigMapData] = {}
+    for doc in _documents(path):
+        kind = doc.get("kind")
+        if kind == KIND or (kind is None and "spec" in doc):
+            found.append(doc)
+        elif kind == "ConfigMap":
+            name, data = _configmap(doc, path)
+            configmaps[name] = data
+    if len(found) != 1:
+        raise InputError(f"{path}: expected one {KIND} object, found {len(found)}")
+    try:
+        spec = GeneratedProject.model_validate(found[0]).spec
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(str(p) for p in err['loc']) or '(object)'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise InputError(f"{path}: invalid {KIND}:\n  " + "\n  ".join(lines)) from exc
+    return spec, configmaps
+
+
+def _load_configmaps(path: Path) -> dict[str, ConfigMapData]:
+    result: dict[str, ConfigMapData] = {}
+    for doc in _documents(path):
+        if doc.get("kind") != "ConfigMap":
+            raise InputError(f"{path}: expected ConfigMap objects, found kind {doc.get('kind')!r}")
+        name, data = _configmap(doc, path)
+        result[name] = data
+    return result
+
+
+def _configmap(doc: dict[str, Any], path: Path) -> tuple[str, ConfigMapData]:
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{path}: a ConfigMap without metadata.name")
+    data = doc.get("data") or {}
+    binary = doc.get("binaryData") or {}
+    if not isinstance(data, dict) or not isinstance(binary, dict):
+        raise InputError(f"{path}: ConfigMap {name!r}: data and binaryData must be mappings")
+    text: dict[str, str] = {}
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise InputError(
+                f"{path}: ConfigMap {name!r}: data.{key} must be a string (quote it in YAML), "
+                f"not {type(value).__name__}"
+            )
+        text[str(key)] = value
+    raw: dict[str, bytes] = {}
+    for key, value in binary.items():
+        try:
+            raw[str(key)] = base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError(f"{path}: ConfigMap {name!r}: binaryData.{key} is not valid base64") from exc
+    return name, ConfigMapData(data=text, binary_data=raw)
+
+
+def _check_configmaps_given(spec: GeneratedProjectSpec, configmaps: dict[str, ConfigMapData]) -> None:
+    for i, source in enumerate(spec.sources):
+        if source.config_map is not None:
+            where, name = f"sources[{i}].configMap", source.config_map.name
+        elif source.template is not None and source.template.config_map is not None:
+            where, name = f"sources[{i}].template.configMap", source.template.config_map.name
+        else:
+            continue
+        if name not in configmaps:
+            raise GenerationError(f"{where}: ConfigMap {name!r} not given (use --configmap FILE)")
+
+
+def main() -> int:
+    return render_command(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["render_command"]
