@@ -1,0 +1,137 @@
+"""Every kopf decorator of the operator, in one place. Each handler is a line or two that calls
+a coordinator in `handlers/`; domain code lives in `generation/`, `export/` and `storage.py`.
+
+Run with `projectgen run` (or `kopf run -m projectgen.handlers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from projectgen.api.v1alpha1 import GROUP, VERSION
+from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
+from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
+from projectgen.handlers import generatedproject, repositoryexport
+from projectgen.handlers.context import Context
+from projectgen.handlers.kube import Kube
+from projectgen.settings import Settings
+
+FINALIZER = f"{GROUP}/finalizer"
+
+
+def label_filter(selector: str) -> dict[str, Any] | None:
+    """A kopf label filter from a simple selector: `k=v`, `k` (present), `!k` (absent), comma-separated."""
+    if not selector.strip():
+        return None
+    labels: dict[str, Any] = {}
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if term.startswith("!"):
+            labels[term[1:]] = kopf.ABSENT
+        elif "=" in term:
+            key, _, value = term.partition("=")
+            labels[key.rstrip("=").strip()] = value.strip()
+        else:
+            labels[term] = kopf.PRESENT
+    return labels
+
+
+_settings = Settings.from_env()
+LABELS = label_filter(_settings.label_selector)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.standalone = True
+    settings.execution.max_workers = _settings.workers
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    ctx = Context.from_settings(_settings)
+    removed = ctx.storage.clean_staging()
+    if removed:
+        logger.info("removed %d staging leftovers of an earlier run", removed)
+    memo.ctx = ctx
+
+
+def _ctx(memo: Any) -> Context:
+    ctx: Context = memo.ctx
+    return ctx
+
+
+# GeneratedProject ----------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, PROJECTS, labels=LABELS)
+def project_resumed(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+    generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True)
+
+
+@kopf.on.create(GROUP, VERSION, PROJECTS, labels=LABELS)
+@kopf.on.update(GROUP, VERSION, PROJECTS, labels=LABELS, field="spec")
+def project_changed(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+    generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger)
+
+
+@kopf.on.delete(GROUP, VERSION, PROJECTS, labels=LABELS)
+def project_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
+    generatedproject.delete(_ctx(memo), body)
+
+
+@kopf.index(GROUP, VERSION, EXPORTS, labels=LABELS)
+def exports_by_project(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> Any:
+    project = (spec.get("generatedProjectRef") or {}).get("name")
+    seen = (meta.get("annotations") or {}).get(repositoryexport.PROJECT_STATE_ANNOTATION)
+    return {(namespace, project): (name, seen)} if project else None
+
+
+@kopf.on.event(GROUP, VERSION, PROJECTS)
+async def project_event(
+    event: kopf.RawEvent, namespace: str | None, name: str, exports_by_project: Any = None, **_: Any
+) -> None:
+    """Wake the exports of a project when its phase or content changes: no polling."""
+    if namespace is None or exports_by_project is None:
+        return
+    body = dict(event["object"])
+    signature = "deleted" if event["type"] == "DELETED" else repositoryexport.project_signature(body)
+    kube = Kube(namespace)
+    for export, seen in exports_by_project.get((namespace, name), []):
+        if seen != signature:
+            await asyncio.to_thread(
+                kube.patch_annotations,
+                EXPORTS,
+                export,
+                {repositoryexport.PROJECT_STATE_ANNOTATION: signature},
+            )
+
+
+# RepositoryExport ----------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, EXPORTS, labels=LABELS)
+def export_resumed(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
+    repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger, resuming=True)
+
+
+@kopf.on.create(GROUP, VERSION, EXPORTS, labels=LABELS)
+@kopf.on.update(GROUP, VERSION, EXPORTS, labels=LABELS)
+def export_changed(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
+    repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger)
+
+
+@kopf.on.delete(GROUP, VERSION, EXPORTS, labels=LABELS)
+def export_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
+    repositoryexport.delete(_ctx(memo), body)

@@ -1,0 +1,145 @@
+"""Reconcile one GeneratedProject: validate, render into staging, swap into place, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from projectgen.api.v1alpha1 import GeneratedProjectSpec
+from projectgen.api.v1alpha1.generatedproject import PLURAL
+from projectgen.generation.errors import GenerationError, SourceUnavailable
+from projectgen.generation.manifest import Manifest
+from projectgen.generation.render import render_project
+from projectgen.handlers.context import Context
+from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
+from projectgen.handlers.status import State, now, transition
+
+CREATED_BY_ANNOTATION = "projectgen.io/created-by"
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
+    return "invalid spec: " + "; ".join(parts)
+
+
+def _retry_delay(retry: int) -> float:
+    return float(min(5 * 2**retry, 120))
+
+
+def is_current(body: kopf.Body | dict[str, Any]) -> bool:
+    """True when status already describes the current spec and its tree is on disk."""
+    status = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    if status.get("observedGeneration") != generation:
+        return False
+    if status.get("phase") == "Archived":
+        return bool((body.get("spec") or {}).get("archived"))
+    if status.get("phase") != "Completed" or not status.get("outputDirectory"):
+        return False
+    return (Path(status["outputDirectory"]) / "tree").is_dir()
+
+
+def reconcile(
+    ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger, resuming: bool = False
+) -> None:
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    generation = int(meta.get("generation") or 1)
+    status = dict(body.get("status") or {})
+    kube = Kube(namespace)
+    created_by = (meta.get("annotations") or {}).get(CREATED_BY_ANNOTATION)
+    extra: dict[str, Any] = {"createdBy": created_by} if created_by and not status.get("createdBy") else {}
+
+    if resuming and is_current(body):
+        logger.debug("status is current; nothing to do")
+        return
+
+    def write(phase: str, state: State, reason: str, message: str, **fields: Any) -> None:
+        patch = transition(
+            phase,
+            state,
+            generation=generation,
+            reason=reason,
+            message=message,
+            previous=status,
+            **extra,
+            **fields,
+        )
+        kube.patch_status(PLURAL, name, patch)
+        status.update(patch)
+
+    try:
+        spec = GeneratedProjectSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = validation_message(exc)
+        write("Failed", State.FAILED, "InvalidSpec", message)
+        kopf.warn(body, reason="Failed", message=message)
+        return
+
+    if spec.archived:
+        ctx.storage.remove_project(namespace, name, uid)
+        write(
+            "Archived",
+            State.READY,
+            "Archived",
+            "files removed from the volume; set spec.archived to false to regenerate",
+            outputDirectory=None,
+            files=None,
+            filesTruncated=None,
+        )
+        kopf.info(body, reason="Archived", message="project archived: files removed from the volume")
+        return
+
+    if status.get("phase") != "Generating" or status.get("observedGeneration") != generation:
+        write("Generating", State.WORKING, "Generating", f"rendering {len(spec.sources)} source(s)")
+        kopf.info(body, reason="Generating", message=f"generation {generation} started")
+
+    try:
+        with ctx.storage.staging("gen") as staging:
+            tree = staging / "tree"
+            tree.mkdir()
+            result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging)
+            manifest: Manifest = result.manifest
+            manifest.dump(staging / "manifest.json")
+            output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)
+    except SourceUnavailable as exc:
+        write("Pending", State.WAITING, "SourceUnavailable", exc.message)
+        raise kopf.TemporaryError(exc.message, delay=_retry_delay(retry)) from None
+    except GenerationError as exc:
+        write("Failed", State.FAILED, "GenerationFailed", exc.message)
+        kopf.warn(body, reason="Failed", message=exc.message)
+        return
+    except (ApiUnavailable, Forbidden) as exc:
+        write("Pending", State.WAITING, "ApiUnavailable", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+
+    for warning in result.warnings:
+        kopf.warn(body, reason="Warning", message=warning)
+    cap = ctx.settings.status_file_cap
+    records = [f.status_record() for f in manifest.files[:cap]]
+    message = f"{manifest.total_files} files, {manifest.total_size} bytes"
+    write(
+        "Completed",
+        State.READY,
+        "Completed",
+        message,
+        outputDirectory=str(output),
+        totalFiles=manifest.total_files,
+        totalSize=manifest.total_size,
+        contentHash=manifest.content_hash,
+        files=records,
+        filesTruncated=manifest.total_files > len(records),
+        completedAt=now(),
+    )
+    kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
+
+
+def delete(ctx: Context, body: kopf.Body) -> None:
+    meta = body["metadata"]
+    ctx.storage.remove_project(meta["namespace"], meta["name"], meta["uid"])

@@ -1,0 +1,132 @@
+"""The few Kubernetes API calls the handlers make besides kopf's own: status patches between
+transitions, and reads of ConfigMaps and Secrets in the resource's own namespace."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from projectgen.api.v1alpha1 import GROUP, VERSION
+from projectgen.generation.sources import ConfigMapData
+
+
+class ApiUnavailable(Exception):
+    """A call failed in a way that may heal (5xx, 429, connection): retry later."""
+
+
+class Forbidden(Exception):
+    """The operator's ServiceAccount may not do this: say so, and retry later (RBAC may be fixed)."""
+
+
+_lock = threading.Lock()
+_client: kubernetes.client.ApiClient | None = None
+
+
+def api_client() -> kubernetes.client.ApiClient:
+    """One client per process, configured like kopf: in-cluster, else the kubeconfig."""
+    global _client
+    with _lock:
+        if _client is None:
+            configuration = kubernetes.client.Configuration()
+            if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
+            else:
+                kubernetes.config.load_kube_config(client_configuration=configuration)
+            configuration.retries = 3
+            _client = kubernetes.client.ApiClient(configuration)
+        return _client
+
+
+def _translate(exc: ApiException, what: str) -> Exception:
+    if exc.status == 403:
+        return Forbidden(f"the operator is not allowed to read {what} (403): check its RBAC")
+    return ApiUnavailable(f"reading {what} failed: HTTP {exc.status} {exc.reason}")
+
+
+@dataclass
+class Kube:
+    """Calls scoped to one namespace: a resource can only make the operator read its own namespace."""
+
+    namespace: str
+
+    def patch_status(self, plural: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        api = kubernetes.client.CustomObjectsApi(api_client())
+        try:
+            result = cast(
+                dict[str, Any],
+                api.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, plural, name, {"status": status}
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise ApiUnavailable(
+                f"status patch of {plural}/{name} failed: HTTP {exc.status} {exc.reason}"
+            ) from None
+        return result
+
+    def get_object(self, plural: str, name: str) -> dict[str, Any] | None:
+        api = kubernetes.client.CustomObjectsApi(api_client())
+        try:
+            result = cast(
+                dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _translate(exc, f"{plural}/{name}") from None
+        return result
+
+    def patch_annotations(self, plural: str, name: str, annotations: dict[str, str]) -> None:
+        api = kubernetes.client.CustomObjectsApi(api_client())
+        try:
+            api.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, name, {"metadata": {"annotations": annotations}}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _translate(exc, f"{plural}/{name}") from None
+
+    def configmap(self, name: str) -> ConfigMapData | None:
+        api = kubernetes.client.CoreV1Api(api_client())
+        try:
+            cm = api.read_namespaced_config_map(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _translate(exc, f"ConfigMap {name!r}") from None
+        return ConfigMapData(
+            data=dict(cm.data or {}),
+            binary_data={k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()},
+        )
+
+    def secret_value(self, name: str, key: str) -> str | None:
+        """The value of one key, or None when the Secret or the key does not exist.
+
+        Raises SecretMissing with a message naming what is missing (never the value)."""
+        api = kubernetes.client.CoreV1Api(api_client())
+        try:
+            secret = api.read_namespaced_secret(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SecretMissing(f"Secret {name!r} not found in namespace {self.namespace!r}") from None
+            raise _translate(exc, f"Secret {name!r}") from None
+        data = secret.data or {}
+        if key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            raise SecretMissing(f"Secret {name!r} has no key {key!r} (keys: {keys})")
+        value = base64.b64decode(data[key]).decode("utf-8", "replace").strip()
+        if not value:
+            raise SecretMissing(f"key {key!r} of Secret {name!r} is empty")
+        return value
+
+
+class SecretMissing(Exception):
+    """The referenced Secret or key does not exist (yet)."""

@@ -1,0 +1,325 @@
+"""Reconcile one RepositoryExport: wait for its project, then archive or publish its tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from projectgen.api.v1alpha1 import RepositoryExportSpec
+from projectgen.api.v1alpha1.generatedproject import KIND as PROJECT_KIND
+from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
+from projectgen.api.v1alpha1.repositoryexport import PLURAL
+from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
+from projectgen.export.publish import PublishError, PublishRequest, publish
+from projectgen.generation.manifest import Manifest
+from projectgen.handlers.context import Context
+from projectgen.handlers.generatedproject import validation_message
+from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
+from projectgen.handlers.status import State, now, transition
+
+PROJECT_LABEL = "projectgen.io/generated-project"
+# Not under `projectgen.io/`: kopf leaves its own prefix out of the diff, and this must trigger an update.
+PROJECT_STATE_ANNOTATION = "project.projectgen.io/state"
+EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
+DEFAULT_AUTHOR = ("projectgen", "projectgen@users.noreply.local")
+
+
+def _retry_delay(retry: int, at_least: float | None = None) -> float:
+    return max(float(min(5 * 2**retry, 300)), at_least or 0.0)
+
+
+def owner_metadata(body: kopf.Body, project: dict[str, Any]) -> dict[str, Any] | None:
+    """The metadata patch that makes the project own the export and labels it; None when already so."""
+    pmeta = project["metadata"]
+    ref = {
+        "apiVersion": project.get("apiVersion", "projectgen.io/v1alpha1"),
+        "kind": PROJECT_KIND,
+        "name": pmeta["name"],
+        "uid": pmeta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+    meta = body["metadata"]
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("kind") != PROJECT_KIND]
+    labels = meta.get("labels") or {}
+    if (
+        any(r.get("uid") == pmeta["uid"] for r in meta.get("ownerReferences") or [])
+        and labels.get(PROJECT_LABEL) == pmeta["name"]
+    ):
+        return None
+    return {"ownerReferences": [*refs, ref], "labels": {PROJECT_LABEL: pmeta["name"]}}
+
+
+def project_signature(project: dict[str, Any]) -> str:
+    status = project.get("status") or {}
+    return f"{project['metadata'].get('uid', '')}/{status.get('phase', '')}/{status.get('contentHash', '')}"
+
+
+def reconcile(
+    ctx: Context,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    *,
+    retry: int,
+    logger: kopf.Logger,
+    resuming: bool = False,
+) -> None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = int(meta.get("generation") or 1)
+    status = dict(body.get("status") or {})
+    kube = Kube(namespace)
+
+    def write(phase: str, state: State, reason: str, message: str, **fields: Any) -> None:
+        new = transition(
+            phase, state, generation=generation, reason=reason, message=message, previous=status, **fields
+        )
+        if state is not State.FAILED and phase == status.get("phase") and _same(new, status):
+            return
+        kube.patch_status(PLURAL, name, new)
+        status.update(new)
+
+    try:
+        spec = RepositoryExportSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = validation_message(exc)
+        write("Failed", State.FAILED, "InvalidSpec", message)
+        kopf.warn(body, reason="Failed", message=message)
+        return
+
+    project_name = spec.generated_project_ref.name
+    try:
+        project = kube.get_object(PROJECT_PLURAL, project_name)
+    except (ApiUnavailable, Forbidden) as exc:
+        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+    if project is None:
+        write(
+            "Pending",
+            State.WAITING,
+            "WaitingForProject",
+            f"waiting for GeneratedProject {project_name!r} to be created",
+        )
+        return
+    owner = owner_metadata(body, project)
+    if owner:
+        patch.metadata.update(owner)
+
+    pstatus = project.get("status") or {}
+    pphase = pstatus.get("phase")
+    if pphase == "Failed":
+        reason = pstatus.get("errorMessage") or "no message"
+        write("Failed", State.FAILED, "ProjectFailed", f"GeneratedProject {project_name!r} failed: {reason}")
+        return
+    if pphase == "Archived":
+        message = f"GeneratedProject {project_name!r} is archived: its files are gone; set its spec.archived to false"
+        write("Failed", State.FAILED, "ProjectArchived", message)
+        return
+    project_generation = project["metadata"].get("generation")
+    if pphase != "Completed" or pstatus.get("observedGeneration") != project_generation:
+        write(
+            "Pending",
+            State.WAITING,
+            "WaitingForProject",
+            f"waiting for GeneratedProject {project_name!r} to complete (phase: {pphase or 'none yet'})",
+        )
+        return
+
+    content_hash = str(pstatus.get("contentHash") or "")
+    output = Path(pstatus.get("outputDirectory") or "")
+    if (
+        status.get("phase") == "Completed"
+        and status.get("observedGeneration") == generation
+        and status.get("exportedContentHash") == content_hash
+        and (
+            spec.export_type not in EXTENSIONS or Path(status.get("archivePath") or "/nonexistent").is_file()
+        )
+    ):
+        return
+
+    try:
+        manifest = Manifest.load(output / "manifest.json")
+    except (OSError, ValueError) as exc:
+        raise kopf.TemporaryError(
+            f"the tree of GeneratedProject {project_name!r} is not readable yet ({exc.__class__.__name__})",
+            delay=_retry_delay(retry),
+        ) from None
+
+    write(
+        "Exporting",
+        State.WORKING,
+        "Exporting",
+        f"exporting {manifest.total_files} files as {spec.export_type}",
+    )
+    kopf.info(
+        body, reason="Exporting", message=f"exporting GeneratedProject {project_name!r} as {spec.export_type}"
+    )
+    if spec.export_type in EXTENSIONS:
+        _archive(ctx, body, spec, kube, write, manifest, output, project_name, content_hash, retry)
+    else:
+        _publish(body, spec, kube, write, manifest, output, project_name, content_hash, retry)
+
+
+def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    def strip(conds: Any) -> list[tuple[Any, ...]]:
+        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds or []]
+
+    return (
+        strip(new.get("conditions")) == strip(old.get("conditions"))
+        and new.get("observedGeneration") == old.get("observedGeneration")
+        and all(old.get(k) == v for k, v in new.items() if k not in ("conditions",))
+    )
+
+
+def _archive(
+    ctx: Context,
+    body: kopf.Body,
+    spec: RepositoryExportSpec,
+    kube: Kube,
+    write: Any,
+    manifest: Manifest,
+    output: Path,
+    project_name: str,
+    content_hash: str,
+    retry: int,
+) -> None:
+    meta = body["metadata"]
+    prefix = spec.repository_name or project_name
+    ext = EXTENSIONS[spec.export_type]
+    target = ctx.storage.export_path(meta["namespace"], meta["name"], meta["uid"], f"{prefix}.{ext}")
+    try:
+        result = write_archive(
+            output / "tree",
+            [ArchiveMember.from_project_file(f) for f in manifest.files],
+            spec.export_type,  # type: ignore[arg-type]
+            target,
+            prefix=prefix,
+            level=spec.compression_level,
+        )
+    except ArchiveError as exc:
+        current = kube.get_object(PROJECT_PLURAL, project_name) or {}
+        if ((current.get("status") or {}).get("contentHash")) != content_hash:
+            write(
+                "Pending",
+                State.WAITING,
+                "ProjectChanged",
+                f"GeneratedProject {project_name!r} changed during export",
+            )
+            raise kopf.TemporaryError("project changed during export", delay=1) from None
+        write("Failed", State.FAILED, "ArchiveFailed", str(exc))
+        kopf.warn(body, reason="Failed", message=str(exc))
+        return
+    except OSError as exc:
+        message = f"writing the archive failed: {exc.strerror or exc}"
+        write("Failed", State.FAILED, "ArchiveFailed", message)
+        kopf.warn(body, reason="Failed", message=message)
+        raise kopf.TemporaryError(message, delay=_retry_delay(retry)) from None
+    for sibling in target.parent.iterdir():
+        if sibling != result.path and not sibling.name.startswith("."):
+            sibling.unlink(missing_ok=True)
+    for warning in result.warnings:
+        kopf.warn(body, reason="Warning", message=warning)
+    message = f"{result.entries} entries, {result.size} bytes"
+    write(
+        "Completed",
+        State.READY,
+        "Completed",
+        message,
+        archivePath=str(result.path),
+        archiveSize=result.size,
+        archiveSha256=result.sha256,
+        exportedContentHash=content_hash,
+        completedAt=now(),
+    )
+    kopf.info(body, reason="Completed", message=f"archive written: {result.path} ({message})")
+
+
+def _publish(
+    body: kopf.Body,
+    spec: RepositoryExportSpec,
+    kube: Kube,
+    write: Any,
+    manifest: Manifest,
+    output: Path,
+    project_name: str,
+    content_hash: str,
+    retry: int,
+) -> None:
+    config = spec.config
+    assert config is not None and spec.repository_name is not None  # the model guarantees both
+    ref = config.credentials_secret_ref
+    try:
+        token = kube.secret_value(ref.name, ref.key)
+    except SecretMissing as exc:
+        message = f"credentials: {exc}; create it in this namespace"
+        write("Failed", State.FAILED, "CredentialsMissing", message)
+        kopf.warn(body, reason="Failed", message=message)
+        raise kopf.TemporaryError(message, delay=_retry_delay(retry + 2)) from None
+    except (ApiUnavailable, Forbidden) as exc:
+        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+    assert token is not None
+    author = (config.author.name, config.author.email) if config.author else DEFAULT_AUTHOR
+    status = body.get("status") or {}
+    request = PublishRequest(
+        host=spec.export_type,  # type: ignore[arg-type]
+        api_url=config.api_url,
+        token=token,
+        owner=config.owner,
+        name=spec.repository_name,
+        description=config.description,
+        visibility=config.visibility,  # type: ignore[arg-type]
+        topics=list(config.topics or []),
+        default_branch=config.default_branch,
+        commit_message=config.commit_message or f"Generated by projectgen from {project_name}",
+        author_name=author[0],
+        author_email=author[1],
+        if_exists=config.if_exists,  # type: ignore[arg-type]
+        claimed=status.get("repository"),
+        tree=output / "tree",
+        files=manifest.files,
+        content_hash=content_hash,
+    )
+
+    def claim(full_name: str) -> None:
+        write(
+            "Exporting",
+            State.WORKING,
+            "CreatingRepository",
+            f"creating repository {full_name}",
+            repository=full_name,
+        )
+
+    try:
+        result = publish(request, claim=claim)
+    except PublishError as exc:
+        message = str(exc)
+        if exc.permanent:
+            write("Failed", State.FAILED, "PublishFailed", message)
+            kopf.warn(body, reason="Failed", message=message)
+            return
+        write("Exporting", State.WORKING, "Retrying", f"temporary failure, retrying: {message}")
+        raise kopf.TemporaryError(message, delay=_retry_delay(retry, exc.retry_after)) from None
+    for warning in result.warnings:
+        kopf.warn(body, reason="Warning", message=warning)
+    write(
+        "Completed",
+        State.READY,
+        "Completed",
+        f"pushed {result.commit_sha[:12]} to {result.repository_url}",
+        repository=result.repository,
+        repositoryUrl=result.repository_url,
+        commitSha=result.commit_sha,
+        exportedContentHash=content_hash,
+        completedAt=now(),
+    )
+    kopf.info(
+        body, reason="Completed", message=f"published to {result.repository_url} at {result.commit_sha[:12]}"
+    )
+
+
+def delete(ctx: Context, body: kopf.Body) -> None:
+    """Remove the archive. A published repository is left alone: deleting an export never deletes data."""
+    meta = body["metadata"]
+    ctx.storage.remove_export(meta["namespace"], meta["name"], meta["uid"])

@@ -1,0 +1,68 @@
+"""`projectgen run`: start the operator (kopf) with the settings from the environment and flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+
+
+def run_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="projectgen run", description="Run the projectgen operator.")
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve only namespaces matching this kopf pattern (e.g. team-a, 'team-*', '!kube-*'); repeatable",
+    )
+    parser.add_argument("--selector", help="serve only resources with these labels (k=v,k,!k); for sharding")
+    parser.add_argument(
+        "--data-dir", help="the volume (default: $PROJECTGEN_DATA_DIR or /var/lib/projectgen)"
+    )
+    parser.add_argument("--liveness-port", type=int, help="port of /healthz (default 8080; 0: off)")
+    parser.add_argument("--log-format", choices=["json", "plain"], help="default: json")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    # Flags win over the environment; the handlers module reads Settings at import.
+    for flag, env in (
+        (args.data_dir, "DATA_DIR"),
+        (args.selector, "LABEL_SELECTOR"),
+        (args.liveness_port, "LIVENESS_PORT"),
+        (args.log_format, "LOG_FORMAT"),
+        (" ".join(args.namespace) or None, "NAMESPACES"),
+    ):
+        if flag is not None:
+            os.environ[f"PROJECTGEN_{env}"] = str(flag)
+
+    import kopf
+
+    from projectgen.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"projectgen run: {exc}", file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    import projectgen.handlers  # noqa: F401  (registers the handlers)
+
+    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            kopf.operator(
+                clusterwide=not settings.namespaces,
+                namespaces=settings.namespaces,
+                standalone=True,
+                liveness_endpoint=liveness,
+            )
+        )
+    return 0

@@ -1,0 +1,98 @@
+"""Pure builders of status patches: kstatus conditions and phases. No kopf, no API calls.
+
+kstatus reads `Ready`, `Reconciling` and `Stalled`; every transition writes all three,
+each with the generation it was computed for, so `kubectl wait --for=condition=...`
+and GitOps tools (Argo CD, Flux) see one consistent picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+MAX_MESSAGE = 32768
+
+
+class State(Enum):
+    WAITING = "waiting"  # in progress, nothing to do until something else happens
+    WORKING = "working"  # in progress, the operator is at it
+    READY = "ready"
+    FAILED = "failed"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    return message if len(message) <= limit else message[: limit - 15] + " …(truncated)"
+
+
+def conditions(
+    state: State,
+    *,
+    generation: int,
+    reason: str,
+    message: str,
+    previous: list[Mapping[str, Any]] | None = None,
+    at: str | None = None,
+) -> list[dict[str, Any]]:
+    """The three kstatus conditions for a state, keeping lastTransitionTime when a status is unchanged."""
+    values = {
+        State.WAITING: ("False", "True", "False"),
+        State.WORKING: ("Unknown", "True", "False"),
+        State.READY: ("True", "False", "False"),
+        State.FAILED: ("False", "False", "True"),
+    }[state]
+    old = {c.get("type"): c for c in previous or []}
+    stamp = at or now()
+    message = clip(message)
+    out = []
+    for type_, status in zip(("Ready", "Reconciling", "Stalled"), values, strict=True):
+        before = old.get(type_)
+        changed = before is None or before.get("status") != status
+        out.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message if (status == "True" or type_ == "Ready") else "",
+                "observedGeneration": generation,
+                "lastTransitionTime": stamp
+                if changed or not before
+                else before.get("lastTransitionTime", stamp),
+            }
+        )
+    return out
+
+
+def transition(
+    phase: str,
+    state: State,
+    *,
+    generation: int,
+    reason: str,
+    message: str,
+    previous: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One status patch: phase, conditions, observedGeneration and any other fields (None deletes)."""
+    patch: dict[str, Any] = {
+        "phase": phase,
+        "observedGeneration": generation,
+        "conditions": conditions(
+            state,
+            generation=generation,
+            reason=reason,
+            message=message,
+            previous=list((previous or {}).get("conditions") or []),
+        ),
+    }
+    if state is State.FAILED:
+        patch["errorMessage"] = clip(message)
+    elif "errorMessage" not in fields:
+        patch["errorMessage"] = None
+    patch.update(fields)
+    return patch

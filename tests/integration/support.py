@@ -1,0 +1,217 @@
+"""Running the operator as a real subprocess, and waiting on resources, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+GROUP, VERSION = "projectgen.io", "v1alpha1"
+PROJECTS, EXPORTS = "generatedprojects", "repositoryexports"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class OperatorProcess:
+    """`projectgen run` in a subprocess, exactly as a user runs it (plain logs to a file)."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        data_dir: Path,
+        log_path: Path,
+        *,
+        namespaces: tuple[str, ...] = (),
+        selector: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.namespaces = namespaces
+        self.selector = selector
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        self.port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "projectgen",
+            "run",
+            "--log-format=plain",
+            f"--liveness-port={self.port}",
+        ]
+        argv += [f"--namespace={ns}" for ns in self.namespaces]
+        if self.selector:
+            argv.append(f"--selector={self.selector}")
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PROJECTGEN_DATA_DIR": str(self.data_dir),
+            **self.env,
+        }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115  (the child owns it)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"operator not live after {timeout}s:\n{self.logs()[-4000:]}")
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> OperatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def get(api: client.ApiClient, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        obj: dict[str, Any] = custom(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+def wait_for(
+    api: client.ApiClient,
+    plural: str,
+    namespace: str,
+    name: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 60,
+    what: str = "",
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        last = get(api, plural, namespace, name)
+        if last is not None and predicate(last):
+            return last
+        time.sleep(0.2)
+    status = json.dumps((last or {}).get("status"), indent=1)[:3000]
+    raise AssertionError(f"{plural}/{name} not {what or 'as expected'} after {timeout}s; status: {status}")
+
+
+def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
+    def check(obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        return status.get("phase") in phases and status.get("observedGeneration") == obj["metadata"].get(
+            "generation"
+        )
+
+    return check
+
+
+def wait_phase(
+    api: client.ApiClient, plural: str, namespace: str, name: str, *phases: str, timeout: float = 60
+) -> dict[str, Any]:
+    return wait_for(
+        api, plural, namespace, name, phase_is(*phases), timeout, what=f"in phase {'/'.join(phases)}"
+    )
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def create(api: client.ApiClient, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
+    obj: dict[str, Any] = custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+    return obj
+
+
+def project_body(
+    name: str, sources: list[dict[str, Any]], project: str = "demo", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "kind": "GeneratedProject",
+        "metadata": {"name": name},
+        "spec": {"projectRef": {"name": project}, "sources": sources, **spec},
+    }
+
+
+def inline_source(files: dict[str, str], executable: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "inline": {
+            "files": [
+                {"path": p, "content": c, **({"executable": True} if p in executable else {})}
+                for p, c in files.items()
+            ]
+        }
+    }
+
+
+def export_body(name: str, project: str, export_type: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "RepositoryExport",
+        "metadata": {"name": name},
+        "spec": {"generatedProjectRef": {"name": project}, "exportType": export_type, **spec},
+    }
+
+
+def events(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    items = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    return list(items)
