@@ -16,9 +16,9 @@ from typing import Protocol
 
 import kubernetes.client
 import pytest
+from support import OperatorProcess
 
 from projectgen.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
-from support import OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"

@@ -20,8 +20,9 @@ from typing import Any
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         self.server.requests.append(f"{self.command} {self.path.split('?')[0]}")
 
     def _authorised(self) -> bool:
@@ -38,6 +39,13 @@ class _Handler(BaseHTTPRequestHandler):
         return password in tokens
 
     def _serve(self) -> None:
+        fault = self.server.take_fault(self.path)
+        if fault is not None:
+            self.close_connection = True  # the request body is left unread
+            self.send_response(fault)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if not self._authorised():
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -50,7 +58,10 @@ class _Handler(BaseHTTPRequestHandler):
         env = {
             "GIT_PROJECT_ROOT": str(self.server.root),
             "GIT_HTTP_EXPORT_ALL": "1",
-            "GIT_HTTP_RECEIVE_PACK": "true" if self.server.allow_push else "false",
+            # http-backend reads no GIT_HTTP_RECEIVE_PACK variable: push is governed by http.receivepack.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.receivepack",
+            "GIT_CONFIG_VALUE_0": "true" if self.server.allow_push else "false",
             "REMOTE_USER": "projectgen-test",
             "REMOTE_ADDR": self.client_address[0],
             "PATH_INFO": path,
@@ -96,6 +107,20 @@ class _Server(ThreadingHTTPServer):
         self.tokens = tokens
         self.allow_push = allow_push
         self.requests: list[str] = []
+        self.faults: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    def add_faults(self, match: str, status: int, times: int) -> None:
+        with self._lock:
+            self.faults.extend([(match, status)] * times)
+
+    def take_fault(self, path: str) -> int | None:
+        with self._lock:
+            for i, (match, status) in enumerate(self.faults):
+                if match in path:
+                    del self.faults[i]
+                    return status
+        return None
 
 
 class GitHTTPServer:
@@ -105,7 +130,7 @@ class GitHTTPServer:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._server = _Server(self.root, set(tokens) if tokens is not None else None, allow_push)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -115,6 +140,18 @@ class GitHTTPServer:
     @property
     def requests(self) -> list[str]:
         return self._server.requests
+
+    @property
+    def allow_push(self) -> bool:
+        return self._server.allow_push
+
+    @allow_push.setter
+    def allow_push(self, value: bool) -> None:
+        self._server.allow_push = value
+
+    def fail_next(self, status: int = 500, *, match: str = "", times: int = 1) -> None:
+        """Answer the next `times` requests whose path (with query) contains `match` with `status`."""
+        self._server.add_faults(match, status, times)
 
     def url(self, full_name: str) -> str:
         return f"{self.base_url}/{full_name}.git"
