@@ -1,0 +1,904 @@
+"""Loopback stand-ins for the GitHub and GitLab REST APIs, backed by a real git smart-HTTP server.
+
+They answer the requests PyGithub and python-gitlab make to find an owner, look up, create
+and tag a repository, with bodies and headers shaped like the real ones (including the
+error bodies), and create a bare repository in their own `GitHTTPServer` for each repository
+they create, so the push is real. Faults are scripted per (method, path pattern):
+
+    with FakeGitHub(tokens={"t0k"}, orgs=["acme"]) as gh:
+        gh.fail_next("POST", "/orgs/*/repos", status=500)           # then the real answer
+        gh.fail_next("GET", "/user", drop=True)                      # close without a reply
+        gh.fail_next("POST", "/user/repos", drop=True, after=True)   # create, then lose the reply
+        gh.fail_next("GET", "/repos/*", status=None, delay=0.5)      # slow, then the real answer
+        gh.rate_limit_next("GET", "/user", reset_in=30)
+
+Paths in `calls`, `requests` and fault patterns are relative to the API root (no `/api/v3`
+or `/api/v4`) and percent-decoded; patterns are `fnmatch` globs. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Self
+
+from projectgen.devtools.gitserver import GitHTTPServer
+
+_DEFAULT: Any = object()
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    """dict/list -> JSON, str -> text/plain, bytes as is, None -> empty."""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    headers: dict[str, str]
+    """Without Authorization / PRIVATE-TOKEN."""
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: str
+    status: int | None
+    body: Any
+    headers: dict[str, str]
+    delay: float
+    drop: bool
+    after: bool
+    times: int
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seed_commit(bare: Path, files: Mapping[str, bytes] | None = None, branch: str = "main") -> str:
+    """Commit flat `files` straight into a bare repository (no HTTP); returns the commit."""
+    files = files or {"README.md": b"# seeded\n"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(bare),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_DIR": str(bare),
+        "GIT_AUTHOR_NAME": "Someone Else",
+        "GIT_AUTHOR_EMAIL": "someone@example.com",
+        "GIT_COMMITTER_NAME": "Someone Else",
+        "GIT_COMMITTER_EMAIL": "someone@example.com",
+    }
+
+    def git(*args: str, data: bytes = b"") -> str:
+        return subprocess.run(
+            ["git", *args], input=data, env=env, capture_output=True, check=True
+        ).stdout.decode()
+
+    entries = []
+    for name, content in sorted(files.items()):
+        sha = git("hash-object", "-w", "--stdin", data=content).strip()
+        entries.append(f"100644 blob {sha}\t{name}\n")
+    tree = git("mktree", data="".join(entries).encode()).strip()
+    commit = git("commit-tree", tree, "-m", "seed").strip()
+    git("update-ref", f"refs/heads/{branch}", commit)
+    return commit
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _any(self) -> None:
+        self.server.fake._serve(self)
+
+    do_GET = _any
+    do_POST = _any
+    do_PUT = _any
+    do_PATCH = _any
+    do_DELETE = _any
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: _FakeHost) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout) closes its end while a slow reply is written: not an error.
+        pass
+
+
+class _FakeHost:
+    """What both stand-ins share: HTTP plumbing, token check, fault scripts, a git server."""
+
+    api_prefix = ""
+    kind = "host"
+
+    def __init__(self, *, tokens: Iterable[str], root: Path | None = None) -> None:
+        self.tokens = set(tokens)
+        self._own_root = root is None
+        self.root = (
+            Path(tempfile.mkdtemp(prefix=f"projectgen-fake{self.kind}-")) if root is None else Path(root)
+        )
+        self.git = GitHTTPServer(self.root / "git", tokens=self.tokens)
+        self.calls: list[tuple[str, str]] = []
+        self.requests: list[FakeRequest] = []
+        self.created: list[str] = []
+        self._faults: list[Fault] = []
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1000)
+        self._httpd = _HTTPServer(self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name=f"fake-{self.kind}", daemon=True
+        )
+
+    # lifecycle ---------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + self.api_prefix
+
+    def start(self) -> Self:
+        self.git.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self.git.stop()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # faults ------------------------------------------------------------------------------
+    def fail_next(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int | None = 500,
+        body: Any = _DEFAULT,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+        drop: bool = False,
+        after: bool = False,
+        times: int = 1,
+    ) -> None:
+        """Script the next `times` answers to `method path` (fnmatch pattern, relative to the API root).
+
+        status None: the real answer (with `delay`: a slow one). drop: close the connection without
+        a reply. after: do the real work first (e.g. create the repository), then fail or drop.
+        """
+        if body is _DEFAULT:
+            body = self.error_body(status) if status is not None else None
+        fault = Fault(method.upper(), path, status, body, dict(headers or {}), delay, drop, after, times)
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method == method and fnmatch.fnmatchcase(path, fault.pattern):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def count(self, method: str, pattern: str) -> int:
+        return sum(1 for m, p in self.calls if m == method and fnmatch.fnmatchcase(p, pattern))
+
+    # to be provided by the hosts ---------------------------------------------------------
+    def error_body(self, status: int | None) -> Any:
+        return {"message": str(status)}
+
+    def token_of(self, headers: Mapping[str, str]) -> str | None:
+        """The token a request carries; `headers` has lower-case names."""
+        raise NotImplementedError
+
+    def unauthorised(self) -> Reply:
+        raise NotImplementedError
+
+    def common_headers(self) -> dict[str, str]:
+        return {}
+
+    def route(self, method: str, parts: list[str], query: dict[str, list[str]], body: Any) -> Reply:
+        raise NotImplementedError
+
+    # plumbing ----------------------------------------------------------------------------
+    def _serve(self, h: _Handler) -> None:
+        raw_path, _, qs = h.path.partition("?")
+        length = int(h.headers.get("Content-Length") or 0)
+        raw_body = h.rfile.read(length) if length else b""
+        method = h.command
+        if not raw_path.startswith(self.api_prefix + "/"):
+            self._send(h, Reply(404, self.error_body(404)))
+            return
+        rel_raw = raw_path[len(self.api_prefix) :]
+        parts = [urllib.parse.unquote(p) for p in rel_raw.strip("/").split("/") if p]
+        rel = "/" + "/".join(parts)
+        query = urllib.parse.parse_qs(qs)
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:
+            body = raw_body.decode("utf-8", "replace")
+        hidden = {"authorization", "private-token"}
+        with self._lock:
+            self.calls.append((method, rel))
+            self.requests.append(
+                FakeRequest(
+                    method, rel, query, body, {k: v for k, v in h.headers.items() if k.lower() not in hidden}
+                )
+            )
+        fault = self._take_fault(method, rel)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and not fault.after and (fault.drop or fault.status is not None):
+            self._fault_reply(h, fault)
+            return
+        token = self.token_of({k.lower(): v for k, v in h.headers.items()})
+        if token is None or token not in self.tokens:
+            reply = self.unauthorised()
+        else:
+            try:
+                with self._lock:
+                    reply = self.route(method, parts, query, body)
+            except Exception as exc:
+                reply = Reply(500, {"message": f"fake {self.kind} error: {exc!r}"})
+        if fault is not None and fault.after and (fault.drop or fault.status is not None):
+            self._fault_reply(h, fault)
+            return
+        self._send(h, reply)
+
+    def _fault_reply(self, h: _Handler, fault: Fault) -> None:
+        if fault.drop:
+            h.close_connection = True
+            return
+        assert fault.status is not None
+        self._send(h, Reply(fault.status, fault.body, fault.headers))
+
+    def _send(self, h: _Handler, reply: Reply) -> None:
+        headers = self.common_headers()
+        if isinstance(reply.body, (dict, list)):
+            payload = json.dumps(reply.body).encode()
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        elif isinstance(reply.body, str):
+            payload = reply.body.encode()
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+        elif isinstance(reply.body, bytes):
+            payload = reply.body
+        else:
+            payload = b""
+        headers.update(reply.headers)
+        h.send_response(reply.status)
+        for name, value in headers.items():
+            h.send_header(name, value)
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(payload)
+
+    def _bare_is_empty(self, full_name: str) -> bool:
+        heads = self.git.repo_path(full_name) / "refs" / "heads"
+        packed = self.git.repo_path(full_name) / "packed-refs"
+        has_loose = heads.exists() and any(p.is_file() for p in heads.rglob("*"))
+        has_packed = packed.exists() and " refs/heads/" in packed.read_text()
+        return not (has_loose or has_packed)
+
+    def seed(self, full_name: str, files: Mapping[str, bytes] | None = None, branch: str = "main") -> str:
+        """Give an existing repository a commit, as if someone had pushed to it."""
+        return seed_commit(self.git.repo_path(full_name), files, branch)
+
+
+# --------------------------------------------------------------------------------------------
+# GitHub
+# --------------------------------------------------------------------------------------------
+
+_GH_DOCS = "https://docs.github.com/rest"
+_GH_NAME_EXISTS = {
+    "message": "Repository creation failed.",
+    "errors": [
+        {
+            "resource": "Repository",
+            "code": "custom",
+            "field": "name",
+            "message": "name already exists on this account",
+        }
+    ],
+    "documentation_url": "https://docs.github.com/rest/repos/repos#create-a-repository-for-the-authenticated-user",
+    "status": "422",
+}
+
+
+class FakeGitHub(_FakeHost):
+    """GitHub.com (`api_url` is the server root) or, with `enterprise=True`, GHES (`/api/v3`)."""
+
+    kind = "github"
+
+    def __init__(
+        self,
+        *,
+        tokens: Iterable[str],
+        user: str = "octocat",
+        orgs: Iterable[str] = (),
+        enterprise: bool = False,
+        scopes: str = "repo",
+        root: Path | None = None,
+    ) -> None:
+        super().__init__(tokens=tokens, root=root)
+        self.api_prefix = "/api/v3" if enterprise else ""
+        self.enterprise = enterprise
+        self.scopes = scopes
+        self.user: dict[str, Any] = {
+            "login": user,
+            "id": 1,
+            "name": user.title(),
+            "email": f"{user}@example.com",
+        }
+        self.orgs: dict[str, dict[str, Any]] = {}
+        self.repos: dict[str, dict[str, Any]] = {}
+        for org in orgs:
+            self.add_org(org)
+
+    # state -------------------------------------------------------------------------------
+    def add_org(self, login: str) -> None:
+        with self._lock:
+            self.orgs[login.lower()] = {"login": login, "id": next(self._ids)}
+
+    def add_repo(
+        self, full_name: str, *, private: bool = True, description: str | None = None
+    ) -> dict[str, Any]:
+        """A repository this export did not create (not counted in `created`)."""
+        owner, name = full_name.split("/")
+        with self._lock:
+            return self._new_repo(owner, name, {"private": private, "description": description})
+
+    def repo(self, full_name: str) -> dict[str, Any]:
+        return self.repos[full_name.lower()]
+
+    def _new_repo(self, owner: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        full_name = f"{owner}/{name}"
+        private = bool(body.get("private", False))
+        visibility = body.get("visibility") or ("private" if private else "public")
+        record: dict[str, Any] = {
+            "id": next(self._ids),
+            "name": name,
+            "owner": owner,
+            "owner_type": "User" if owner.lower() == self.user["login"].lower() else "Organization",
+            "description": body.get("description"),
+            "private": visibility != "public",
+            "visibility": visibility,
+            "topics": [],
+            "default_branch": "main",
+            "created_at": _now(),
+            "request": dict(body),
+        }
+        self.git.create_bare(full_name, "main")
+        self.repos[full_name.lower()] = record
+        return record
+
+    # JSON --------------------------------------------------------------------------------
+    def _user_json(self) -> dict[str, Any]:
+        login = self.user["login"]
+        return {
+            "login": login,
+            "id": self.user["id"],
+            "node_id": "MDQ6VXNlcjE=",
+            "avatar_url": f"{self.base_url}/avatars/{login}",
+            "url": f"{self.api_url}/users/{login}",
+            "html_url": f"{self.base_url}/{login}",
+            "repos_url": f"{self.api_url}/users/{login}/repos",
+            "type": "User",
+            "site_admin": False,
+            "name": self.user["name"],
+            "email": self.user["email"],
+            "public_repos": sum(1 for r in self.repos.values() if r["owner"] == login and not r["private"]),
+            "created_at": "2011-01-25T18:44:36Z",
+            "updated_at": _now(),
+        }
+
+    def _owner_json(self, login: str, kind: str) -> dict[str, Any]:
+        return {
+            "login": login,
+            "id": self.user["id"] if kind == "User" else self.orgs[login.lower()]["id"],
+            "url": f"{self.api_url}/{'users' if kind == 'User' else 'orgs'}/{login}",
+            "html_url": f"{self.base_url}/{login}",
+            "type": kind,
+            "site_admin": False,
+        }
+
+    def _org_json(self, org: Mapping[str, Any]) -> dict[str, Any]:
+        login = org["login"]
+        return {
+            "login": login,
+            "id": org["id"],
+            "node_id": "MDEyOk9yZ2FuaXphdGlvbjE=",
+            "url": f"{self.api_url}/orgs/{login}",
+            "repos_url": f"{self.api_url}/orgs/{login}/repos",
+            "html_url": f"{self.base_url}/{login}",
+            "type": "Organization",
+            "description": None,
+            "public_repos": 0,
+            "created_at": "2015-01-01T00:00:00Z",
+            "updated_at": _now(),
+        }
+
+    def _repo_json(self, r: Mapping[str, Any]) -> dict[str, Any]:
+        full_name = f"{r['owner']}/{r['name']}"
+        host = urllib.parse.urlsplit(self.base_url).netloc
+        return {
+            "id": r["id"],
+            "node_id": f"R_{r['id']}",
+            "name": r["name"],
+            "full_name": full_name,
+            "private": r["private"],
+            "visibility": r["visibility"],
+            "owner": self._owner_json(r["owner"], r["owner_type"]),
+            "html_url": f"{self.base_url}/{full_name}",
+            "description": r["description"],
+            "fork": False,
+            "url": f"{self.api_url}/repos/{full_name}",
+            "clone_url": self.git.url(full_name),
+            "git_url": f"git://{host}/{full_name}.git",
+            "ssh_url": f"git@{host}:{full_name}.git",
+            "svn_url": f"{self.base_url}/{full_name}",
+            "homepage": None,
+            "size": 0 if self._bare_is_empty(full_name) else 1,
+            "default_branch": r["default_branch"],
+            "topics": list(r["topics"]),
+            "archived": False,
+            "disabled": False,
+            "has_issues": True,
+            "has_wiki": True,
+            "created_at": r["created_at"],
+            "updated_at": _now(),
+            "pushed_at": None,
+            "permissions": {"admin": True, "maintain": True, "push": True, "triage": True, "pull": True},
+        }
+
+    # protocol ----------------------------------------------------------------------------
+    def error_body(self, status: int | None) -> Any:
+        bodies: dict[int | None, Any] = {
+            401: {"message": "Bad credentials", "documentation_url": _GH_DOCS, "status": "401"},
+            403: {
+                "message": "Resource not accessible by personal access token",
+                "documentation_url": "https://docs.github.com/rest/repos/repos#create-an-organization-repository",
+                "status": "403",
+            },
+            404: {"message": "Not Found", "documentation_url": _GH_DOCS, "status": "404"},
+            422: _GH_NAME_EXISTS,
+            429: {"message": "API rate limit exceeded", "documentation_url": _GH_DOCS, "status": "429"},
+            500: {"message": "Server Error", "status": "500"},
+            502: "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            503: {"message": "Service Unavailable", "status": "503"},
+        }
+        return bodies.get(status, {"message": f"HTTP {status}", "status": str(status)})
+
+    def rate_limit_next(self, method: str, path: str, *, reset_in: float = 60, times: int = 1) -> None:
+        """GitHub's primary rate limit: 403, X-RateLimit-Remaining: 0 and the reset time."""
+        body = {
+            "message": "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, "
+            "please include the request ID 0000:1111:2222:3333:4444.",
+            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+            "status": "403",
+        }
+        headers = {
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Used": "5000",
+            "X-RateLimit-Reset": str(int(time.time() + reset_in)),
+            "X-RateLimit-Resource": "core",
+        }
+        self.fail_next(method, path, status=403, body=body, headers=headers, times=times)
+
+    def secondary_rate_limit_next(
+        self, method: str, path: str, *, retry_after: int = 60, times: int = 1
+    ) -> None:
+        """GitHub's secondary rate limit: 403 with Retry-After."""
+        body = {
+            "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+            "If you reach out to GitHub Support for help, please include the request ID 0000:1111:2222:3333:4444.",
+            "documentation_url": "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api"
+            "#about-secondary-rate-limits",
+            "status": "403",
+        }
+        self.fail_next(
+            method, path, status=403, body=body, headers={"Retry-After": str(retry_after)}, times=times
+        )
+
+    def token_of(self, headers: Mapping[str, str]) -> str | None:
+        scheme, _, value = (headers.get("authorization") or "").partition(" ")
+        return value.strip() if scheme.lower() in ("token", "bearer") else None
+
+    def unauthorised(self) -> Reply:
+        return Reply(401, self.error_body(401))
+
+    def common_headers(self) -> dict[str, str]:
+        return {
+            "Server": "GitHub.com",
+            "X-GitHub-Media-Type": "github.v3; format=json",
+            "X-GitHub-Api-Version-Selected": "2022-11-28",
+            "X-GitHub-Request-Id": uuid.uuid4().hex[:20].upper(),
+            "X-OAuth-Scopes": self.scopes,
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": str(max(0, 5000 - len(self.calls))),
+            "X-RateLimit-Reset": str(int(time.time()) + 3600),
+            "X-RateLimit-Used": str(len(self.calls)),
+            "X-RateLimit-Resource": "core",
+        }
+
+    def route(self, method: str, parts: list[str], query: dict[str, list[str]], body: Any) -> Reply:
+        match (method, parts):
+            case ("GET", ["user"]):
+                return Reply(200, self._user_json())
+            case ("GET", ["users", login]) if login.lower() == self.user["login"].lower():
+                return Reply(200, self._user_json())
+            case ("GET", ["orgs", org]) if org.lower() in self.orgs:
+                return Reply(200, self._org_json(self.orgs[org.lower()]))
+            case ("POST", ["user", "repos"]):
+                return self._create(self.user["login"], body)
+            case ("POST", ["orgs", org, "repos"]) if org.lower() in self.orgs:
+                return self._create(self.orgs[org.lower()]["login"], body)
+            case ("GET", ["repos", owner, name]) if f"{owner}/{name}".lower() in self.repos:
+                return Reply(200, self._repo_json(self.repos[f"{owner}/{name}".lower()]))
+            case ("GET", ["repos", owner, name, "topics"]) if f"{owner}/{name}".lower() in self.repos:
+                return Reply(200, {"names": self.repos[f"{owner}/{name}".lower()]["topics"]})
+            case ("PUT", ["repos", owner, name, "topics"]) if f"{owner}/{name}".lower() in self.repos:
+                names = (body or {}).get("names")
+                if not isinstance(names, list) or not all(
+                    isinstance(n, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,49}", n) for n in names
+                ):
+                    return Reply(
+                        422, {"message": "Invalid request.", "documentation_url": _GH_DOCS, "status": "422"}
+                    )
+                self.repos[f"{owner}/{name}".lower()]["topics"] = list(names)
+                return Reply(200, {"names": names})
+        return Reply(404, self.error_body(404))
+
+    def _create(self, owner: str, body: Any) -> Reply:
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            return Reply(
+                400, {"message": "Problems parsing JSON", "documentation_url": _GH_DOCS, "status": "400"}
+            )
+        name = body["name"]
+        if not _NAME_RE.match(name) or name in (".", ".."):
+            err = {"resource": "Repository", "code": "custom", "field": "name", "message": "name is invalid"}
+            return Reply(422, {"message": "Repository creation failed.", "errors": [err], "status": "422"})
+        if f"{owner}/{name}".lower() in self.repos:
+            return Reply(422, _GH_NAME_EXISTS)
+        visibility = body.get("visibility")
+        if visibility is not None and visibility not in ("public", "private", "internal"):
+            return Reply(422, {"message": "Validation Failed", "status": "422"})
+        if visibility == "internal" and owner == self.user["login"]:
+            return Reply(
+                422, {"message": "Only organization-owned repositories can be internal.", "status": "422"}
+            )
+        record = self._new_repo(owner, name, body)
+        self.created.append(f"{owner}/{name}")
+        return Reply(201, self._repo_json(record))
+
+
+# --------------------------------------------------------------------------------------------
+# GitLab
+# --------------------------------------------------------------------------------------------
+
+_GL_TAKEN = {
+    "message": {
+        "project_namespace.name": ["has already been taken"],
+        "name": ["has already been taken"],
+        "path": ["has already been taken"],
+    }
+}
+
+
+class FakeGitLab(_FakeHost):
+    """GitLab's REST API v4 at `<api_url>/api/v4`; `api_url` is what python-gitlab wants as `url`."""
+
+    kind = "gitlab"
+    api_prefix = "/api/v4"
+
+    def __init__(
+        self,
+        *,
+        tokens: Iterable[str],
+        user: str = "root",
+        groups: Iterable[str] = (),
+        root: Path | None = None,
+    ) -> None:
+        super().__init__(tokens=tokens, root=root)
+        self.user: dict[str, Any] = {"id": 1, "username": user, "name": user.title(), "namespace_id": 1}
+        self.namespaces: dict[int, dict[str, Any]] = {
+            1: {"id": 1, "name": user, "path": user, "kind": "user", "full_path": user, "parent_id": None}
+        }
+        self.projects: dict[str, dict[str, Any]] = {}
+        for group in groups:
+            self.add_group(group)
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url
+
+    # state -------------------------------------------------------------------------------
+    def add_group(self, full_path: str) -> dict[str, Any]:
+        with self._lock:
+            parent: dict[str, Any] | None = None
+            segments = full_path.split("/")
+            for i in range(len(segments)):
+                path = "/".join(segments[: i + 1])
+                ns = self._namespace(path)
+                if ns is None:
+                    nid = next(self._ids)
+                    ns = {
+                        "id": nid,
+                        "name": segments[i],
+                        "path": segments[i],
+                        "kind": "group",
+                        "full_path": path,
+                        "parent_id": parent["id"] if parent else None,
+                    }
+                    self.namespaces[nid] = ns
+                parent = ns
+            assert parent is not None
+            return parent
+
+    def add_project(self, full_path: str, *, visibility: str = "private") -> dict[str, Any]:
+        """A project this export did not create (not counted in `created`)."""
+        ns_path, _, name = full_path.rpartition("/")
+        ns = self._namespace(ns_path) or self.add_group(ns_path)
+        with self._lock:
+            return self._new_project(ns, {"name": name, "path": name, "visibility": visibility})
+
+    def project(self, full_path: str) -> dict[str, Any]:
+        return self.projects[full_path.lower()]
+
+    def _namespace(self, ref: str) -> dict[str, Any] | None:
+        if ref.isdigit():
+            return self.namespaces.get(int(ref))
+        return next((n for n in self.namespaces.values() if n["full_path"].lower() == ref.lower()), None)
+
+    def _project(self, ref: str) -> dict[str, Any] | None:
+        if ref.isdigit():
+            return next((p for p in self.projects.values() if p["id"] == int(ref)), None)
+        return self.projects.get(ref.lower())
+
+    def _new_project(self, ns: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+        path = body.get("path") or body["name"]
+        full_path = f"{ns['full_path']}/{path}"
+        branch = body.get("default_branch") or "main"
+        record: dict[str, Any] = {
+            "id": next(self._ids),
+            "name": body.get("name") or path,
+            "path": path,
+            "namespace_id": ns["id"],
+            "full_path": full_path,
+            "description": body.get("description"),
+            "visibility": body.get("visibility") or "private",
+            "topics": list(body.get("topics") or []),
+            "default_branch": branch,
+            "created_at": _now(),
+            "request": dict(body),
+        }
+        self.git.create_bare(full_path, branch)
+        self.projects[full_path.lower()] = record
+        return record
+
+    # JSON --------------------------------------------------------------------------------
+    def _user_json(self) -> dict[str, Any]:
+        name = self.user["username"]
+        return {
+            "id": self.user["id"],
+            "username": name,
+            "name": self.user["name"],
+            "state": "active",
+            "locked": False,
+            "avatar_url": f"{self.base_url}/uploads/-/system/user/avatar/1/avatar.png",
+            "web_url": f"{self.base_url}/{name}",
+            "created_at": "2012-05-23T08:00:58Z",
+            "bio": "",
+            "public_email": None,
+            "email": f"{name}@example.com",
+            "is_admin": False,
+            "can_create_group": True,
+            "can_create_project": True,
+            "two_factor_enabled": False,
+            "external": False,
+            "private_profile": False,
+        }
+
+    def _namespace_json(self, ns: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "id": ns["id"],
+            "name": ns["name"],
+            "path": ns["path"],
+            "kind": ns["kind"],
+            "full_path": ns["full_path"],
+            "parent_id": ns["parent_id"],
+            "avatar_url": None,
+            "web_url": f"{self.base_url}/{'groups/' if ns['kind'] == 'group' else ''}{ns['full_path']}",
+        }
+
+    def _group_json(self, ns: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            **self._namespace_json(ns),
+            "description": "",
+            "visibility": "private",
+            "full_name": " / ".join(ns["full_path"].split("/")),
+            "web_url": f"{self.base_url}/groups/{ns['full_path']}",
+            "created_at": "2020-01-01T00:00:00Z",
+            "projects": [],
+            "shared_projects": [],
+        }
+
+    def _project_json(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        ns = self.namespaces[p["namespace_id"]]
+        host = urllib.parse.urlsplit(self.base_url).netloc
+        data = {
+            "id": p["id"],
+            "description": p["description"],
+            "name": p["name"],
+            "name_with_namespace": " / ".join([*ns["full_path"].split("/"), p["name"]]),
+            "path": p["path"],
+            "path_with_namespace": p["full_path"],
+            "created_at": p["created_at"],
+            "default_branch": p["default_branch"],
+            "tag_list": list(p["topics"]),
+            "topics": list(p["topics"]),
+            "ssh_url_to_repo": f"git@{host}:{p['full_path']}.git",
+            "http_url_to_repo": self.git.url(p["full_path"]),
+            "web_url": f"{self.base_url}/{p['full_path']}",
+            "readme_url": None,
+            "avatar_url": None,
+            "forks_count": 0,
+            "star_count": 0,
+            "last_activity_at": _now(),
+            "namespace": self._namespace_json(ns),
+            "visibility": p["visibility"],
+            "empty_repo": self._bare_is_empty(p["full_path"]),
+            "archived": False,
+            "container_registry_enabled": True,
+            "issues_enabled": True,
+            "merge_requests_enabled": True,
+            "wiki_enabled": True,
+            "creator_id": self.user["id"],
+            "permissions": {"project_access": {"access_level": 50}, "group_access": None},
+        }
+        if ns["kind"] == "user":
+            data["owner"] = {
+                "id": self.user["id"],
+                "username": self.user["username"],
+                "name": self.user["name"],
+            }
+        return data
+
+    # protocol ----------------------------------------------------------------------------
+    def error_body(self, status: int | None) -> Any:
+        bodies: dict[int | None, Any] = {
+            400: _GL_TAKEN,
+            401: {"message": "401 Unauthorized"},
+            403: {"message": "403 Forbidden"},
+            404: {"message": "404 Not Found"},
+            429: "Retry later\n",
+            500: {"message": "500 Internal Server Error"},
+            502: "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            503: {"message": "503 Service Unavailable"},
+        }
+        return bodies.get(status, {"message": f"{status}"})
+
+    def token_of(self, headers: Mapping[str, str]) -> str | None:
+        if headers.get("private-token"):
+            return headers["private-token"]
+        scheme, _, value = (headers.get("authorization") or "").partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+
+    def unauthorised(self) -> Reply:
+        return Reply(401, self.error_body(401))
+
+    def common_headers(self) -> dict[str, str]:
+        return {
+            "Server": "nginx",
+            "X-Request-Id": uuid.uuid4().hex.upper()[:26],
+            "X-Gitlab-Meta": json.dumps({"correlation_id": uuid.uuid4().hex, "version": "1"}),
+            "RateLimit-Limit": "2000",
+            "RateLimit-Remaining": str(max(0, 2000 - len(self.calls))),
+            "RateLimit-Reset": str(int(time.time()) + 60),
+        }
+
+    def route(self, method: str, parts: list[str], query: dict[str, list[str]], body: Any) -> Reply:
+        match (method, parts):
+            case ("GET", ["user"]):
+                return Reply(200, self._user_json())
+            case ("GET", ["groups", ref]):
+                ns = self._namespace(ref)
+                if ns is None or ns["kind"] != "group":
+                    return Reply(404, {"message": "404 Group Not Found"})
+                return Reply(200, self._group_json(ns))
+            case ("GET", ["namespaces"]):
+                search = (query.get("search") or [""])[0].lower()
+                found = [
+                    self._namespace_json(n)
+                    for n in self.namespaces.values()
+                    if search in n["full_path"].lower()
+                ]
+                return Reply(200, found)
+            case ("GET", ["namespaces", ref]):
+                ns = self._namespace(ref)
+                if ns is None:
+                    return Reply(404, {"message": "404 Namespace Not Found"})
+                return Reply(200, self._namespace_json(ns))
+            case ("POST", ["projects"]):
+                return self._create(body)
+            case ("GET", ["projects", ref]):
+                p = self._project(ref)
+                if p is None:
+                    return Reply(404, {"message": "404 Project Not Found"})
+                return Reply(200, self._project_json(p))
+            case ("PUT", ["projects", ref]):
+                p = self._project(ref)
+                if p is None:
+                    return Reply(404, {"message": "404 Project Not Found"})
+                for key in ("description", "visibility", "default_branch"):
+                    if isinstance(body, dict) and key in body:
+                        p[key] = body[key]
+                if isinstance(body, dict) and "topics" in body:
+                    p["topics"] = list(body["topics"] or [])
+                return Reply(200, self._project_json(p))
+        return Reply(404, {"message": "404 Not Found"})
+
+    def _create(self, body: Any) -> Reply:
+        if not isinstance(body, dict) or not (body.get("name") or body.get("path")):
+            return Reply(400, {"message": "400 Bad request - name is missing, path is missing"})
+        ns_id = body.get("namespace_id")
+        ns = self.namespaces.get(int(ns_id)) if ns_id is not None else self.namespaces[1]
+        if ns is None:
+            return Reply(404, {"message": "404 Namespace Not Found"})
+        path = body.get("path") or body["name"]
+        if not _NAME_RE.match(path) or path.startswith("-") or path.endswith((".git", ".atom")):
+            msg = "can contain only letters, digits, '_', '-' and '.'. Cannot start with '-', end in '.git' or end in '.atom'"
+            return Reply(400, {"message": {"path": [msg]}})
+        if body.get("visibility", "private") not in ("private", "internal", "public"):
+            return Reply(400, {"error": "visibility does not have a valid value"})
+        if f"{ns['full_path']}/{path}".lower() in self.projects:
+            return Reply(400, _GL_TAKEN)
+        record = self._new_project(ns, body)
+        self.created.append(record["full_path"])
+        return Reply(201, self._project_json(record))

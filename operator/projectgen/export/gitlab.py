@@ -1,0 +1,197 @@
+"""GitLab (gitlab.com or self-managed) through python-gitlab: namespace, project, topics.
+
+API errors become PublishError in one place, `_api_error`. python-gitlab's own retries are
+off (`retry_transient_errors=False`, `obey_rate_limit=False` on every call, so a 429 is not
+slept on inside the library); publish() retries, honouring Retry-After, within a budget.
+python-gitlab drops the headers of an error response, so a session hook keeps the last ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import gitlab
+import requests
+from gitlab.exceptions import GitlabAuthenticationError, GitlabError
+from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
+
+from projectgen.export.publish import (
+    GIT_USERNAMES,
+    REFUSED_401,
+    Owner,
+    PublishError,
+    PublishRequest,
+    PublishSettings,
+    RemoteRepository,
+    retry_after_from,
+)
+
+DEFAULT_URL = "https://gitlab.com"
+SCOPE_HINT = (
+    "it needs the api scope and a role that may create projects in the namespace (Developer or higher)"
+)
+_NO_LIMIT = {"obey_rate_limit": False}
+
+
+def _api_message(message: Any) -> str:
+    if isinstance(message, dict):
+        parts: list[str] = []
+        for key, value in message.items():
+            values = value if isinstance(value, list) else [value]
+            parts.extend(f"{key} {v}" for v in values)
+        return "; ".join(parts)[:500]
+    if isinstance(message, list):
+        return "; ".join(str(m) for m in message)[:500]
+    return str(message or "").strip()[:500]
+
+
+def _api_error(exc: GitlabError, doing: str, headers: dict[str, str]) -> PublishError:
+    """The one mapping from GitLab API errors to what the export reports and how it retries."""
+    status = exc.response_code or 0
+    if not status:
+        return PublishError(
+            f"GitLab API call failed while {doing}: {type(exc).__name__}; will retry", permanent=False
+        )
+    message = _api_message(exc.error_message)
+    if status == 401 or isinstance(exc, GitlabAuthenticationError):
+        return PublishError(REFUSED_401, permanent=True)
+    if status == 429 or (
+        status == 403 and (headers.get("ratelimit-remaining") == "0" or "retry-after" in headers)
+    ):
+        wait = retry_after_from(headers, "ratelimit-reset")
+        when = f"; retry in {wait:.0f}s" if wait is not None else ""
+        return PublishError(
+            f"GitLab rate limit reached while {doing} (HTTP {status}){when}",
+            permanent=False,
+            retry_after=wait,
+        )
+    if status == 403:
+        return PublishError(
+            f"the token lacks permission for {doing} (403: {message or 'Forbidden'}): {SCOPE_HINT}",
+            permanent=True,
+        )
+    if status == 404:
+        return PublishError(f"GitLab answered 404 Not Found while {doing}", permanent=True)
+    if status in (400, 409, 422):
+        return PublishError(f"GitLab refused {doing} ({status}): {message}", permanent=True)
+    if status >= 500 or status == 408:
+        return PublishError(f"GitLab API error {status} while {doing}; will retry", permanent=False)
+    return PublishError(f"GitLab answered {status} while {doing}: {message}", permanent=True)
+
+
+class GitLabHost:
+    git_username = GIT_USERNAMES["gitlab"]
+
+    def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
+        url = (req.api_url or DEFAULT_URL).rstrip("/")
+        self.url = url.removesuffix("/api/v4")
+        self._headers: dict[str, str] = {}
+        session = requests.Session()
+        session.hooks["response"].append(self._remember)
+        self._gl = gitlab.Gitlab(
+            url=self.url,
+            private_token=req.token,
+            retry_transient_errors=False,
+            timeout=settings.http_timeout,
+            session=session,
+        )
+
+    def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._headers = {k.lower(): v for k, v in response.headers.items()}
+
+    @contextmanager
+    def _api(self, doing: str) -> Iterator[None]:
+        self._headers = {}
+        try:
+            yield
+        except PublishError:
+            raise
+        except GitlabError as exc:
+            raise _api_error(exc, doing, self._headers) from None
+        except requests.Timeout:
+            raise PublishError(
+                f"the GitLab API at {self.url} did not answer in time while {doing}", permanent=False
+            ) from None
+        except (requests.RequestException, OSError) as exc:
+            raise PublishError(
+                f"could not reach the GitLab API at {self.url} while {doing} ({type(exc).__name__})",
+                permanent=False,
+            ) from None
+        except Exception as exc:  # an unexpected answer (a proxy's HTML page ...)
+            raise PublishError(
+                f"unexpected answer from the GitLab API at {self.url} while {doing} ({type(exc).__name__})",
+                permanent=False,
+            ) from None
+
+    def _user(self) -> CurrentUser:
+        with self._api("reading the token's user"):
+            return CurrentUserManager(self._gl).get(**_NO_LIMIT)
+
+    def resolve_owner(self, owner: str | None) -> Owner:
+        if owner is None:
+            user = self._user()
+            return Owner(user.username, is_user=True, handle=user)
+        with self._api(f"looking up group {owner!r}"):
+            try:
+                group = self._gl.groups.get(owner, **_NO_LIMIT)
+                return Owner(group.full_path, is_user=False, handle=group)
+            except GitlabError as exc:
+                if exc.response_code != 404:
+                    raise
+        user = self._user()
+        if user.username.casefold() == owner.casefold():
+            return Owner(user.username, is_user=True, handle=user)
+        raise PublishError(f"group {owner!r} not found or not visible to the token", permanent=True)
+
+    def find(self, full_name: str) -> RemoteRepository | None:
+        with self._api(f"looking up project {full_name}"):
+            try:
+                return self._remote(self._gl.projects.get(full_name, **_NO_LIMIT))
+            except GitlabError as exc:
+                if exc.response_code == 404:
+                    return None
+                raise
+
+    def create(self, owner: Owner, req: PublishRequest) -> RemoteRepository:
+        data: dict[str, Any] = {
+            "name": req.name,
+            "path": req.name,
+            "visibility": req.visibility,
+            "default_branch": req.default_branch,
+            "initialize_with_readme": False,
+        }
+        if req.description:
+            data["description"] = req.description
+        if req.topics:
+            data["topics"] = list(req.topics)
+        if isinstance(owner.handle, Group):
+            data["namespace_id"] = owner.handle.id
+        with self._api(f"creating project {owner.path}/{req.name}"):
+            return self._remote(self._gl.projects.create(data, **_NO_LIMIT))
+
+    def apply_topics(self, repo: RemoteRepository, topics: Sequence[str]) -> list[str]:
+        """Topics go with the create request; this catches up an adopted project."""
+        project = repo.handle
+        if not isinstance(project, Project) or sorted(getattr(project, "topics", []) or []) == sorted(topics):
+            return []
+        try:
+            with self._api(f"setting the topics of {repo.full_name}"):
+                project.topics = list(topics)
+                project.save(**_NO_LIMIT)
+        except PublishError as exc:
+            return [f"topics were not set: {exc.message}"]
+        return []
+
+    def close(self) -> None:
+        self._gl.session.close()
+
+    @staticmethod
+    def _remote(project: Project) -> RemoteRepository:
+        return RemoteRepository(
+            full_name=project.path_with_namespace,
+            clone_url=project.http_url_to_repo,
+            web_url=project.web_url,
+            handle=project,
+        )

@@ -1,0 +1,212 @@
+"""GitHub publishing against FakeGitHub: owners, settings, and every class of API error."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from projectgen.devtools.fakehosts import FakeGitHub
+from projectgen.export.publish import REFUSED_401, publish
+
+if TYPE_CHECKING:
+    from conftest import HostEnv, Project
+
+
+def test_user_owner_private_repository_gets_the_tree(gh: HostEnv, project: Project) -> None:
+    result = gh.run(gh.request(project))
+
+    assert result.repository == "octocat/demo"
+    assert result.repository_url == f"{gh.fake.base_url}/octocat/demo"
+    assert result.created and result.pushed and result.warnings == []
+    assert gh.claims == ["octocat/demo"]
+    assert gh.fake.created == ["octocat/demo"]
+    assert gh.fake.count("POST", "/user/repos") == 1
+    repo = gh.fake.repo("octocat/demo")
+    assert repo["private"] is True and repo["visibility"] == "private"
+    assert repo["description"] == "A generated project"
+    assert repo["topics"] == ["generated", "demo"]
+    assert gh.tree("octocat/demo") == project.expected()
+    assert gh.guard.workdirs == 1
+
+
+def test_claim_happens_before_create(gh: HostEnv, project: Project) -> None:
+    seen: list[int] = []
+
+    def claim(full_name: str) -> None:
+        seen.append(gh.fake.count("POST", "/user/repos"))
+
+    publish(gh.request(project), claim=claim, settings=gh.settings)
+    assert seen == [0]
+
+
+@pytest.mark.parametrize("visibility", ["public", "internal"])
+def test_organisation_owner_and_visibility(gh: HostEnv, project: Project, visibility: str) -> None:
+    result = gh.run(gh.request(project, owner="acme", visibility=visibility))
+
+    assert result.repository == "acme/demo"
+    assert gh.fake.created == ["acme/demo"]
+    repo = gh.fake.repo("acme/demo")
+    assert repo["visibility"] == visibility
+    assert repo["request"]["private"] is (visibility != "public")
+    assert repo["request"]["visibility"] == visibility
+
+
+def test_owner_naming_the_token_user_is_the_user(gh: HostEnv, project: Project) -> None:
+    result = gh.run(gh.request(project, owner="OctoCat"))
+    assert result.repository == "octocat/demo"
+    assert gh.fake.count("POST", "/user/repos") == 1
+
+
+def test_internal_visibility_needs_an_organisation(gh: HostEnv, project: Project) -> None:
+    err = gh.fail(gh.request(project, visibility="internal"))
+    assert err.permanent and "config.owner" in str(err)
+    assert gh.fake.created == []
+
+
+def test_enterprise_base_url(
+    tmp_path: Path, project: Project, github_env: Callable[[FakeGitHub], HostEnv], gh: HostEnv
+) -> None:
+    with FakeGitHub(tokens={gh.token}, orgs=["acme"], enterprise=True, root=tmp_path / "ghes") as fake:
+        assert fake.api_url.endswith("/api/v3")
+        env = github_env(fake)
+        result = env.run(env.request(project, owner="acme", api_url=fake.api_url + "/"))
+        assert result.repository == "acme/demo" and result.pushed
+        assert ("POST", "/orgs/acme/repos") in fake.calls
+        assert fake.requests[0].path == "/orgs/acme"
+        assert env.tree("acme/demo") == project.expected()
+    assert gh.fake.calls == []
+
+
+def test_missing_organisation_is_permanent(gh: HostEnv, project: Project) -> None:
+    err = gh.fail(gh.request(project, owner="nope"))
+    assert err.permanent
+    assert str(err) == "organisation 'nope' not found or not visible to the token"
+    assert gh.claims == [] and gh.fake.created == []
+
+
+def test_bad_token_is_permanent_and_not_retried(gh: HostEnv, project: Project) -> None:
+    err = gh.fail(gh.request(project, token="wrong-" + gh.token[::-1]))
+    assert err.permanent and str(err) == REFUSED_401
+    assert gh.fake.calls == [("GET", "/user")]
+
+
+def test_403_without_scope_is_permanent(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("POST", "/user/repos", status=403)
+    err = gh.fail(gh.request(project))
+    assert err.permanent and "repo scope" in str(err)
+    assert "Resource not accessible by personal access token" in str(err)
+    assert gh.fake.count("POST", "/user/repos") == 1
+
+
+def test_403_primary_rate_limit_far_reset_gives_up_with_retry_after(gh: HostEnv, project: Project) -> None:
+    gh.fake.rate_limit_next("GET", "/user", reset_in=600)
+    start = time.monotonic()
+    err = gh.fail(gh.request(project))
+    assert not err.permanent
+    assert err.retry_after is not None and 590 <= err.retry_after <= 601
+    assert "rate limit" in str(err)
+    assert gh.fake.count("GET", "/user") == 1 and time.monotonic() - start < 5
+
+
+def test_403_primary_rate_limit_near_reset_waits_then_succeeds(gh: HostEnv, project: Project) -> None:
+    gh.fake.rate_limit_next("GET", "/repos/*", reset_in=1)
+    result = gh.run(gh.request(project))
+    assert result.pushed and gh.fake.count("GET", "/repos/*") == 2
+
+
+def test_secondary_rate_limit_honours_retry_after(gh: HostEnv, project: Project) -> None:
+    gh.fake.secondary_rate_limit_next("POST", "/user/repos", retry_after=1)
+    start = time.monotonic()
+    result = gh.run(gh.request(project))
+    assert time.monotonic() - start >= 1.0
+    assert result.created and gh.fake.created == ["octocat/demo"]
+
+
+def test_429_retry_after_then_success(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("GET", "/user", status=429, headers={"Retry-After": "1"})
+    start = time.monotonic()
+    result = gh.run(gh.request(project))
+    assert time.monotonic() - start >= 1.0
+    assert result.pushed and gh.fake.count("GET", "/user") == 2
+
+
+def test_422_is_permanent_with_the_api_message(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("POST", "/user/repos", status=422)
+    err = gh.fail(gh.request(project))
+    assert err.permanent
+    assert "Repository creation failed." in str(err) and "name already exists on this account" in str(err)
+
+
+def test_invalid_name_rejected_by_the_api(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next(
+        "POST",
+        "/user/repos",
+        status=422,
+        body={
+            "message": "Repository creation failed.",
+            "errors": [{"field": "name", "message": "name is invalid"}],
+        },
+    )
+    err = gh.fail(gh.request(project))
+    assert err.permanent and "name is invalid" in str(err)
+
+
+def test_500_then_success_creates_one_repository(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("POST", "/user/repos", status=500)
+    result = gh.run(gh.request(project))
+    assert result.created and gh.fake.created == ["octocat/demo"]
+    assert gh.fake.count("POST", "/user/repos") == 2
+
+
+def test_502_html_then_success(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("GET", "/repos/*", status=502)
+    assert gh.run(gh.request(project)).pushed
+
+
+def test_500_forever_is_temporary_after_bounded_attempts(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("GET", "/user", status=500, times=100)
+    err = gh.fail(gh.request(project))
+    assert not err.permanent and err.retry_after is None
+    assert "500" in str(err)
+    assert gh.fake.count("GET", "/user") == gh.settings.attempts
+
+
+def test_dropped_connection_then_success(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("GET", "/repos/*", drop=True)
+    result = gh.run(gh.request(project))
+    assert result.pushed and gh.fake.count("GET", "/repos/*") == 2
+
+
+def test_create_reply_lost_is_recovered_in_the_same_call(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("POST", "/user/repos", drop=True, after=True)
+    result = gh.run(gh.request(project))
+    assert result.created and result.pushed
+    assert gh.fake.created == ["octocat/demo"] and gh.claims == ["octocat/demo"]
+    assert gh.fake.repo("octocat/demo")["topics"] == ["generated", "demo"]
+    assert gh.tree("octocat/demo") == project.expected()
+
+
+def test_slow_response_within_the_timeout(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("GET", "/user", status=None, delay=0.4)
+    result = gh.run(gh.request(project))
+    assert result.pushed and gh.fake.count("GET", "/user") == 1
+
+
+def test_response_slower_than_the_timeout_is_retried(gh: HostEnv, project: Project) -> None:
+    gh.fake.fail_next("GET", "/user", status=None, delay=1.6)
+    result = gh.run(gh.request(project), replace(gh.settings, http_timeout=1.0))
+    assert result.pushed and gh.fake.count("GET", "/user") == 2
+
+
+@pytest.mark.parametrize("status", [403, 422])
+def test_topics_refused_is_a_warning(gh: HostEnv, project: Project, status: int) -> None:
+    gh.fake.fail_next("PUT", "/repos/*/topics", status=status, body={"message": "Topics are not available"})
+    result = gh.run(gh.request(project))
+    assert result.pushed and result.created
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("topics were not set")
+    assert gh.fake.repo("octocat/demo")["topics"] == []
