@@ -153,6 +153,10 @@ class GitHTTPServer:
         """Answer the next `times` requests whose path (with query) contains `match` with `status`."""
         self._server.add_faults(match, status, times)
 
+    def clear_faults(self) -> None:
+        with self._server._lock:
+            self._server.faults.clear()
+
     def url(self, full_name: str) -> str:
         return f"{self.base_url}/{full_name}.git"
 

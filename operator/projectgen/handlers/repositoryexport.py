@@ -216,8 +216,9 @@ def _archive(
         write("Failed", State.FAILED, "ArchiveFailed", message)
         kopf.warn(body, reason="Failed", message=message)
         raise kopf.TemporaryError(message, delay=_retry_delay(retry)) from None
+    # Older archives (another repositoryName) and temp files of a run that was killed.
     for sibling in target.parent.iterdir():
-        if sibling != result.path and not sibling.name.startswith("."):
+        if sibling != result.path and sibling.is_file():
             sibling.unlink(missing_ok=True)
     for warning in result.warnings:
         kopf.warn(body, reason="Warning", message=warning)

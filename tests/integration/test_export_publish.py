@@ -1,0 +1,328 @@
+"""RepositoryExport to GitHub / GitLab through the operator, against loopback stand-ins of their APIs
+and a real git smart-HTTP server; the pushed repository is cloned with the real git."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from support import (
+    EXPORTS,
+    PROJECTS,
+    OperatorProcess,
+    condition,
+    create,
+    custom,
+    events,
+    inline_source,
+    project_body,
+    wait_for,
+    wait_phase,
+)
+
+from projectgen.devtools.fakehosts import FakeGitHub, FakeGitLab
+
+GROUP, VERSION = "projectgen.io", "v1alpha1"
+TOKEN = "ghp_IntegrationS3cret0123456789abcdef"
+SECRET_FORMS = (
+    TOKEN,
+    base64.b64encode(TOKEN.encode()).decode(),
+    base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode(),
+    base64.b64encode(f"oauth2:{TOKEN}".encode()).decode(),
+)
+FILES = {"README.md": "# Billing\n", "src/billing/app.py": "print('billing')\n", "run.sh": "#!/bin/sh\n"}
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    with FakeGitHub(tokens={TOKEN}, user="octocat", orgs=["acme"]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def gitlab() -> Iterator[FakeGitLab]:
+    with FakeGitLab(tokens={TOKEN}, user="root", groups=["platform/services"]) as fake:
+        yield fake
+
+
+def secret(
+    api: client.ApiClient, namespace: str, name: str = "git-token", key: str = "token", value: str = TOKEN
+) -> None:
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: value})
+    client.CoreV1Api(api).create_namespaced_secret(namespace, body)
+
+
+def publish_body(name: str, host: str, api_url: str, **config: Any) -> dict[str, Any]:
+    cfg = {"apiUrl": api_url, "credentialsSecretRef": {"name": "git-token"}, **config}
+    return {
+        "kind": "RepositoryExport",
+        "metadata": {"name": name},
+        "spec": {
+            "generatedProjectRef": {"name": "billing"},
+            "exportType": host,
+            "repositoryName": "billing-api",
+            "config": cfg,
+        },
+    }
+
+
+def make_project(api: client.ApiClient, namespace: str, files: dict[str, str] = FILES) -> dict[str, Any]:
+    create(api, PROJECTS, namespace, project_body("billing", [inline_source(files, executable=("run.sh",))]))
+    return wait_phase(api, PROJECTS, namespace, "billing", "Completed", timeout=60)
+
+
+def finished(api: client.ApiClient, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    return wait_phase(api, EXPORTS, namespace, name, "Completed", "Failed", timeout=timeout)
+
+
+def clone(url: str, dest: Path, user: str) -> dict[str, tuple[str, str]]:
+    """path -> (sha256, git mode) of the default branch, cloned with the real git."""
+    auth = url.replace("http://", f"http://{user}:{TOKEN}@")
+    subprocess.run(["git", "clone", "-q", auth, str(dest)], check=True, capture_output=True)
+    listing = subprocess.run(
+        ["git", "-C", str(dest), "ls-tree", "-r", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout
+    out = {}
+    for line in listing.splitlines():
+        meta, path = line.split("\t", 1)
+        out[path] = (hashlib.sha256((dest / path).read_bytes()).hexdigest(), meta.split()[0])
+    return out
+
+
+def expected_tree(project: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {
+        f["path"]: (f["sha256"], "100755" if f["path"] == "run.sh" else "100644")
+        for f in project["status"]["files"]
+    }
+
+
+def assert_no_leak(
+    api: client.ApiClient, namespace: str, names: list[str], operator: OperatorProcess
+) -> None:
+    """The token appears in no status, Event, operator log line, or file of the data directory."""
+    haystacks = [operator.logs()]
+    for name in names:
+        obj = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, EXPORTS, name)
+        haystacks.append(repr(obj))
+        haystacks += [f"{e.reason} {e.message}" for e in events(api, namespace, name)]
+    for form in SECRET_FORMS:
+        assert not any(form in text for text in haystacks), "token leaked into status, events or logs"
+    for path in operator.data_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(form.encode() in data for form in SECRET_FORMS), f"token leaked into {path}"
+
+
+@pytest.mark.parametrize("owner", [None, "acme"])
+def test_github_publish(
+    api_client: client.ApiClient,
+    namespace: str,
+    github: FakeGitHub,
+    operator: OperatorProcess,
+    tmp_path: Path,
+    owner: str | None,
+) -> None:
+    project = make_project(api_client, namespace)
+    secret(api_client, namespace)
+    extra = {"owner": owner} if owner else {}
+    create(
+        api_client,
+        EXPORTS,
+        namespace,
+        publish_body(
+            "gh", "github", github.api_url, description="Billing API", topics=["python", "billing"], **extra
+        ),
+    )
+    obj = finished(api_client, namespace, "gh")
+    status = obj["status"]
+    assert status["phase"] == "Completed", status
+    full = f"{owner or 'octocat'}/billing-api"
+    assert github.created == [full]
+    repo = github.repo(full)
+    assert repo["private"] is True and repo["description"] == "Billing API"
+    assert status["repositoryUrl"] == f"{github.base_url}/{full}"
+    assert status["repository"] == full and status["exportedContentHash"] == project["status"]["contentHash"]
+    tree = clone(github.git.url(full), tmp_path / "clone", "x-access-token")
+    assert tree == expected_tree(project)
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path / "clone"), "rev-parse", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert status["commitSha"] == head
+    assert condition(obj, "Ready")["status"] == "True"
+    assert_no_leak(api_client, namespace, ["gh"], operator)
+
+
+def test_gitlab_publish_to_a_group_and_repush_after_regeneration(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitlab: FakeGitLab,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    make_project(api_client, namespace)
+    secret(api_client, namespace)
+    create(
+        api_client,
+        EXPORTS,
+        namespace,
+        publish_body("gl", "gitlab", gitlab.api_url, owner="platform/services", visibility="internal"),
+    )
+    first = finished(api_client, namespace, "gl")["status"]
+    assert first["phase"] == "Completed", first
+    assert gitlab.created == ["platform/services/billing-api"]
+    assert gitlab.project("platform/services/billing-api")["visibility"] == "internal"
+    custom(api_client).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PROJECTS,
+        "billing",
+        {"spec": {"sources": [inline_source({"README.md": "# v2\n"})]}},
+    )
+    project = wait_for(
+        api_client,
+        PROJECTS,
+        namespace,
+        "billing",
+        lambda o: (
+            (o.get("status") or {}).get("observedGeneration") == 2 and o["status"]["phase"] == "Completed"
+        ),
+    )
+    obj = wait_for(
+        api_client,
+        EXPORTS,
+        namespace,
+        "gl",
+        lambda o: (
+            (o.get("status") or {}).get("exportedContentHash") == project["status"]["contentHash"]
+            and o["status"]["phase"] == "Completed"
+        ),
+        timeout=90,
+    )
+    second = obj["status"]
+    assert second["commitSha"] != first["commitSha"]
+    url = gitlab.git.url("platform/services/billing-api")
+    assert clone(url, tmp_path / "c", "oauth2") == {
+        "README.md": (hashlib.sha256(b"# v2\n").hexdigest(), "100644")
+    }
+    parent = subprocess.run(
+        ["git", "-C", str(tmp_path / "c"), "rev-parse", "HEAD^"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert parent == first["commitSha"]
+    assert gitlab.created == ["platform/services/billing-api"]  # still one repository
+    assert_no_leak(api_client, namespace, ["gl"], operator)
+
+
+@pytest.mark.parametrize(
+    ("case", "prepare", "expected"),
+    [
+        ("bad-token", lambda f: f.tokens.clear(), "token was refused"),
+        ("owner-missing", None, "'ghost' not found"),
+        (
+            "exists-not-ours",
+            lambda f: f.add_repo("octocat/billing-api"),
+            "already exists and was not created by this export",
+        ),
+        ("forbidden", lambda f: f.fail_next("POST", "/user/repos", status=403, times=10), "403"),
+        ("unprocessable", lambda f: f.fail_next("POST", "/user/repos", status=422, times=10), "422"),
+    ],
+)
+def test_permanent_errors_fail_with_a_clear_message(
+    api_client: client.ApiClient,
+    namespace: str,
+    github: FakeGitHub,
+    operator: OperatorProcess,
+    case: str,
+    prepare: Any,
+    expected: str,
+) -> None:
+    make_project(api_client, namespace)
+    secret(api_client, namespace)
+    if prepare:
+        prepare(github)
+    extra = {"owner": "ghost"} if case == "owner-missing" else {}
+    create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url, **extra))
+    obj = finished(api_client, namespace, "gh")
+    assert obj["status"]["phase"] == "Failed"
+    assert expected in obj["status"]["errorMessage"], obj["status"]["errorMessage"]
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert any(e.type == "Warning" for e in events(api_client, namespace, "gh"))
+    if case != "exists-not-ours":
+        assert github.created == []
+    assert_no_leak(api_client, namespace, ["gh"], operator)
+
+
+def test_missing_secret_fails_then_heals(
+    api_client: client.ApiClient, namespace: str, github: FakeGitHub, operator: OperatorProcess
+) -> None:
+    make_project(api_client, namespace)
+    create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url))
+    obj = wait_phase(api_client, EXPORTS, namespace, "gh", "Failed", timeout=60)
+    assert "Secret 'git-token' not found" in obj["status"]["errorMessage"]
+    secret(api_client, namespace, key="wrong-key")
+    status = finished(api_client, namespace, "gh", timeout=120)["status"]
+    while status["phase"] == "Failed" and "has no key 'token'" not in status["errorMessage"]:
+        time.sleep(1)
+        status = finished(api_client, namespace, "gh")["status"]
+    assert "has no key 'token'" in status["errorMessage"]
+    client.CoreV1Api(api_client).patch_namespaced_secret(
+        "git-token", namespace, {"stringData": {"token": TOKEN}}
+    )
+    obj = wait_phase(api_client, EXPORTS, namespace, "gh", "Completed", timeout=180)
+    assert github.created == ["octocat/billing-api"]
+    assert_no_leak(api_client, namespace, ["gh"], operator)
+
+
+def test_temporary_errors_are_retried(
+    api_client: client.ApiClient, namespace: str, github: FakeGitHub, operator: OperatorProcess
+) -> None:
+    make_project(api_client, namespace)
+    secret(api_client, namespace)
+    github.fail_next("POST", "/user/repos", status=500, times=1)
+    github.fail_next("GET", "/user", status=429, headers={"Retry-After": "1"}, times=1)
+    create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url))
+    assert finished(api_client, namespace, "gh")["status"]["phase"] == "Completed"
+    assert github.created == ["octocat/billing-api"]
+
+
+def test_restart_between_create_and_push_creates_one_repository(
+    api_client: client.ApiClient, solo_namespace: str, control_plane: Any, github: FakeGitHub, tmp_path: Path
+) -> None:
+    namespace = solo_namespace
+    data, log = tmp_path / "data", tmp_path / "operator.log"
+    github.git.fail_next(503, match="git-receive-pack", times=1000)  # pushes fail until we say so
+    op = OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)).start()
+    try:
+        make_project(api_client, namespace)
+        secret(api_client, namespace)
+        create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url))
+        wait_for(
+            api_client,
+            EXPORTS,
+            namespace,
+            "gh",
+            lambda o: bool((o.get("status") or {}).get("repository")),
+            timeout=60,
+        )
+        deadline = time.monotonic() + 60
+        while not github.created and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert github.created == ["octocat/billing-api"]
+    finally:
+        op.kill()
+    github.git.clear_faults()
+    with OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)) as op2:
+        status = wait_phase(api_client, EXPORTS, namespace, "gh", "Completed", timeout=180)["status"]
+        assert github.created == ["octocat/billing-api"]
+        assert status["commitSha"]
+        assert_no_leak(api_client, namespace, ["gh"], op2)
