@@ -1,0 +1,229 @@
+"""`projectgen demo`: the whole loop on one machine, no cluster needed.
+
+Starts a local kube-apiserver + etcd (built once from the Go module proxy), installs the CRDs and
+the createdBy admission policies, starts the operator with a local data directory and a loopback
+stand-in for the GitHub API, applies the samples of `manifests/samples/`, waits until they are
+Ready, shows what came out, and stops everything (`--keep` leaves it running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SAMPLES = REPO_ROOT / "manifests" / "samples"
+NAMESPACE = "demo"
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _sample_objects(github_api: str, token: str) -> list[dict[str, Any]]:
+    """The samples, with the GitHub export pointed at the loopback stand-in and its Secret filled in."""
+    objects: list[dict[str, Any]] = []
+    for name in ("generatedproject.yaml", "export-zip.yaml", "export-targz.yaml", "export-github.yaml"):
+        for doc in _documents(SAMPLES / name):
+            if doc.get("kind") == "Secret":
+                doc["stringData"] = {key: token for key in (doc.get("stringData") or {"token": ""})}
+                doc.pop("data", None)
+            if doc.get("kind") == "RepositoryExport" and doc["spec"].get("exportType") == "github":
+                doc["spec"]["config"]["apiUrl"] = github_api
+            doc.setdefault("metadata", {})["namespace"] = NAMESPACE
+            objects.append(doc)
+    return objects
+
+
+def _wait_ready(kubeconfig: Path, kinds: list[str], timeout: int) -> bool:
+    """Wait for Ready, but return as soon as anything is Stalled so a failure never hangs the demo."""
+    result: dict[str, bool] = {}
+
+    def wait(condition: str) -> None:
+        proc = subprocess.run(
+            [
+                "kubectl",
+                f"--kubeconfig={kubeconfig}",
+                "wait",
+                "-n",
+                NAMESPACE,
+                f"--for=condition={condition}",
+                f"--timeout={timeout}s",
+                *kinds,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        result[condition] = proc.returncode == 0
+
+    ready = threading.Thread(target=wait, args=("Ready",), daemon=True)
+    ready.start()
+    deadline = time.monotonic() + timeout
+    while ready.is_alive() and time.monotonic() < deadline:
+        out = _kubectl(
+            kubeconfig,
+            "get",
+            "-n",
+            NAMESPACE,
+            *kinds,
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Stalled')].status}{'\\n'}{end}",
+            check=False,
+        )
+        if "True" in out.split():
+            return False
+        ready.join(1)
+    return result.get("Ready", False)
+
+
+def _show_archives(kubeconfig: Path) -> None:
+    paths = _kubectl(
+        kubeconfig,
+        "get",
+        "rexp",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={range .items[*]}{.status.archivePath}{'\\n'}{end}",
+    ).split()
+    for path in paths:
+        print(f"\n{path}")
+        if path.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    print(f"  {info.file_size:>8}  {info.filename}")
+        else:
+            with tarfile.open(path) as tf:
+                for member in tf.getmembers():
+                    print(f"  {member.size:>8}  {member.name}")
+
+
+def demo_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="projectgen demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="leave everything running (print KUBECONFIG)")
+    parser.add_argument("--data-dir", type=Path, help="operator volume (default: a temporary directory)")
+    parser.add_argument("--timeout", type=int, default=180, help="seconds to wait for Ready")
+    args = parser.parse_args(argv)
+
+    from projectgen.controlplane import ControlPlane, find_binaries
+    from projectgen.devtools.fakehosts import FakeGitHub
+
+    _say("finding kube-apiserver and etcd (the first run builds them from the Go module proxy: minutes)")
+    binaries = find_binaries()
+    workdir = Path(tempfile.mkdtemp(prefix="projectgen-demo-"))
+    data_dir = args.data_dir or workdir / "data"
+    token = "demo_" + secrets.token_hex(16)
+    operator: subprocess.Popen[bytes] | None = None
+    ok = False
+    with ControlPlane(binaries) as cp, FakeGitHub(tokens={token}, user="demo-user", orgs=["acme"]) as github:
+        kubeconfig = cp.kubeconfig
+        _say(f"control plane ready at {cp.url}")
+        cp.install_crds(REPO_ROOT / "crds")
+        _kubectl(kubeconfig, "apply", "-k", str(REPO_ROOT / "manifests" / "created-by"))
+        _say(f"GitHub API stand-in at {github.api_url}")
+        port = _free_port()
+        log_path = workdir / "operator.log"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PROJECTGEN_DATA_DIR": str(data_dir)}
+        with open(log_path, "ab") as log:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "projectgen", "run", "--log-format=plain", f"--liveness-port={port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        try:
+            for _ in range(300):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                        break
+                except OSError:
+                    if operator.poll() is not None:
+                        raise RuntimeError(f"the operator exited; see {log_path}") from None
+                    time.sleep(0.2)
+            _say(f"operator running (data directory {data_dir}, log {log_path})")
+            _kubectl(kubeconfig, "create", "namespace", NAMESPACE)
+            objects = _sample_objects(github.api_url, token)
+            _kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(objects))
+            _say("applied the samples; waiting for them to be Ready")
+            ok = _wait_ready(kubeconfig, ["generatedprojects,repositoryexports", "--all"], args.timeout)
+            print()
+            print(
+                _kubectl(
+                    kubeconfig, "get", "-n", NAMESPACE, "generatedprojects,repositoryexports", "-o", "wide"
+                )
+            )
+            if ok:
+                _show_archives(kubeconfig)
+                print(f"\nrepositories created on the GitHub stand-in: {', '.join(github.created) or 'none'}")
+            else:
+                print(
+                    _kubectl(
+                        kubeconfig,
+                        "get",
+                        "-n",
+                        NAMESPACE,
+                        "generatedprojects,repositoryexports",
+                        "-o",
+                        "custom-columns=NAME:.metadata.name,MESSAGE:.status.errorMessage",
+                    )
+                )
+                _say(f"not everything became Ready; operator log: {log_path}")
+            if args.keep:
+                print(f"\nexport KUBECONFIG={kubeconfig}\n")
+                _say("running; press Ctrl-C to stop")
+                stop = threading.Event()
+                signal.signal(signal.SIGTERM, lambda *_: stop.set())
+                with contextlib.suppress(KeyboardInterrupt):
+                    stop.wait()
+        finally:
+            if operator and operator.poll() is None:
+                operator.send_signal(signal.SIGTERM)
+                try:
+                    operator.wait(30)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+            _say("stopping")
+    _say(f"{'done' if ok else 'failed'}; archives and the operator log stay in {workdir}")
+    return 0 if ok else 1
