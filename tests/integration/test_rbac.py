@@ -1,0 +1,330 @@
+"""The install manifests against a real API server, and the operator running as its ServiceAccount.
+
+- every object of `kubectl kustomize manifests/`, and every sample, is accepted by the API server;
+- the operator, authenticated with a TokenRequest token of the `projectgen` ServiceAccount bound
+  only to the manifests' ClusterRole, goes through a whole cycle (ConfigMap + inline project, zip
+  export, GitHub export) without a single 403;
+- SubjectAccessReviews show the role grants nothing more than that.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from support import (
+    EXPORTS,
+    PROJECTS,
+    OperatorProcess,
+    condition,
+    create,
+    events,
+    export_body,
+    inline_source,
+    project_body,
+    wait_phase,
+)
+
+from projectgen.controlplane import ControlPlane
+from projectgen.devtools.fakehosts import FakeGitHub
+
+if TYPE_CHECKING:
+    from conftest import Kubectl
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO_ROOT / "manifests"
+SAMPLES = MANIFESTS / "samples"
+SYSTEM_NAMESPACE = "projectgen-system"
+SERVICE_ACCOUNT = "projectgen"
+USER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{SERVICE_ACCOUNT}"
+GROUPS = ["system:serviceaccounts", f"system:serviceaccounts:{SYSTEM_NAMESPACE}", "system:authenticated"]
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+TOKEN = "ghp_RbacTestS3cret0123456789abcdef"
+# What a permission problem looks like in the operator's log: an HTTP 403 (not a number inside a
+# hash, a uid or a resourceVersion), "forbidden", or kopf's warnings when it lacks a permission.
+DENIED = re.compile(
+    r"forbidden|(?<![\w.-])403(?![\w.-])|not enough permissions|failed to post an event", re.IGNORECASE
+)
+
+
+def kustomize() -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def ensure_namespace(api: client.ApiClient, name: str) -> None:
+    try:
+        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+@pytest.fixture(scope="module")
+def installed_rbac(api_client: client.ApiClient, kubectl: Kubectl) -> list[dict[str, Any]]:
+    """The ServiceAccount, ClusterRole and ClusterRoleBinding of the manifests, applied for real."""
+    ensure_namespace(api_client, SYSTEM_NAMESPACE)
+    docs = [d for d in kustomize() if d["kind"] in RBAC_KINDS]
+    assert sorted(d["kind"] for d in docs) == sorted(RBAC_KINDS)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    return docs
+
+
+def service_account_kubeconfig(control_plane: ControlPlane, api: client.ApiClient, path: Path) -> Path:
+    """A kubeconfig authenticating as the ServiceAccount with a TokenRequest token."""
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    answer = client.CoreV1Api(api).create_namespaced_service_account_token(
+        SERVICE_ACCOUNT, SYSTEM_NAMESPACE, request
+    )
+    token = answer.status.token
+    assert token
+    cluster: dict[str, Any] = {"server": control_plane.url}
+    if control_plane.ca_file is not None:
+        cluster["certificate-authority"] = str(control_plane.ca_file)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+# --- the manifests are valid ------------------------------------------------------------------
+
+
+def test_every_manifest_is_accepted_by_the_api_server(api_client: client.ApiClient, kubectl: Kubectl) -> None:
+    docs = kustomize()
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == sorted(
+        {
+            "Namespace",
+            "CustomResourceDefinition",
+            *RBAC_KINDS,
+            "PersistentVolumeClaim",
+            "Deployment",
+        }
+    )
+    ensure_namespace(api_client, SYSTEM_NAMESPACE)  # dry-run objects in it need it to exist
+    proc = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
+    applied = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(applied) == len(docs), proc.stdout
+    assert all("(server dry run)" in line for line in applied), proc.stdout
+
+
+def test_every_sample_is_accepted_by_the_api_server(kubectl: Kubectl, namespace: str) -> None:
+    files = sorted(SAMPLES.glob("*.yaml"))
+    names = {p.name for p in files}
+    assert {
+        "generatedproject.yaml",
+        "export-zip.yaml",
+        "export-tar.yaml",
+        "export-targz.yaml",
+        "export-github.yaml",
+        "export-gitlab.yaml",
+    } <= names
+    docs = [d for p in files for d in yaml.safe_load_all(p.read_text()) if d]
+    proc = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(SAMPLES))
+    applied = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(applied) == len(docs), proc.stdout
+    assert all("(server dry run)" in line for line in applied), proc.stdout
+
+
+# --- the operator as its ServiceAccount -------------------------------------------------------
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    with FakeGitHub(tokens={TOKEN}, user="octocat", orgs=["acme"]) as fake:
+        yield fake
+
+
+def test_operator_runs_a_full_cycle_as_its_service_account(
+    control_plane: ControlPlane,
+    api_client: client.ApiClient,
+    installed_rbac: list[dict[str, Any]],
+    solo_namespace: str,
+    github: FakeGitHub,
+    tmp_path: Path,
+) -> None:
+    ns = solo_namespace
+    kubeconfig = service_account_kubeconfig(control_plane, api_client, tmp_path / "kubeconfig")
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(
+        ns,
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="files"),
+            data={"main": "print('billing')\n"},
+            binary_data={"logo": base64.b64encode(b"\x89PNG\r\n").decode()},
+        ),
+    )
+    core.create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="git-token"), string_data={"token": TOKEN})
+    )
+    operator = OperatorProcess(kubeconfig, tmp_path / "data", tmp_path / "operator.log", namespaces=(ns,))
+    with operator:
+        sources = [
+            inline_source({"README.md": "# Billing\n", "run.sh": "#!/bin/sh\n"}, executable=("run.sh",)),
+            {"configMap": {"name": "files", "items": [{"key": "main", "path": "src/billing/main.py"}]}},
+            {"configMap": {"name": "files", "items": [{"key": "logo", "path": "assets/logo.png"}]}},
+        ]
+        create(api_client, PROJECTS, ns, project_body("billing", sources))
+        project = wait_phase(api_client, PROJECTS, ns, "billing", "Completed", "Failed", timeout=90)
+        assert project["status"]["phase"] == "Completed", project["status"]
+        assert sorted(f["path"] for f in project["status"]["files"]) == [
+            "README.md",
+            "assets/logo.png",
+            "run.sh",
+            "src/billing/main.py",
+        ]
+
+        create(api_client, EXPORTS, ns, export_body("zip", "billing", "zip"))
+        zipped = wait_phase(api_client, EXPORTS, ns, "zip", "Completed", "Failed", timeout=90)
+        assert zipped["status"]["phase"] == "Completed", zipped["status"]
+        assert Path(zipped["status"]["archivePath"]).is_file()
+        # the ownerReference and label, patched by the operator
+        assert [r["name"] for r in zipped["metadata"]["ownerReferences"]] == ["billing"]
+
+        config = {"apiUrl": github.api_url, "owner": "acme", "credentialsSecretRef": {"name": "git-token"}}
+        create(
+            api_client,
+            EXPORTS,
+            ns,
+            export_body("gh", "billing", "github", repositoryName="billing-api", config=config),
+        )
+        published = wait_phase(api_client, EXPORTS, ns, "gh", "Completed", "Failed", timeout=120)
+        assert published["status"]["phase"] == "Completed", published["status"]
+        assert github.created == ["acme/billing-api"]
+        assert condition(published, "Ready")["status"] == "True"
+
+    log = operator.logs()
+    denied = [line for line in log.splitlines() if DENIED.search(line)]
+    assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])
+    assert TOKEN not in log
+    # kopf's events were posted (core/v1 events: create)
+    reasons = {e.reason for e in events(api_client, ns, "billing")}
+    assert "Completed" in reasons, reasons
+
+
+# --- the role is no wider than that -----------------------------------------------------------
+
+
+def allowed(
+    api: client.ApiClient,
+    verb: str,
+    resource: str,
+    group: str = "",
+    subresource: str | None = None,
+    namespace: str | None = "team-a",
+    name: str | None = None,
+) -> bool:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=USER,
+            groups=GROUPS,
+            resource_attributes=client.V1ResourceAttributes(
+                namespace=namespace,
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=subresource,
+                name=name,
+            ),
+        )
+    )
+    answer = client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+GP, RE, PG = "generatedprojects", "repositoryexports", "projectgen.io"
+
+ALLOWED: list[tuple[str, str, str, str | None]] = [
+    # (verb, resource, group, subresource)
+    ("get", "secrets", "", None),
+    ("get", "configmaps", "", None),
+    ("get", GP, PG, None),
+    ("list", GP, PG, None),
+    ("watch", GP, PG, None),
+    ("patch", GP, PG, None),
+    ("list", RE, PG, None),
+    ("watch", RE, PG, None),
+    ("patch", RE, PG, None),
+    ("patch", GP, PG, "status"),
+    ("patch", RE, PG, "status"),
+    ("create", "events", "", None),
+]
+
+DENIED_ACCESS: list[tuple[str, str, str, str | None]] = [
+    ("list", "secrets", "", None),
+    ("watch", "secrets", "", None),
+    ("create", "secrets", "", None),
+    ("update", "secrets", "", None),
+    ("list", "configmaps", "", None),
+    ("watch", "configmaps", "", None),
+    ("create", "configmaps", "", None),
+    ("update", GP, PG, None),
+    ("update", RE, PG, None),
+    ("create", GP, PG, None),
+    ("create", RE, PG, None),
+    ("delete", GP, PG, None),
+    ("delete", RE, PG, None),
+    ("deletecollection", GP, PG, None),
+    ("update", GP, PG, "status"),
+    ("update", RE, PG, "status"),
+    ("get", RE, PG, None),
+    ("create", "pods", "", None),
+    ("create", "pods", "", "exec"),
+    ("create", "deployments", "apps", None),
+    ("create", "roles", "rbac.authorization.k8s.io", None),
+    ("create", "rolebindings", "rbac.authorization.k8s.io", None),
+    ("create", "clusterroles", "rbac.authorization.k8s.io", None),
+    ("bind", "clusterroles", "rbac.authorization.k8s.io", None),
+    ("escalate", "clusterroles", "rbac.authorization.k8s.io", None),
+    ("create", "serviceaccounts", "", "token"),
+    ("update", "events", "", None),
+    ("create", "leases", "coordination.k8s.io", None),
+    ("create", "customresourcedefinitions", "apiextensions.k8s.io", None),
+    ("update", "customresourcedefinitions", "apiextensions.k8s.io", None),
+]
+
+
+def test_role_grants_what_the_operator_calls(
+    api_client: client.ApiClient, installed_rbac: list[dict[str, Any]]
+) -> None:
+    missing = [a for a in ALLOWED if not allowed(api_client, a[0], a[1], a[2], a[3])]
+    assert not missing, f"the operator may not: {missing}"
+    for verb in ("list", "watch"):
+        assert allowed(api_client, verb, "customresourcedefinitions", "apiextensions.k8s.io", namespace=None)
+        assert allowed(api_client, verb, "namespaces", namespace=None)
+        # cluster-wide (the Deployment's mode): kopf lists and watches across all namespaces
+        assert allowed(api_client, verb, GP, PG, namespace=None)
+        assert allowed(api_client, verb, RE, PG, namespace=None)
+
+
+def test_role_is_no_wider_than_needed(
+    api_client: client.ApiClient, installed_rbac: list[dict[str, Any]]
+) -> None:
+    wide = [d for d in DENIED_ACCESS if allowed(api_client, d[0], d[1], d[2], d[3])]
+    assert not wide, f"the operator may, but should not: {wide}"
+    # cluster-scoped: cannot grant itself anything, nor touch namespaces
+    assert not allowed(
+        api_client, "create", "clusterrolebindings", "rbac.authorization.k8s.io", namespace=None
+    )
+    assert not allowed(api_client, "create", "namespaces", namespace=None)
+    assert not allowed(api_client, "delete", "namespaces", namespace=None)

@@ -1,0 +1,251 @@
+"""The kustomize base (manifests/) and the samples, without a cluster: what they build to, and the
+promises they keep (one replica, Recreate, liveness, non-root, read-only root file system, exactly
+the documented RBAC). tests/integration/test_rbac.py applies them to a real API server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from projectgen.api.v1alpha1 import GeneratedProjectSpec, RepositoryExportSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO_ROOT / "manifests"
+SAMPLES = MANIFESTS / "samples"
+NAMESPACE = "projectgen-system"
+DATA_DIR = "/var/lib/projectgen"
+
+# The ClusterRole, rule by rule: what the operator calls and nothing else (manifests/rbac.yaml says why).
+EXPECTED_RULES = [
+    {
+        "apiGroups": ["projectgen.io"],
+        "resources": ["generatedprojects"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": ["projectgen.io"], "resources": ["repositoryexports"], "verbs": ["list", "watch", "patch"]},
+    {
+        "apiGroups": ["projectgen.io"],
+        "resources": ["generatedprojects/status", "repositoryexports/status"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+]
+
+
+@pytest.fixture(scope="module")
+def built() -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("kubectl (kustomize) is not on PATH")
+        pytest.skip("kubectl (kustomize) is not on PATH")
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind}s"
+    return found[0]
+
+
+def test_kustomize_builds_the_whole_install(built: list[dict[str, Any]]) -> None:
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in built)
+    assert kinds == sorted(
+        [
+            ("Namespace", NAMESPACE),
+            ("CustomResourceDefinition", "generatedprojects.projectgen.io"),
+            ("CustomResourceDefinition", "repositoryexports.projectgen.io"),
+            ("ServiceAccount", "projectgen"),
+            ("ClusterRole", "projectgen"),
+            ("ClusterRoleBinding", "projectgen"),
+            ("PersistentVolumeClaim", "projectgen-data"),
+            ("Deployment", "projectgen"),
+        ]
+    )
+    for doc in built:
+        if doc["kind"] in ("ServiceAccount", "PersistentVolumeClaim", "Deployment"):
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "projectgen"
+
+
+def test_crds_are_the_generated_ones(built: list[dict[str, Any]]) -> None:
+    """manifests/ installs crds/ as generated (plus kustomize's labels), not a copy that can drift."""
+    for path in sorted((REPO_ROOT / "crds").glob("*.projectgen.io.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        (ours,) = [d for d in built if d["metadata"]["name"] == crd["metadata"]["name"]]
+        assert ours["spec"] == crd["spec"]
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    found: dict[str, Any] = containers[0]
+    return found
+
+
+def test_deployment(built: list[dict[str, Any]]) -> None:
+    deployment = one(built, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1  # kopf runs standalone
+    assert spec["strategy"] == {"type": "Recreate"}  # never two operators on one volume
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == one(built, "ServiceAccount")["metadata"]["name"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+    c = container(deployment)
+    assert c["image"] == "projectgen:0.1.0"  # pinned by kustomize's images:, never latest
+    assert c["args"] == ["run"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["PROJECTGEN_DATA_DIR"] == DATA_DIR
+    assert env["HOME"] == "/tmp" and env["TMPDIR"] == "/tmp"
+
+    probe = c["livenessProbe"]
+    assert probe["httpGet"]["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports[probe["httpGet"]["port"]] == int(env["PROJECTGEN_LIVENESS_PORT"])
+    assert "readinessProbe" not in c  # nothing routes traffic to the operator
+
+    resources = c["resources"]
+    assert set(resources["requests"]) == {"cpu", "memory"}
+    assert set(resources["limits"]) >= {"memory"}
+
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == 10001 and psc["runAsGroup"] == 10001 and psc["fsGroup"] == 10001
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    csc = c["securityContext"]
+    assert csc["readOnlyRootFilesystem"] is True
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_deployment_volumes(built: list[dict[str, Any]]) -> None:
+    """Only two places are written: the data volume (the PVC) and /tmp (an emptyDir)."""
+    deployment = one(built, "Deployment")
+    pvc = one(built, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
+    assert set(mounts) == {DATA_DIR, "/tmp"}
+    assert volumes[mounts[DATA_DIR]]["persistentVolumeClaim"] == {"claimName": pvc["metadata"]["name"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["spec"]["resources"]["requests"]["storage"]
+
+
+def test_cluster_role_is_exactly_the_documented_set(built: list[dict[str, Any]]) -> None:
+    role = one(built, "ClusterRole")
+    assert role["rules"] == EXPECTED_RULES
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert verbs == {"get", "list", "watch", "patch", "create"}
+    assert not any("*" in rule[k] for rule in role["rules"] for k in ("apiGroups", "resources", "verbs"))
+
+
+def test_cluster_role_binding(built: list[dict[str, Any]]) -> None:
+    binding = one(built, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": one(built, "ClusterRole")["metadata"]["name"],
+    }
+    sa = one(built, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+
+
+# --- samples ------------------------------------------------------------------------------------
+
+SAMPLE_FILES = {
+    "generatedproject.yaml": ("GeneratedProject", None),
+    "export-zip.yaml": ("RepositoryExport", "zip"),
+    "export-tar.yaml": ("RepositoryExport", "tar"),
+    "export-targz.yaml": ("RepositoryExport", "tar.gz"),
+    "export-github.yaml": ("RepositoryExport", "github"),
+    "export-gitlab.yaml": ("RepositoryExport", "gitlab"),
+}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_one_sample_per_kind_and_export_type() -> None:
+    assert {p.name for p in SAMPLES.glob("*.yaml")} == set(SAMPLE_FILES)
+    project_names = {d["metadata"]["name"] for d in documents(SAMPLES / "generatedproject.yaml")}
+    for name, (kind, export_type) in SAMPLE_FILES.items():
+        docs = documents(SAMPLES / name)
+        (main,) = [d for d in docs if d["apiVersion"] == "projectgen.io/v1alpha1"]
+        assert main["kind"] == kind
+        assert "namespace" not in main["metadata"]  # apply into any namespace
+        if kind == "GeneratedProject":
+            GeneratedProjectSpec.model_validate(main["spec"])
+        else:
+            spec = RepositoryExportSpec.model_validate(main["spec"])
+            assert spec.export_type == export_type
+            assert spec.generated_project_ref.name in project_names
+
+
+def test_github_sample_secret_is_a_placeholder() -> None:
+    docs = documents(SAMPLES / "export-github.yaml")
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    (export,) = [d for d in docs if d["kind"] == "RepositoryExport"]
+    ref = export["spec"]["config"]["credentialsSecretRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert set(secret["stringData"]) == {ref.get("key", "token")}
+    assert secret["stringData"][ref.get("key", "token")].startswith("REPLACE_")
+
+
+def test_generatedproject_sample_renders(tmp_path: Path) -> None:
+    """The sample's template (a ConfigMap, `items` giving the paths) and inline files render offline."""
+    sample = SAMPLES / "generatedproject.yaml"
+    configmaps = tmp_path / "configmaps.yaml"
+    configmaps.write_text(yaml.safe_dump_all([d for d in documents(sample) if d["kind"] == "ConfigMap"]))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "projectgen",
+            "render",
+            "-f",
+            str(sample),
+            "--configmap",
+            str(configmaps),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        ".github/CODEOWNERS",
+        "README.md",
+        "pyproject.toml",
+        "scripts/run.sh",
+        "src/billing_api/__init__.py",
+        "src/billing_api/app.py",
+    ]
+    assert (out / "README.md").read_text().startswith("# billing-api\n")
+    assert 'requires-python = ">=3.12"' in (out / "pyproject.toml").read_text()
+    assert os.access(out / "scripts/run.sh", os.X_OK)
