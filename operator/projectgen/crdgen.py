@@ -120,7 +120,10 @@ def _crd(
                                 "kind": {"type": "string", "description": "Kind of the object."},
                                 "metadata": {"type": "object"},
                                 "spec": openapi_schema(spec),
-                                "status": openapi_schema(status),
+                                # A new object reads back with observedGeneration 0, so kstatus
+                                # (Flux, kubectl wait) sees it InProgress, not Current, before the
+                                # operator's first status write.
+                                "status": {**openapi_schema(status), "default": {"observedGeneration": 0}},
                             },
                         }
                     },

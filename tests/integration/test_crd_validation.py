@@ -207,7 +207,9 @@ def test_invalid_status_is_rejected(
 def test_status_only_through_the_subresource(api_client: client.ApiClient, namespace: str) -> None:
     api = _custom(api_client)
     created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, "generatedprojects", project())
-    assert "status" not in created  # status in a create request is dropped
+    # Status in a create request is dropped; a new object reads back with observedGeneration 0 so
+    # kstatus (Flux, kubectl wait) sees it in progress before the operator's first write.
+    assert created["status"] == {"observedGeneration": 0}
     api.patch_namespaced_custom_object_status(
         GROUP,
         VERSION,
@@ -224,7 +226,7 @@ def test_status_only_through_the_subresource(api_client: client.ApiClient, names
     api.replace_namespaced_custom_object(GROUP, VERSION, namespace, "generatedprojects", "demo", body)
     after = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "generatedprojects", "demo")
     assert after["spec"]["archived"] is True
-    assert after["status"] == {"phase": "Completed", "totalFiles": 3}
+    assert after["status"] == {"observedGeneration": 0, "phase": "Completed", "totalFiles": 3}
 
 
 @pytest.mark.parametrize(
