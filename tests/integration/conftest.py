@@ -117,7 +117,10 @@ SOLO_PREFIX = "solo-"
 
 @pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, admission_policies: None, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    admission_policies: None,
+    data_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     """One operator for the session, serving every namespace except `solo-*` ones (tests that
     start, stop and kill their own operator use those)."""
