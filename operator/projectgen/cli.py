@@ -33,7 +33,7 @@ def _crds(argv: list[str]) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from projectgen.handlers.runner import run_command
+    from projectgen.run import run_command
 
     return run_command(argv)
 

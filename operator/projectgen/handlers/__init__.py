@@ -94,7 +94,7 @@ def exports_by_project(namespace: str | None, name: str, spec: kopf.Spec, meta: 
     return {(namespace, project): (name, seen)} if project else None
 
 
-@kopf.on.event(GROUP, VERSION, PROJECTS)
+@kopf.on.event(GROUP, VERSION, PROJECTS, labels=LABELS)
 async def project_event(
     event: kopf.RawEvent, namespace: str | None, name: str, exports_by_project: Any = None, **_: Any
 ) -> None:

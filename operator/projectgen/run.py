@@ -1,4 +1,8 @@
-"""`projectgen run`: start the operator (kopf) with the settings from the environment and flags."""
+"""`projectgen run`: start the operator (kopf) with the settings from the environment and flags.
+
+Not inside `handlers/`: importing that package registers the handlers with filters read from the
+settings, so the flags must be in the environment before it is imported.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ def run_command(argv: list[str]) -> int:
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+        log_prefix=settings.log_format != "json",  # plain lines name the object: [namespace/name]
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     import projectgen.handlers  # noqa: F401  (registers the handlers)
