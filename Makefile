@@ -40,7 +40,8 @@ demo: controlplane
 dev: controlplane
 	$(BIN)/projectgen demo --keep
 
-bench: $(STAMP)
+bench: $(STAMP) controlplane
+	@bash hack/ensure-tools.sh --bench
 	$(BIN)/python benchmarks/archive.py
 	$(BIN)/python benchmarks/generate.py
 	$(BIN)/python benchmarks/reconcile.py

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The system tools the tests use (real git, real archive tools). Installed with apt when missing.
+# `--bench` adds the peers the benchmarks compare against (pigz, GNU time).
 set -euo pipefail
+tools=(git unzip zip tar)
+[ "${1:-}" = "--bench" ] && tools+=(pigz /usr/bin/time)
 missing=()
-for tool in git unzip zip tar; do
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 pkgs=()
 for tool in "${missing[@]}"; do
   case "$tool" in
+    /usr/bin/time) pkgs+=(time) ;;
     *) pkgs+=("$tool") ;;
   esac
 done

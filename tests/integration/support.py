@@ -215,3 +215,20 @@ def events(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
         .items
     )
     return list(items)
+
+
+def wait_event(
+    api: client.ApiClient, namespace: str, name: str, predicate: Callable[[Any], bool], timeout: float = 30
+) -> Any:
+    """Events are posted asynchronously, after the status patch: poll for the one expected."""
+    deadline = time.monotonic() + timeout
+    seen: list[Any] = []
+    while time.monotonic() < deadline:
+        seen = events(api, namespace, name)
+        for event in seen:
+            if predicate(event):
+                return event
+        time.sleep(0.2)
+    raise AssertionError(
+        f"no such Event for {name} after {timeout}s; got {[(e.reason, e.message) for e in seen]}"
+    )

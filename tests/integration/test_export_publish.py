@@ -23,6 +23,7 @@ from support import (
     events,
     inline_source,
     project_body,
+    wait_event,
     wait_for,
     wait_phase,
 )
@@ -256,7 +257,7 @@ def test_permanent_errors_fail_with_a_clear_message(
     assert obj["status"]["phase"] == "Failed"
     assert expected in obj["status"]["errorMessage"], obj["status"]["errorMessage"]
     assert condition(obj, "Stalled")["status"] == "True"
-    assert any(e.type == "Warning" for e in events(api_client, namespace, "gh"))
+    wait_event(api_client, namespace, "gh", lambda e: e.type == "Warning" and expected in (e.message or ""))
     if case != "exists-not-ours":
         assert github.created == []
     assert_no_leak(api_client, namespace, ["gh"], operator)

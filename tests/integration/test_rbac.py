@@ -26,10 +26,10 @@ from support import (
     OperatorProcess,
     condition,
     create,
-    events,
     export_body,
     inline_source,
     project_body,
+    wait_event,
     wait_phase,
 )
 
@@ -218,8 +218,7 @@ def test_operator_runs_a_full_cycle_as_its_service_account(
     assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])
     assert TOKEN not in log
     # kopf's events were posted (core/v1 events: create)
-    reasons = {e.reason for e in events(api_client, ns, "billing")}
-    assert "Completed" in reasons, reasons
+    wait_event(api_client, ns, "billing", lambda e: e.reason == "Completed")
 
 
 # --- the role is no wider than that -----------------------------------------------------------
