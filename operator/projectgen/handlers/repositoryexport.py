@@ -13,12 +13,13 @@ from projectgen.api.v1alpha1.generatedproject import KIND as PROJECT_KIND
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
 from projectgen.api.v1alpha1.repositoryexport import PLURAL
 from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
-from projectgen.export.publish import PublishError, PublishRequest, publish
+from projectgen.export.publish import PublishError, PublishRequest, PublishSettings, publish
 from projectgen.generation.manifest import Manifest
 from projectgen.handlers.context import Context
 from projectgen.handlers.generatedproject import validation_message
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
 from projectgen.handlers.status import State, now, transition
+from projectgen.storage import Storage
 
 PROJECT_LABEL = "projectgen.io/generated-project"
 # Not under `projectgen.io/`: kopf leaves its own prefix out of the diff, and this must trigger an update.
@@ -53,8 +54,18 @@ def owner_metadata(body: kopf.Body, project: dict[str, Any]) -> dict[str, Any] |
     return {"ownerReferences": [*refs, ref], "labels": {PROJECT_LABEL: pmeta["name"]}}
 
 
-def project_signature(project: dict[str, Any]) -> str:
+SETTLED = ("Completed", "Failed", "Archived")
+
+
+def project_signature(project: dict[str, Any]) -> str | None:
+    """What an export depends on, once the project has settled; None while it is still at work.
+
+    Exports are only woken for settled states: one wake-up per generation, not one per transition."""
     status = project.get("status") or {}
+    if status.get("phase") not in SETTLED or status.get("observedGeneration") != project["metadata"].get(
+        "generation"
+    ):
+        return None
     return f"{project['metadata'].get('uid', '')}/{status.get('phase', '')}/{status.get('contentHash', '')}"
 
 
@@ -123,7 +134,7 @@ def reconcile(
             "Pending",
             State.WAITING,
             "WaitingForProject",
-            f"waiting for GeneratedProject {project_name!r} to complete (phase: {pphase or 'none yet'})",
+            f"waiting for GeneratedProject {project_name!r} to complete",
         )
         return
 
@@ -159,7 +170,7 @@ def reconcile(
     if spec.export_type in EXTENSIONS:
         _archive(ctx, body, spec, kube, write, manifest, output, project_name, content_hash, retry)
     else:
-        _publish(body, spec, kube, write, manifest, output, project_name, content_hash, retry)
+        _publish(body, spec, kube, write, manifest, output, project_name, content_hash, retry, ctx.storage)
 
 
 def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -247,6 +258,7 @@ def _publish(
     project_name: str,
     content_hash: str,
     retry: int,
+    storage: Storage,
 ) -> None:
     config = spec.config
     assert config is not None and spec.repository_name is not None  # the model guarantees both
@@ -293,7 +305,9 @@ def _publish(
         )
 
     try:
-        result = publish(request, claim=claim)
+        # The git work directory goes to the volume's staging area, which start-up empties: a crash
+        # mid-push must not leave a copy of the project in the pod's /tmp.
+        result = publish(request, claim=claim, settings=PublishSettings(work_root=storage.staging_root))
     except PublishError as exc:
         message = str(exc)
         if exc.permanent:
