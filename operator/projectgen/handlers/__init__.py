@@ -103,6 +103,8 @@ async def project_event(
         return
     body = dict(event["object"])
     signature = "deleted" if event["type"] == "DELETED" else repositoryexport.project_signature(body)
+    if signature is None:
+        return
     kube = Kube(namespace)
     for export, seen in exports_by_project.get((namespace, name), []):
         if seen != signature:
