@@ -232,3 +232,45 @@ def wait_event(
     raise AssertionError(
         f"no such Event for {name} after {timeout}s; got {[(e.reason, e.message) for e in seen]}"
     )
+
+
+def regenerate(
+    api: client.ApiClient, namespace: str, project: str, sources: list[dict[str, Any]], timeout: float = 60
+) -> dict[str, Any]:
+    """Change a project's sources and wait until the new generation is Completed."""
+    before = get(api, PROJECTS, namespace, project) or {}
+    target = int(before.get("metadata", {}).get("generation") or 0) + 1
+    custom(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PROJECTS, project, {"spec": {"sources": sources}}
+    )
+    return wait_for(
+        api,
+        PROJECTS,
+        namespace,
+        project,
+        lambda o: (
+            (o.get("status") or {}).get("observedGeneration") == target
+            and o["status"]["phase"] == "Completed"
+        ),
+        timeout,
+        what=f"Completed at generation {target}",
+    )
+
+
+def wait_exported(
+    api: client.ApiClient, namespace: str, export: str, project: dict[str, Any], timeout: float = 90
+) -> dict[str, Any]:
+    """Wait until an export is Completed for the project's current content."""
+    content_hash = project["status"]["contentHash"]
+    return wait_for(
+        api,
+        EXPORTS,
+        namespace,
+        export,
+        lambda o: (
+            (o.get("status") or {}).get("exportedContentHash") == content_hash
+            and o["status"]["phase"] == "Completed"
+        ),
+        timeout,
+        what=f"exported at {content_hash[:12]}",
+    )

@@ -22,7 +22,8 @@ from support import (
     get,
     inline_source,
     project_body,
-    wait_for,
+    regenerate,
+    wait_exported,
     wait_phase,
 )
 from test_generatedproject import BIG_TEMPLATE, configmap
@@ -153,34 +154,8 @@ def test_reexport_after_regeneration_and_delete(api_client: client.ApiClient, na
     make_project(api_client, namespace)
     create(api_client, EXPORTS, namespace, export_body("e", "demo", "tar"))
     first = done(api_client, namespace, "e")["status"]
-    custom(api_client).patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PROJECTS,
-        "demo",
-        {"spec": {"sources": [inline_source({"NEW.md": "new\n"})]}},
-    )
-    project = wait_for(
-        api_client,
-        PROJECTS,
-        namespace,
-        "demo",
-        lambda o: (
-            (o.get("status") or {}).get("observedGeneration") == 2 and o["status"]["phase"] == "Completed"
-        ),
-    )
-    obj = wait_for(
-        api_client,
-        EXPORTS,
-        namespace,
-        "e",
-        lambda o: (
-            (o.get("status") or {}).get("exportedContentHash") == project["status"]["contentHash"]
-            and o["status"]["phase"] == "Completed"
-        ),
-        timeout=60,
-    )
+    project = regenerate(api_client, namespace, "demo", [inline_source({"NEW.md": "new\n"})])
+    obj = wait_exported(api_client, namespace, "e", project, timeout=60)
     second = obj["status"]
     assert second["archiveSha256"] != first["archiveSha256"]
     assert second["archivePath"] == first["archivePath"]

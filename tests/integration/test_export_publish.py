@@ -23,7 +23,9 @@ from support import (
     events,
     inline_source,
     project_body,
+    regenerate,
     wait_event,
+    wait_exported,
     wait_for,
     wait_phase,
 )
@@ -182,34 +184,8 @@ def test_gitlab_publish_to_a_group_and_repush_after_regeneration(
     assert first["phase"] == "Completed", first
     assert gitlab.created == ["platform/services/billing-api"]
     assert gitlab.project("platform/services/billing-api")["visibility"] == "internal"
-    custom(api_client).patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PROJECTS,
-        "billing",
-        {"spec": {"sources": [inline_source({"README.md": "# v2\n"})]}},
-    )
-    project = wait_for(
-        api_client,
-        PROJECTS,
-        namespace,
-        "billing",
-        lambda o: (
-            (o.get("status") or {}).get("observedGeneration") == 2 and o["status"]["phase"] == "Completed"
-        ),
-    )
-    obj = wait_for(
-        api_client,
-        EXPORTS,
-        namespace,
-        "gl",
-        lambda o: (
-            (o.get("status") or {}).get("exportedContentHash") == project["status"]["contentHash"]
-            and o["status"]["phase"] == "Completed"
-        ),
-        timeout=90,
-    )
+    project = regenerate(api_client, namespace, "billing", [inline_source({"README.md": "# v2\n"})])
+    obj = wait_exported(api_client, namespace, "gl", project, timeout=90)
     second = obj["status"]
     assert second["commitSha"] != first["commitSha"]
     url = gitlab.git.url("platform/services/billing-api")

@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import requests
 from github import Auth, Consts, Github, GithubException
 from github.AuthenticatedUser import AuthenticatedUser
 from github.Organization import Organization
@@ -26,6 +25,7 @@ from projectgen.export.publish import (
     PublishSettings,
     RemoteRepository,
     retry_after_from,
+    transport_error,
 )
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -117,20 +117,8 @@ class GitHubHost:
             raise
         except GithubException as exc:
             raise _api_error(exc, doing) from None
-        except requests.Timeout:
-            raise PublishError(
-                f"the GitHub API at {self.api_url} did not answer in time while {doing}", permanent=False
-            ) from None
-        except (requests.RequestException, OSError) as exc:
-            raise PublishError(
-                f"could not reach the GitHub API at {self.api_url} while {doing} ({type(exc).__name__})",
-                permanent=False,
-            ) from None
-        except Exception as exc:  # an unexpected answer (a proxy's HTML page ...)
-            raise PublishError(
-                f"unexpected answer from the GitHub API at {self.api_url} while {doing} ({type(exc).__name__})",
-                permanent=False,
-            ) from None
+        except Exception as exc:  # timeouts, no connection, a proxy's HTML page ...
+            raise transport_error(exc, "GitHub", self.api_url, doing) from None
 
     def resolve_owner(self, owner: str | None) -> Owner:
         if owner is None:

@@ -26,6 +26,7 @@ from projectgen.export.publish import (
     PublishSettings,
     RemoteRepository,
     retry_after_from,
+    transport_error,
 )
 
 DEFAULT_URL = "https://gitlab.com"
@@ -110,20 +111,8 @@ class GitLabHost:
             raise
         except GitlabError as exc:
             raise _api_error(exc, doing, self._headers) from None
-        except requests.Timeout:
-            raise PublishError(
-                f"the GitLab API at {self.url} did not answer in time while {doing}", permanent=False
-            ) from None
-        except (requests.RequestException, OSError) as exc:
-            raise PublishError(
-                f"could not reach the GitLab API at {self.url} while {doing} ({type(exc).__name__})",
-                permanent=False,
-            ) from None
-        except Exception as exc:  # an unexpected answer (a proxy's HTML page ...)
-            raise PublishError(
-                f"unexpected answer from the GitLab API at {self.url} while {doing} ({type(exc).__name__})",
-                permanent=False,
-            ) from None
+        except Exception as exc:  # timeouts, no connection, a proxy's HTML page ...
+            raise transport_error(exc, "GitLab", self.url, doing) from None
 
     def _user(self) -> CurrentUser:
         with self._api("reading the token's user"):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+import requests
 import tenacity
 
 from projectgen.generation.manifest import ProjectFile, content_hash
@@ -186,6 +187,22 @@ def retry_after_from(headers: Mapping[str, str], reset_header: str) -> float | N
         except ValueError:
             pass
     return None
+
+
+def transport_error(exc: Exception, host: str, url: str, doing: str) -> PublishError:
+    """What went wrong below the API: no answer, no connection, or an answer that is not the API's.
+
+    All of them may heal (a proxy, a restart, a network blip): temporary."""
+    if isinstance(exc, requests.Timeout):
+        return PublishError(f"the {host} API at {url} did not answer in time while {doing}", permanent=False)
+    if isinstance(exc, requests.RequestException | OSError):
+        return PublishError(
+            f"could not reach the {host} API at {url} while {doing} ({type(exc).__name__})", permanent=False
+        )
+    return PublishError(
+        f"unexpected answer from the {host} API at {url} while {doing} ({type(exc).__name__})",
+        permanent=False,
+    )
 
 
 def _redacted(exc: PublishError, secrets: Sequence[str]) -> PublishError:

@@ -15,7 +15,8 @@ from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import render_project
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
-from projectgen.handlers.status import State, now, transition
+from projectgen.handlers.status import State, now
+from projectgen.handlers.writer import StatusWriter
 
 CREATED_BY_ANNOTATION = "projectgen.io/created-by"
 
@@ -52,7 +53,7 @@ def reconcile(
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 1)
     status = dict(body.get("status") or {})
-    kube = Kube(namespace)
+    kube = Kube(namespace)  # the only namespace this resource can make the operator read
     created_by = (meta.get("annotations") or {}).get(CREATED_BY_ANNOTATION)
     extra: dict[str, Any] = {"createdBy": created_by} if created_by and not status.get("createdBy") else {}
 
@@ -60,26 +61,13 @@ def reconcile(
         logger.debug("status is current; nothing to do")
         return
 
-    def write(phase: str, state: State, reason: str, message: str, **fields: Any) -> None:
-        patch = transition(
-            phase,
-            state,
-            generation=generation,
-            reason=reason,
-            message=message,
-            previous=status,
-            **extra,
-            **fields,
-        )
-        kube.patch_status(PLURAL, name, patch)
-        status.update(patch)
+    write = StatusWriter(body, PLURAL, always=extra)
 
     try:
         spec = GeneratedProjectSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         message = validation_message(exc)
-        write("Failed", State.FAILED, "InvalidSpec", message)
-        kopf.warn(body, reason="Failed", message=message)
+        write.fail("InvalidSpec", message)
         return
 
     if spec.archived:
@@ -112,8 +100,7 @@ def reconcile(
         write("Pending", State.WAITING, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=_retry_delay(retry)) from None
     except GenerationError as exc:
-        write("Failed", State.FAILED, "GenerationFailed", exc.message)
-        kopf.warn(body, reason="Failed", message=exc.message)
+        write.fail("GenerationFailed", exc.message)
         return
     except (ApiUnavailable, Forbidden) as exc:
         write("Pending", State.WAITING, "ApiUnavailable", str(exc))

@@ -18,7 +18,8 @@ from projectgen.generation.manifest import Manifest
 from projectgen.handlers.context import Context
 from projectgen.handlers.generatedproject import validation_message
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
-from projectgen.handlers.status import State, now, transition
+from projectgen.handlers.status import State, now
+from projectgen.handlers.writer import StatusWriter
 from projectgen.storage import Storage
 
 PROJECT_LABEL = "projectgen.io/generated-project"
@@ -79,26 +80,16 @@ def reconcile(
     resuming: bool = False,
 ) -> None:
     meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 1)
     status = dict(body.get("status") or {})
-    kube = Kube(namespace)
-
-    def write(phase: str, state: State, reason: str, message: str, **fields: Any) -> None:
-        new = transition(
-            phase, state, generation=generation, reason=reason, message=message, previous=status, **fields
-        )
-        if state is not State.FAILED and phase == status.get("phase") and _same(new, status):
-            return
-        kube.patch_status(PLURAL, name, new)
-        status.update(new)
+    kube = Kube(meta["namespace"])
+    write = StatusWriter(body, PLURAL)
 
     try:
         spec = RepositoryExportSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         message = validation_message(exc)
-        write("Failed", State.FAILED, "InvalidSpec", message)
-        kopf.warn(body, reason="Failed", message=message)
+        write.fail("InvalidSpec", message)
         return
 
     project_name = spec.generated_project_ref.name
@@ -122,11 +113,11 @@ def reconcile(
     pphase = pstatus.get("phase")
     if pphase == "Failed":
         reason = pstatus.get("errorMessage") or "no message"
-        write("Failed", State.FAILED, "ProjectFailed", f"GeneratedProject {project_name!r} failed: {reason}")
+        write.fail("ProjectFailed", f"GeneratedProject {project_name!r} failed: {reason}", event=False)
         return
     if pphase == "Archived":
         message = f"GeneratedProject {project_name!r} is archived: its files are gone; set its spec.archived to false"
-        write("Failed", State.FAILED, "ProjectArchived", message)
+        write.fail("ProjectArchived", message, event=False)
         return
     project_generation = project["metadata"].get("generation")
     if pphase != "Completed" or pstatus.get("observedGeneration") != project_generation:
@@ -173,23 +164,12 @@ def reconcile(
         _publish(body, spec, kube, write, manifest, output, project_name, content_hash, retry, ctx.storage)
 
 
-def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    def strip(conds: Any) -> list[tuple[Any, ...]]:
-        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds or []]
-
-    return (
-        strip(new.get("conditions")) == strip(old.get("conditions"))
-        and new.get("observedGeneration") == old.get("observedGeneration")
-        and all(old.get(k) == v for k, v in new.items() if k not in ("conditions",))
-    )
-
-
 def _archive(
     ctx: Context,
     body: kopf.Body,
     spec: RepositoryExportSpec,
     kube: Kube,
-    write: Any,
+    write: StatusWriter,
     manifest: Manifest,
     output: Path,
     project_name: str,
@@ -219,13 +199,11 @@ def _archive(
                 f"GeneratedProject {project_name!r} changed during export",
             )
             raise kopf.TemporaryError("project changed during export", delay=1) from None
-        write("Failed", State.FAILED, "ArchiveFailed", str(exc))
-        kopf.warn(body, reason="Failed", message=str(exc))
+        write.fail("ArchiveFailed", str(exc))
         return
     except OSError as exc:
         message = f"writing the archive failed: {exc.strerror or exc}"
-        write("Failed", State.FAILED, "ArchiveFailed", message)
-        kopf.warn(body, reason="Failed", message=message)
+        write.fail("ArchiveFailed", message)
         raise kopf.TemporaryError(message, delay=_retry_delay(retry)) from None
     # Older archives (another repositoryName) and temp files of a run that was killed.
     for sibling in target.parent.iterdir():
@@ -252,7 +230,7 @@ def _publish(
     body: kopf.Body,
     spec: RepositoryExportSpec,
     kube: Kube,
-    write: Any,
+    write: StatusWriter,
     manifest: Manifest,
     output: Path,
     project_name: str,
@@ -267,8 +245,7 @@ def _publish(
         token = kube.secret_value(ref.name, ref.key)
     except SecretMissing as exc:
         message = f"credentials: {exc}; create it in this namespace"
-        write("Failed", State.FAILED, "CredentialsMissing", message)
-        kopf.warn(body, reason="Failed", message=message)
+        write.fail("CredentialsMissing", message)
         raise kopf.TemporaryError(message, delay=_retry_delay(retry + 2)) from None
     except (ApiUnavailable, Forbidden) as exc:
         raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
@@ -311,8 +288,7 @@ def _publish(
     except PublishError as exc:
         message = str(exc)
         if exc.permanent:
-            write("Failed", State.FAILED, "PublishFailed", message)
-            kopf.warn(body, reason="Failed", message=message)
+            write.fail("PublishFailed", message)
             return
         write("Exporting", State.WORKING, "Retrying", f"temporary failure, retrying: {message}")
         raise kopf.TemporaryError(message, delay=_retry_delay(retry, exc.retry_after)) from None

@@ -1,0 +1,61 @@
+"""Writes one status patch per transition of one object, and the Event a person should see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from projectgen.handlers.kube import Kube
+from projectgen.handlers.status import State, transition
+
+
+def unchanged(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """True when a patch would only restamp what the status already says."""
+
+    def essence(conds: Any) -> list[tuple[Any, ...]]:
+        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds or []]
+
+    return essence(new.get("conditions")) == essence(old.get("conditions")) and all(
+        old.get(k) == v for k, v in new.items() if k != "conditions"
+    )
+
+
+class StatusWriter:
+    """`write(phase, state, reason, message, **fields)`: one patch of the status subresource.
+
+    `always` fields go into every patch (e.g. createdBy until it is recorded). A transition that
+    would only restamp the current status is skipped, except failures (their Event is the point).
+    """
+
+    def __init__(self, body: kopf.Body, plural: str, *, always: dict[str, Any] | None = None) -> None:
+        meta = body["metadata"]
+        self.body = body
+        self.plural = plural
+        self.name = meta["name"]
+        self.kube = Kube(meta["namespace"])
+        self.generation = int(meta.get("generation") or 1)
+        self.status: dict[str, Any] = dict(body.get("status") or {})
+        self.always = always or {}
+
+    def __call__(self, phase: str, state: State, reason: str, message: str, **fields: Any) -> None:
+        patch = transition(
+            phase,
+            state,
+            generation=self.generation,
+            reason=reason,
+            message=message,
+            previous=self.status,
+            **self.always,
+            **fields,
+        )
+        if state is not State.FAILED and unchanged(patch, self.status):
+            return
+        self.kube.patch_status(self.plural, self.name, patch)
+        self.status.update(patch)
+
+    def fail(self, reason: str, message: str, *, event: bool = True) -> None:
+        """Phase Failed, Stalled=True, and a Warning Event with the same message."""
+        self("Failed", State.FAILED, reason, message)
+        if event:
+            kopf.warn(self.body, reason="Failed", message=message)
