@@ -5,7 +5,7 @@
 # The builder makes wheels (projectgen's and every dependency's); the final image installs them
 # from that directory only: no compiler, no build tools, no pip cache in the final image.
 # It runs as uid 10001 with a read-only root file system: it writes only to $HOME=/tmp (an emptyDir
-# in manifests/deployment.yaml) and to the data volume /var/lib/projectgen (the PVC).
+# in manifests/operator/deployment.yaml) and to the data volume /var/lib/projectgen (the PVC).
 
 FROM python:3.11-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -22,7 +22,7 @@ SAMPLES = MANIFESTS / "samples"
 NAMESPACE = "projectgen-system"
 DATA_DIR = "/var/lib/projectgen"
 
-# The ClusterRole, rule by rule: what the operator calls and nothing else (manifests/rbac.yaml says why).
+# The ClusterRole, rule by rule: what the operator calls and nothing else (manifests/cluster/rbac.yaml says why).
 EXPECTED_RULES = [
     {
         "apiGroups": ["projectgen.io"],
@@ -249,3 +249,33 @@ def test_generatedproject_sample_renders(tmp_path: Path) -> None:
     assert (out / "README.md").read_text().startswith("# billing-api\n")
     assert 'requires-python = ">=3.12"' in (out / "pyproject.toml").read_text()
     assert os.access(out / "scripts/run.sh", os.X_OK)
+
+
+def test_sharded_overlay_runs_disjoint_shards_on_one_rbac() -> None:
+    """manifests/overlays/sharded: two Deployments on disjoint label selectors, each with its own
+    volume, sharing one ServiceAccount, ClusterRole and the CRDs (the scale-out plan in the README)."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS / "overlays" / "sharded")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    assert (
+        kinds.count("Deployment") == 2
+        and kinds.count("ClusterRole") == 1
+        and kinds.count("ServiceAccount") == 1
+    )
+    shards = {}
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        shards[env["PROJECTGEN_LABEL_SELECTOR"]] = (claim, pod["serviceAccountName"], dep["spec"]["replicas"])
+    assert shards == {
+        "projectgen.io/shard=a": ("projectgen-data-shard-a", "projectgen", 1),
+        "projectgen.io/shard=b": ("projectgen-data-shard-b", "projectgen", 1),
+    }
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"projectgen-data-shard-a", "projectgen-data-shard-b"}
