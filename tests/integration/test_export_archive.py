@@ -24,6 +24,7 @@ from support import (
     project_body,
     regenerate,
     wait_exported,
+    wait_for,
     wait_phase,
 )
 from test_generatedproject import BIG_TEMPLATE, configmap
@@ -105,7 +106,8 @@ def test_archive_matches_the_manifest(
         for f in project["status"]["files"]
     }
     assert extracted == expected
-    # Owned by its project, labelled with it.
+    # Owned by its project, labelled with it (kopf applies the metadata patch after the handler).
+    obj = wait_for(api_client, EXPORTS, namespace, "e", lambda o: bool(o["metadata"].get("ownerReferences")))
     refs = obj["metadata"]["ownerReferences"]
     assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [
         ("GeneratedProject", "demo", project["metadata"]["uid"])

@@ -30,6 +30,7 @@ from support import (
     inline_source,
     project_body,
     wait_event,
+    wait_for,
     wait_phase,
 )
 
@@ -198,8 +199,9 @@ def test_operator_runs_a_full_cycle_as_its_service_account(
         zipped = wait_phase(api_client, EXPORTS, ns, "zip", "Completed", "Failed", timeout=90)
         assert zipped["status"]["phase"] == "Completed", zipped["status"]
         assert Path(zipped["status"]["archivePath"]).is_file()
-        # the ownerReference and label, patched by the operator
-        assert [r["name"] for r in zipped["metadata"]["ownerReferences"]] == ["billing"]
+        # the ownerReference and label, patched by the operator (kopf applies them after the handler)
+        owned = wait_for(api_client, EXPORTS, ns, "zip", lambda o: bool(o["metadata"].get("ownerReferences")))
+        assert [r["name"] for r in owned["metadata"]["ownerReferences"]] == ["billing"]
 
         config = {"apiUrl": github.api_url, "owner": "acme", "credentialsSecretRef": {"name": "git-token"}}
         create(
