@@ -123,7 +123,9 @@ def final(stages: list[Stage]) -> Stage:
 
 @pytest.fixture(scope="module")
 def deployment() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((REPO_ROOT / "manifests" / "operator" / "deployment.yaml").read_text())
+    doc: dict[str, Any] = yaml.safe_load(
+        (REPO_ROOT / "manifests" / "operator" / "deployment.yaml").read_text()
+    )
     return doc
 
 
