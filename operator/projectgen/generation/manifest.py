@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 MANIFEST_VERSION = 1
@@ -69,20 +69,32 @@ class Manifest:
             total_size=sum(f.size for f in ordered),
         )
 
-    def to_json(self) -> dict[str, object]:
+    def _header(self) -> dict[str, object]:
         return {
             "version": MANIFEST_VERSION,
             "contentHash": self.content_hash,
             "totalFiles": self.total_files,
             "totalSize": self.total_size,
-            "files": [asdict(f) for f in self.files],
         }
 
+    def to_json(self) -> dict[str, object]:
+        return {**self._header(), "files": [_record(f) for f in self.files]}
+
     def dump(self, path: Path) -> None:
-        """Write atomically: a reader sees the old manifest or the new one, never half of one."""
+        """Write atomically: a reader sees the old manifest or the new one, never half of one.
+
+        The bytes are those of `json.dumps(self.to_json(), ...)`, written a batch of records at a
+        time, each encoded by json's C encoder: `json.dump` would use the pure-Python encoder (about
+        twice the time for 20,000 files), `json.dumps` of the whole would hold it all in memory.
+        """
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_json(), fh, ensure_ascii=False, separators=(",", ":"))
+            fh.write(_ENCODE(self._header())[:-1] + ',"files":[')
+            for start in range(0, len(self.files), _BATCH):
+                if start:
+                    fh.write(",")
+                fh.write(",".join(_ENCODE(_record(f)) for f in self.files[start : start + _BATCH]))
+            fh.write("]}")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -103,3 +115,13 @@ class Manifest:
     def load(cls, path: Path) -> Manifest:
         with open(path, encoding="utf-8") as fh:
             return cls.from_json(json.load(fh))
+
+
+_FIELDS = tuple(f.name for f in fields(ProjectFile))
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_BATCH = 512
+
+
+def _record(f: ProjectFile) -> dict[str, object]:
+    """`dataclasses.asdict(f)` without its deep copy (every field is a str, int, bool or None)."""
+    return {name: getattr(f, name) for name in _FIELDS}

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import stat
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
@@ -132,20 +133,31 @@ class TreeWriter:
         return Manifest.build(self._files.values())
 
     def case_collisions(self) -> list[str]:
-        """Paths (files or directories) that differ only in case: fine here, but one overwrites
-        the other on a case-insensitive file system (macOS, Windows)."""
+        """Paths (files or directories) that differ only in case, or in Unicode normalisation
+        (NFC 'é' versus NFD 'e' + U+0301): fine here, but one overwrites the other on a file system
+        that ignores the difference (macOS ignores both, Windows case)."""
         groups: defaultdict[str, list[str]] = defaultdict(list)
         for p in self._files:
-            groups[p.lower()].append(p)
+            groups[unicodedata.normalize("NFC", p).lower()].append(p)
         for p in self._dirs:
-            groups[p.lower()].append(p + "/")
-        return [
-            "paths differ only in case: "
-            + ", ".join(repr(p) for p in sorted(g))
-            + " (they collide on case-insensitive file systems such as macOS and Windows)"
-            for g in groups.values()
-            if len(g) > 1
-        ]
+            groups[unicodedata.normalize("NFC", p).lower()].append(p + "/")
+        warnings = []
+        for g in groups.values():
+            if len(g) < 2:
+                continue
+            if len({unicodedata.normalize("NFC", p) for p in g}) < len(g):
+                warnings.append(
+                    "paths differ only in Unicode normalisation (NFC/NFD): "
+                    + ", ".join(ascii(p) for p in sorted(g))
+                    + " (they collide on macOS, whose file systems do not tell them apart)"
+                )
+            else:
+                warnings.append(
+                    "paths differ only in case: "
+                    + ", ".join(repr(p) for p in sorted(g))
+                    + " (they collide on case-insensitive file systems such as macOS and Windows)"
+                )
+        return warnings
 
     # -- internals -------------------------------------------------------------------------------
 
