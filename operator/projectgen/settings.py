@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -32,10 +33,11 @@ class Settings:
         metadata={"env": "LIVENESS_PORT", "doc": "Port of the /healthz endpoint; 0 disables it."},
     )
     namespaces: tuple[str, ...] = field(
-        default_factory=lambda: tuple(n for n in _env("NAMESPACES", "").split(",") if n),
+        # `projectgen run -n a -n b` passes them space-separated; commas are accepted too.
+        default_factory=lambda: tuple(n for n in re.split(r"[\s,]+", _env("NAMESPACES", "")) if n),
         metadata={
             "env": "NAMESPACES",
-            "doc": "Comma-separated namespaces to serve; empty: all (cluster-wide).",
+            "doc": "Namespaces (kopf patterns) to serve, separated by spaces or commas; empty: all.",
         },
     )
     label_selector: str = field(

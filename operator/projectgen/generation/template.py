@@ -31,6 +31,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -90,9 +91,22 @@ _GIT_BAD_REF = re.compile(
 )
 
 
+HOST_FILTERS = ("expandvars", "expanduser", "realpath", "fileglob")
+"""Filters copier adds (from jinja2-ansible-filters) that read the operator's environment
+variables and file system: a template could copy them into the project it renders."""
+
+
 class _Worker(Worker):
     """copier's Worker, minus one step that does not apply here and costs a `git config`
-    subprocess per rendered file (about two thirds of copier's time on a big template)."""
+    subprocess per rendered file (about two thirds of copier's time on a big template), and
+    minus the Jinja filters that look at the operator's host."""
+
+    @cached_property
+    def jinja_env(self) -> Any:
+        env = super().jinja_env
+        for name in HOST_FILTERS:
+            env.filters.pop(name, None)
+        return env
 
     def _sync_git_index_executable_bit(self, dst_relpath: Path, src_mode: int) -> None:
         # It mirrors executable bits into the destination's git index when the destination is
@@ -190,7 +204,7 @@ def _run_copier(
     stderr = io.StringIO()
     with (
         _LOCK,
-        _process_state(cache, cwd),
+        _process_state(cache, cwd, scratch=out.parent),
         contextlib.redirect_stderr(stderr),
         warnings.catch_warnings(record=True) as caught,
     ):
@@ -230,17 +244,21 @@ def _run_copier(
 
 
 @contextlib.contextmanager
-def _process_state(cache: Path, cwd: Path | None) -> Iterator[None]:
+def _process_state(cache: Path, cwd: Path | None, scratch: Path) -> Iterator[None]:
     """Process-wide state copier reads: the mirror cache location, git's environment (copier
-    runs git through plumbum, whose environment is its own copy) and the working directory."""
+    runs git through plumbum, whose environment is its own copy), the working directory, and the
+    temporary directory (copier's own clones and checks go there): `scratch`, inside this
+    render's staging directory, so a crash leaves nothing in the pod's /tmp."""
     saved_cache = os.environ.get("COPIER_CACHE_DIR")
+    saved_tempdir = tempfile.tempdir
     try:
         saved_cwd: str | None = os.getcwd()
     except OSError:
         saved_cwd = None
     os.environ["COPIER_CACHE_DIR"] = str(cache)
+    tempfile.tempdir = str(scratch)
     try:
-        with local.env(**GIT_ENV):
+        with local.env(**GIT_ENV, TMPDIR=str(scratch)):
             for name in _GIT_UNSET:
                 if name in local.env:
                     del local.env[name]
@@ -248,6 +266,7 @@ def _process_state(cache: Path, cwd: Path | None) -> Iterator[None]:
                 os.chdir(cwd)
             yield
     finally:
+        tempfile.tempdir = saved_tempdir
         if saved_cache is None:
             os.environ.pop("COPIER_CACHE_DIR", None)
         else:

@@ -17,6 +17,7 @@ from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
 from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.handlers import generatedproject, repositoryexport
 from projectgen.handlers.context import Context
+from projectgen.handlers.diffbase import CompactDiffBaseStorage
 from projectgen.handlers.kube import Kube
 from projectgen.settings import Settings
 
@@ -47,8 +48,9 @@ LABELS = label_filter(_settings.label_selector)
 def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+    # Not kopf's own: a spec over the API server's 256 KiB of annotations must not wedge the object.
+    settings.persistence.diffbase_storage = CompactDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration", progress=settings.persistence.progress_storage
     )
     settings.peering.standalone = True
     settings.execution.max_workers = _settings.workers

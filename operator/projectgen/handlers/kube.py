@@ -9,15 +9,24 @@ import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
+import kopf
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from projectgen.api.v1alpha1 import GROUP, VERSION
 from projectgen.generation.sources import ConfigMapData
 
 
-class ApiUnavailable(Exception):
-    """A call failed in a way that may heal (5xx, 429, connection): retry later."""
+class ApiUnavailable(kopf.TemporaryError):
+    """A call failed in a way that may heal (5xx, 429, connection): retry later.
+
+    A kopf temporary error, so a call that fails this way outside the handlers' own `except`
+    (a status write while the API server restarts) is retried in seconds, not after kopf's
+    one-minute backoff for unexpected exceptions."""
+
+    def __init__(self, message: str, delay: float = 5.0) -> None:
+        super().__init__(message, delay=delay)
 
 
 class Forbidden(Exception):
@@ -41,6 +50,11 @@ def api_client() -> kubernetes.client.ApiClient:
             configuration.retries = 3
             _client = kubernetes.client.ApiClient(configuration)
         return _client
+
+
+def _unreachable(exc: urllib3.exceptions.HTTPError, what: str) -> ApiUnavailable:
+    """A connection error (refused, reset, timed out: the API server restarting) as ApiUnavailable."""
+    return ApiUnavailable(f"{what} failed: the API server is unreachable ({type(exc).__name__})")
 
 
 def _translate(exc: ApiException, what: str) -> Exception:
@@ -70,6 +84,8 @@ class Kube:
             raise ApiUnavailable(
                 f"status patch of {plural}/{name} failed: HTTP {exc.status} {exc.reason}"
             ) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(exc, f"status patch of {plural}/{name}") from None
         return result
 
     def get_object(self, plural: str, name: str) -> dict[str, Any] | None:
@@ -82,6 +98,8 @@ class Kube:
             if exc.status == 404:
                 return None
             raise _translate(exc, f"{plural}/{name}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(exc, f"reading {plural}/{name}") from None
         return result
 
     def patch_annotations(self, plural: str, name: str, annotations: dict[str, str]) -> None:
@@ -93,6 +111,8 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise _translate(exc, f"{plural}/{name}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(exc, f"annotating {plural}/{name}") from None
 
     def configmap(self, name: str) -> ConfigMapData | None:
         api = kubernetes.client.CoreV1Api(api_client())
@@ -102,6 +122,8 @@ class Kube:
             if exc.status == 404:
                 return None
             raise _translate(exc, f"ConfigMap {name!r}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(exc, f"reading ConfigMap {name!r}") from None
         return ConfigMapData(
             data=dict(cm.data or {}),
             binary_data={k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()},
@@ -118,6 +140,8 @@ class Kube:
             if exc.status == 404:
                 raise SecretMissing(f"Secret {name!r} not found in namespace {self.namespace!r}") from None
             raise _translate(exc, f"Secret {name!r}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(exc, f"reading Secret {name!r}") from None
         data = secret.data or {}
         if key not in data:
             keys = ", ".join(sorted(data)) or "none"

@@ -25,6 +25,7 @@ from projectgen.storage import Storage
 PROJECT_LABEL = "projectgen.io/generated-project"
 # Not under `projectgen.io/`: kopf leaves its own prefix out of the diff, and this must trigger an update.
 PROJECT_STATE_ANNOTATION = "project.projectgen.io/state"
+UNSETTLED = "unsettled"
 EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
 DEFAULT_AUTHOR = ("projectgen", "projectgen@users.noreply.local")
 
@@ -127,6 +128,10 @@ def reconcile(
             "WaitingForProject",
             f"waiting for GeneratedProject {project_name!r} to complete",
         )
+        # The wake-up comes when the project settles in a state other than the one recorded here; a
+        # render that ends where it started (same contentHash) would wake no one: forget that state.
+        if (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION) not in (None, UNSETTLED):
+            patch.metadata.annotations[PROJECT_STATE_ANNOTATION] = UNSETTLED
         return
 
     content_hash = str(pstatus.get("contentHash") or "")
