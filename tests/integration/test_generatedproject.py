@@ -443,3 +443,22 @@ def test_restart_mid_generation_completes_without_debris(
         assert list((data / ".staging").iterdir()) == []
         outputs = list((data / "projects" / namespace / "big").glob("*/*"))
         assert outputs == [Path(status["outputDirectory"])]
+
+
+def test_created_by_cannot_be_forged_or_changed(
+    api_client: client.ApiClient, namespace: str, kubectl: Callable[..., Any]
+) -> None:
+    body = project_body("forged", [inline_source({"a.txt": "a"})])
+    body["metadata"]["annotations"] = {"projectgen.io/created-by": "mallory"}
+    create(api_client, PROJECTS, namespace, body)
+    assert completed(api_client, namespace, "forged")["status"]["createdBy"] == "projectgen-admin"
+    result = kubectl(
+        "annotate",
+        "-n",
+        namespace,
+        "--overwrite",
+        "generatedproject/forged",
+        "projectgen.io/created-by=eve",
+        check=False,
+    )
+    assert result.returncode != 0 and "cannot be changed" in result.stderr
