@@ -231,7 +231,7 @@ def main() -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="projectgen-bench-reconcile-") as tmp, ControlPlane() as cp:
-        cp.install_crds(REPO / "crds")
+        cp.install(REPO / "crds")
         for n in sizes:
             row = run_size(cp, n, Path(tmp), args.workers)
             rows.append(row)

@@ -57,8 +57,16 @@ def _controlplane(argv: list[str]) -> int:
         prog="projectgen controlplane", description="Run a local kube-apiserver + etcd until interrupted."
     )
     parser.add_argument("--crds", type=Path, default=REPO_ROOT / "crds", help="CRDs to install")
+    parser.add_argument(
+        "--policies",
+        type=Path,
+        default=REPO_ROOT / "manifests" / "created-by",
+        help="admission policies to apply (kustomize directory)",
+    )
     args = parser.parse_args(argv)
-    return controlplane.serve(args.crds if args.crds.is_dir() else None)
+    return controlplane.serve(
+        args.crds if args.crds.is_dir() else None, policies=args.policies if args.policies.is_dir() else None
+    )
 
 
 def _demo(argv: list[str]) -> int:

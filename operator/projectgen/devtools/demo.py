@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from projectgen.controlplane import ControlPlane, find_binaries, is_crd_not_ready
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = REPO_ROOT / "manifests" / "samples"
 NAMESPACE = "demo"
@@ -36,13 +38,19 @@ def _say(message: str) -> None:
 
 
 def _kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    deadline = time.monotonic() + 60
+    while True:
+        proc = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        # Right after installing, the API server may briefly answer 503 for our kinds: retry that only.
+        if proc.returncode == 0 or not is_crd_not_ready(None, proc.stderr) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     if check and proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout
@@ -147,7 +155,6 @@ def demo_command(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=int, default=180, help="seconds to wait for Ready")
     args = parser.parse_args(argv)
 
-    from projectgen.controlplane import ControlPlane, find_binaries
     from projectgen.devtools.fakehosts import FakeGitHub
 
     _say("finding kube-apiserver and etcd (the first run builds them from the Go module proxy: minutes)")
@@ -160,8 +167,7 @@ def demo_command(argv: list[str]) -> int:
     with ControlPlane(binaries) as cp, FakeGitHub(tokens={token}, user="demo-user", orgs=["acme"]) as github:
         kubeconfig = cp.kubeconfig
         _say(f"control plane ready at {cp.url}")
-        cp.install_crds(REPO_ROOT / "crds")
-        _kubectl(kubeconfig, "apply", "-k", str(REPO_ROOT / "manifests" / "created-by"))
+        cp.install(REPO_ROOT / "crds", REPO_ROOT / "manifests" / "created-by")
         _say(f"GitHub API stand-in at {github.api_url}")
         port = _free_port()
         log_path = workdir / "operator.log"

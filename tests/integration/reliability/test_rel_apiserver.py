@@ -47,7 +47,7 @@ SETTLE_S = 180.0
 @pytest.fixture
 def own_control_plane() -> Iterator[ControlPlane]:
     with ControlPlane(find_binaries()) as cp:
-        cp.install_crds(CRDS)
+        cp.install(CRDS)
         yield cp
 
 
