@@ -73,8 +73,17 @@ def _ctx(memo: Any) -> Context:
 # GeneratedProject ----------------------------------------------------------------------------
 
 
+def changes_spec(diff: Any) -> bool:
+    """True when kopf's diff touches the spec: then the update handler runs in the same cycle."""
+    return any(tuple(item[1])[:1] == ("spec",) for item in diff or ())
+
+
 @kopf.on.resume(GROUP, VERSION, PROJECTS, labels=LABELS)
-def project_resumed(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+def project_resumed(
+    body: kopf.Body, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
+    if changes_spec(diff):  # a spec change interrupted by a restart: project_changed renders it once
+        return
     generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True)
 
 
@@ -123,8 +132,10 @@ async def project_event(
 
 @kopf.on.resume(GROUP, VERSION, EXPORTS, labels=LABELS)
 def export_resumed(
-    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
+    if diff:  # a change interrupted by a restart: export_changed handles it in the same cycle
+        return
     repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger, resuming=True)
 
 

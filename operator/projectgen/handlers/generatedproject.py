@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
 
 CREATED_BY_ANNOTATION = "projectgen.io/created-by"
+log = logging.getLogger(__name__)
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -84,9 +86,11 @@ def reconcile(
         kopf.info(body, reason="Archived", message="project archived: files removed from the volume")
         return
 
-    if status.get("phase") != "Generating" or status.get("observedGeneration") != generation:
+    # A retry of this generation (still waiting, or resumed mid-render) says nothing new.
+    if status.get("phase") not in ("Generating", "Pending") or status.get("observedGeneration") != generation:
         write("Generating", State.WORKING, "Generating", f"rendering {len(spec.sources)} source(s)")
         kopf.info(body, reason="Generating", message=f"generation {generation} started")
+    log.info("rendering %s/%s generation %d (attempt %d)", namespace, name, generation, retry + 1)
 
     try:
         with ctx.storage.staging("gen") as staging:
@@ -97,13 +101,13 @@ def reconcile(
             manifest.dump(staging / "manifest.json")
             output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)
     except SourceUnavailable as exc:
-        write("Pending", State.WAITING, "SourceUnavailable", exc.message)
+        _wait(write, body, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=_retry_delay(retry)) from None
     except GenerationError as exc:
         write.fail("GenerationFailed", exc.message)
         return
     except (ApiUnavailable, Forbidden) as exc:
-        write("Pending", State.WAITING, "ApiUnavailable", str(exc))
+        _wait(write, body, "ApiUnavailable", str(exc))
         raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
 
     for warning in result.warnings:
@@ -125,6 +129,18 @@ def reconcile(
         completedAt=now(),
     )
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
+
+
+def _wait(write: StatusWriter, body: kopf.Body, reason: str, message: str) -> None:
+    """Phase Pending, and one Event per distinct reason to wait (not one per retry)."""
+    before = write.status.get("phase"), _ready_message(write.status)
+    write("Pending", State.WAITING, reason, message)
+    if before != ("Pending", _ready_message(write.status)):
+        kopf.info(body, reason="Waiting", message=message)
+
+
+def _ready_message(status: dict[str, Any]) -> str | None:
+    return next((c.get("message") for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
 
 
 def delete(ctx: Context, body: kopf.Body) -> None:
