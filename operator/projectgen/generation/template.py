@@ -12,6 +12,10 @@
   credential prompts, only http(s) transports (submodules included), a low-speed abort,
   and copier's mirror cache in a temporary directory of this render (a cache shared
   between renders would let one namespace reuse another's credentials).
+- With a guard (the operator always passes one), the URL passes the outbound policy first
+  and git is pinned to the checked addresses, follows no redirect, fetches submodules only
+  from the template's own origin, and is stopped past the clone's size cap
+  (`projectgen.outbound`).
 
 copier changes the process' working directory and reads its environment, so renders
 are serialised by a module lock; the rest of generation runs concurrently.
