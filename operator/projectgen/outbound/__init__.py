@@ -48,7 +48,9 @@ class PolicySource:
     cluster_networks: tuple[IPNetwork, ...] = ()
     limits: Limits = field(default_factory=Limits)
     origin: str = DEFAULT_ORIGIN
-    _cache: tuple[tuple[float, int, int], Policy | PolicyError] | None = None
+    _cache: tuple[tuple[float, int, int], Policy | PolicyError] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def policy(self) -> Policy:
         if self.path is None:
