@@ -19,8 +19,11 @@ import requests
 
 from conftest import HostEnv, Project
 from projectgen import outbound
+from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
 from projectgen.devtools.gitserver import GitHTTPServer
+from projectgen.generation.errors import GenerationError
 from projectgen.generation.offline import render_command
+from projectgen.generation.render import render_project
 from projectgen.outbound.addresses import internal_reason
 
 LOOPBACK = "internal: [{cidr: 127.0.0.0/8}]\n"
@@ -418,3 +421,49 @@ def test_render_applies_a_policy_only_when_given_one(
         assert render_command(argv) == 0
         assert (tmp_path / "o3" / "hello.txt").read_text() == "hello\n"
         assert render_command(["-f", str(spec), "-o", str(tmp_path / "o4")]) == 0  # no policy: offline use
+
+
+def _repo(
+    server: GitHTTPServer, scratch: Path, name: str, files: dict[str, str], sub: str | None = None
+) -> str:
+    work = scratch / f"work-{name}-{server.base_url.rsplit(':', 1)[1]}"
+    work.mkdir()
+    for path, text in files.items():
+        (work / path).write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=work, env=env, check=True)
+    if sub is not None:
+        subprocess.run(
+            [*git, "submodule", "add", "-q", sub, "sub"], cwd=work, env=env, check=True, capture_output=True
+        )
+    subprocess.run([*git, "add", "-A"], cwd=work, env=env, check=True)
+    subprocess.run([*git, "commit", "-qm", "t"], cwd=work, env=env, check=True)
+    bare = server.repo_path(f"t/{name}")
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], env=env, check=True)
+    return server.url(f"t/{name}")
+
+
+def test_submodules_only_from_the_templates_own_origin(tmp_path: Path) -> None:
+    """Both servers are allowed by the policy; a submodule on the other one is still not fetched."""
+    with GitHTTPServer(tmp_path / "a") as a, GitHTTPServer(tmp_path / "b") as b:
+        same = _repo(a, tmp_path, "same", {"copier.yml": "{}\n"}, sub=_repo(a, tmp_path, "s", {"s.txt": "s"}))
+        other = _repo(
+            a, tmp_path, "other", {"copier.yml": "{}\n"}, sub=_repo(b, tmp_path, "s", {"s.txt": "s"})
+        )
+        g = guard(HTTP_ALL + LOOPBACK)
+        for url, name in ((same, "same"), (other, "other")):
+            spec = GeneratedProjectSpec.model_validate(
+                {"projectRef": {"name": name}, "sources": [{"template": {"url": url}}]}
+            )
+            work = tmp_path / f"render-{name}"
+            work.mkdir()
+            before = len(b.requests)
+            if name == "same":
+                result = render_project(spec, work / "tree", configmaps=lambda _: None, workdir=work, guard=g)
+                assert "sub/s.txt" in [f.path for f in result.manifest.files]
+            else:
+                with pytest.raises(GenerationError, match="submodule on another origin"):
+                    render_project(spec, work / "tree", configmaps=lambda _: None, workdir=work, guard=g)
+                assert len(b.requests) == before, "the other origin was contacted"
