@@ -403,3 +403,61 @@ def test_namespaced_install_cannot_read_a_secret_outside_its_namespaces(
         with pytest.raises(ApiException) as denied:
             sa_core.read_namespaced_secret("probe", namespace)
         assert denied.value.status == 403
+
+
+def test_namespaced_install_serves_a_namespace_given_a_rolebinding(
+    control_plane: ControlPlane,
+    api_client: client.ApiClient,
+    kubectl: Kubectl,
+    solo_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """As an admin widens the overlay: one more RoleBinding, one more namespace in the list; the
+    operator, with the overlay's ServiceAccount token, reads a ConfigMap there without a 403."""
+    ns = solo_namespace
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(NAMESPACED)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    binding["metadata"]["namespace"] = ns
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+    for name in (SYSTEM_NAMESPACE, *(d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding")):
+        ensure_namespace(api_client, name)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*rbac, binding]))
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(
+        ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="files"), data={"main": "print(1)\n"})
+    )
+    answer = core.create_namespaced_service_account_token(
+        NAMESPACED_SA,
+        SYSTEM_NAMESPACE,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        ),
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    cluster: dict[str, Any] = {"server": control_plane.url}
+    if control_plane.ca_file is not None:
+        cluster["certificate-authority"] = str(control_plane.ca_file)
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": cluster}],
+                "users": [{"name": "sa", "user": {"token": answer.status.token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    operator = OperatorProcess(kubeconfig, tmp_path / "data", tmp_path / "operator.log", namespaces=(ns,))
+    with operator:
+        source = {"configMap": {"name": "files", "items": [{"key": "main", "path": "main.py"}]}}
+        create(api_client, PROJECTS, ns, project_body("p", [source]))
+        project = wait_phase(api_client, PROJECTS, ns, "p", "Completed", "Failed", timeout=90)
+        assert project["status"]["phase"] == "Completed", project["status"]
+        wait_event(api_client, ns, "p", lambda e: e.reason == "Completed")
+    denied = [line for line in operator.logs().splitlines() if DENIED.search(line)]
+    assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])
