@@ -171,7 +171,17 @@ def demo_command(argv: list[str]) -> int:
         _say(f"GitHub API stand-in at {github.api_url}")
         port = _free_port()
         log_path = workdir / "operator.log"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PROJECTGEN_DATA_DIR": str(data_dir)}
+        # The GitHub stand-in listens on loopback: the demo's policy allows it, as an admin would.
+        policy = workdir / "policy.yaml"
+        policy.write_text(
+            'forges: [{urlPrefix: "https://"}, {urlPrefix: "http://127.0.0.1:"}]\ninternal: [{cidr: 127.0.0.0/8}]\n'
+        )
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PROJECTGEN_DATA_DIR": str(data_dir),
+            "PROJECTGEN_POLICY_FILE": str(policy),
+        }
         with open(log_path, "ab") as log:
             operator = subprocess.Popen(
                 [sys.executable, "-m", "projectgen", "run", "--log-format=plain", f"--liveness-port={port}"],

@@ -16,6 +16,7 @@ from github.AuthenticatedUser import AuthenticatedUser
 from github.Organization import Organization
 from github.Repository import Repository
 
+from projectgen import outbound
 from projectgen.export.publish import (
     GIT_USERNAMES,
     REFUSED_401,
@@ -100,6 +101,7 @@ class GitHubHost:
     def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
         self.api_url = (req.api_url or DEFAULT_API_URL).rstrip("/")
         spacing = settings.github_request_spacing
+        self._bound = outbound.bind(req.guard)  # PyGithub's connections go through the policy
         self._gh = Github(
             auth=Auth.Token(req.token),
             base_url=self.api_url,
@@ -113,7 +115,7 @@ class GitHubHost:
     def _api(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except PublishError:
+        except (PublishError, outbound.Refused):
             raise
         except GithubException as exc:
             raise _api_error(exc, doing) from None
@@ -180,6 +182,7 @@ class GitHubHost:
 
     def close(self) -> None:
         self._gh.close()
+        outbound.unbind(self._bound)
 
     @staticmethod
     def _remote(repo: Repository) -> RemoteRepository:

@@ -17,6 +17,7 @@ import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 
+from projectgen import outbound
 from projectgen.export.publish import (
     GIT_USERNAMES,
     REFUSED_401,
@@ -89,7 +90,7 @@ class GitLabHost:
         url = (req.api_url or DEFAULT_URL).rstrip("/")
         self.url = url.removesuffix("/api/v4")
         self._headers: dict[str, str] = {}
-        session = requests.Session()
+        session = outbound.session(req.guard)  # checked, pinned, answers capped
         session.hooks["response"].append(self._remember)
         self._gl = gitlab.Gitlab(
             url=self.url,
@@ -107,7 +108,7 @@ class GitLabHost:
         self._headers = {}
         try:
             yield
-        except PublishError:
+        except (PublishError, outbound.Refused):
             raise
         except GitlabError as exc:
             raise _api_error(exc, doing, self._headers) from None

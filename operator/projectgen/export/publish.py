@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 import requests
 import tenacity
 
+from projectgen import outbound
 from projectgen.generation.manifest import ProjectFile, content_hash
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class PublishRequest:
     if_exists: IfExistsPolicy = "Fail"
     claimed: str | None = None
     """owner/name this export already created or adopted (status.repository); None on the first run."""
+    guard: outbound.Guard | None = field(default=None, repr=False)
+    """The outbound policy for apiUrl and the push remote; None: no policy (offline, tests)."""
 
 
 @dataclass
@@ -330,6 +333,8 @@ def publish(
             host.close()
     except PublishError as exc:
         raise _redacted(exc, secrets) from None
+    except outbound.Refused as exc:
+        raise PublishError(redact(exc.message, secrets), permanent=True) from None
 
 
 def _attempt(
@@ -359,7 +364,9 @@ def _attempt(
         progress.created = progress.created or progress.create_attempted
         log.info("repository %s exists and belongs to this export", repo.full_name)
     elif req.if_exists == "Adopt":
-        heads = gitpush.list_heads(repo.clone_url, credentials, workdir=workdir, timeout=settings.git_timeout)
+        heads = gitpush.list_heads(
+            repo.clone_url, credentials, workdir=workdir, timeout=settings.git_timeout, guard=req.guard
+        )
         if heads:
             raise PublishError(
                 f"repository {repo.full_name} exists and is not empty; Adopt only pushes into an empty repository",
@@ -386,6 +393,7 @@ def _attempt(
         author_email=req.author_email,
         workdir=workdir,
         timeout=settings.git_timeout,
+        guard=req.guard,
     )
     warnings: list[str] = []
     if outcome.remote_was_empty and req.topics:

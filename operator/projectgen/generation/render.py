@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import PREVIEW_CHARS, Manifest
@@ -33,6 +34,7 @@ def render_project(
     configmaps: ConfigMapLoader,
     max_preview: int = PREVIEW_CHARS,
     workdir: Path | None = None,
+    guard: outbound.Guard | None = None,
 ) -> RenderResult:
     """Apply the sources of `spec` in order into `dest`, a later source overriding a file of an
     earlier one at the same path, and return the manifest of what is there.
@@ -45,6 +47,7 @@ def render_project(
     Raises GenerationError (permanent) for what the spec or its inputs got wrong, and
     SourceUnavailable (temporary) for what may heal: a missing ConfigMap, an unreachable
     template repository. Anything else is a bug or the environment (disk full).
+    `guard` applies the outbound policy to template URLs (None: no policy, as offline).
     """
     dest = Path(os.path.abspath(dest))
     dest.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ def render_project(
         elif source.config_map is not None and source.inline is None and source.template is None:
             apply_configmap(writer, source.config_map, f"{where}.configMap", loaded)
         elif source.template is not None and source.inline is None and source.config_map is None:
-            warnings += apply_template(writer, source.template, f"{where}.template", loaded, workdir)
+            warnings += apply_template(writer, source.template, f"{where}.template", loaded, workdir, guard)
         else:
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")
     warnings += writer.case_collisions()

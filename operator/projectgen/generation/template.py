@@ -12,6 +12,10 @@
   credential prompts, only http(s) transports (submodules included), a low-speed abort,
   and copier's mirror cache in a temporary directory of this render (a cache shared
   between renders would let one namespace reuse another's credentials).
+- With a guard (the operator always passes one), the URL passes the outbound policy first
+  and git is pinned to the checked addresses, follows no redirect, fetches submodules only
+  from the template's own origin, and is stopped past the clone's size cap
+  (`projectgen.outbound`).
 
 copier changes the process' working directory and reads its environment, so renders
 are serialised by a module lock; the rest of generation runs concurrently.
@@ -42,6 +46,7 @@ from copier.errors import CopierError, CopierWarning, ForbiddenPathError, Unsafe
 from plumbum import local
 from plumbum.commands.processes import ProcessExecutionError
 
+from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import TemplateSource
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.paths import check_path, is_within, path_problem, printable_name, segment_problem
@@ -115,9 +120,15 @@ class _Worker(Worker):
 
 
 def apply_template(
-    writer: TreeWriter, source: TemplateSource, where: str, configmaps: ConfigMaps, workdir: Path
+    writer: TreeWriter,
+    source: TemplateSource,
+    where: str,
+    configmaps: ConfigMaps,
+    workdir: Path,
+    guard: outbound.Guard | None = None,
 ) -> list[str]:
-    """Render `source` and take its files into `writer`. Returns warnings (copier's, if any)."""
+    """Render `source` and take its files into `writer`. Returns warnings (copier's, if any).
+    With a `guard`, the URL is checked and pinned and the clone capped (projectgen.outbound)."""
     if (source.url is None) == (source.config_map is None):
         raise GenerationError(f"{where}: set exactly one of url and configMap")
     subdirectory = check_path(source.subdirectory, f"{where}.subdirectory") if source.subdirectory else None
@@ -146,7 +157,8 @@ def apply_template(
         else:
             url = source.url or ""
             src = url if url.endswith(".git") else f"git+{url}"
-            found = _run_copier(src, out, Path(tmp, "cache"), data, source.ref, where, cwd=None)
+            with _outbound(guard, url, Path(tmp), where) as env:
+                found = _run_copier(src, out, Path(tmp, "cache"), data, source.ref, where, cwd=None, env=env)
         root = out
         if subdirectory is not None:
             root = _subdirectory(out, subdirectory, where)
@@ -198,13 +210,38 @@ def _subdirectory(out: Path, subdirectory: str, where: str) -> Path:
     return current
 
 
+@contextlib.contextmanager
+def _outbound(guard: outbound.Guard | None, url: str, scratch: Path, where: str) -> Iterator[dict[str, str]]:
+    """The git environment that pins `url` (Refused: GenerationError), and the clone's size cap."""
+    if guard is None:
+        yield {}
+        return
+    try:
+        env = outbound.config_env(outbound.git_config(guard, "template", url, submodules=True))
+        limits = guard.limits
+        with outbound.watch_size(
+            scratch, limits.template_max_bytes, limits.template_max_files, "the template repository"
+        ) as watch:
+            yield {**env, **watch.env}
+    except (outbound.Refused, outbound.CapExceeded) as exc:
+        raise GenerationError(f"{where}.url: {exc}") from None
+
+
 def _run_copier(
-    src: str, out: Path, cache: Path, data: dict[str, Any], ref: str | None, where: str, *, cwd: Path | None
+    src: str,
+    out: Path,
+    cache: Path,
+    data: dict[str, Any],
+    ref: str | None,
+    where: str,
+    *,
+    cwd: Path | None,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
     stderr = io.StringIO()
     with (
         _LOCK,
-        _process_state(cache, cwd, scratch=out.parent),
+        _process_state(cache, cwd, scratch=out.parent, env=env or {}),
         contextlib.redirect_stderr(stderr),
         warnings.catch_warnings(record=True) as caught,
     ):
@@ -244,7 +281,7 @@ def _run_copier(
 
 
 @contextlib.contextmanager
-def _process_state(cache: Path, cwd: Path | None, scratch: Path) -> Iterator[None]:
+def _process_state(cache: Path, cwd: Path | None, scratch: Path, env: dict[str, str]) -> Iterator[None]:
     """Process-wide state copier reads: the mirror cache location, git's environment (copier
     runs git through plumbum, whose environment is its own copy), the working directory, and the
     temporary directory (copier's own clones and checks go there): `scratch`, inside this
@@ -258,7 +295,7 @@ def _process_state(cache: Path, cwd: Path | None, scratch: Path) -> Iterator[Non
     os.environ["COPIER_CACHE_DIR"] = str(cache)
     tempfile.tempdir = str(scratch)
     try:
-        with local.env(**GIT_ENV, TMPDIR=str(scratch)):
+        with local.env(**GIT_ENV, **env, TMPDIR=str(scratch)):
             for name in _GIT_UNSET:
                 if name in local.env:
                     del local.env[name]
@@ -317,6 +354,16 @@ def _git_error(exc: ProcessExecutionError, src: str, ref: str | None, where: str
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     important = [ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith(("fatal:", "error:"))]
     detail = _redact_text("; ".join(important or lines[-1:]) or f"git exited with {exc.retcode}", src)
+    if outbound.REFUSED_TRANSPORT in stderr:
+        return GenerationError(
+            f"{where}: template repository {url} has a submodule on another origin; only submodules on "
+            "the template's own scheme, host and port are fetched (rule submodules): move it there"
+        )
+    if "redirect" in stderr.lower() or re.search(r"returned error: 30\d", stderr):
+        return GenerationError(
+            f"{where}: template repository {url} answered with a redirect; redirects are not followed "
+            "(rule redirects): use the URL it redirects to, if the policy allows it"
+        )
     if _GIT_AUTH.search(stderr):
         anonymous = (
             "" if "@" in urlsplit(src.removeprefix("git+")).netloc else "; templates are cloned anonymously"

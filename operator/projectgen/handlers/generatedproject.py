@@ -96,7 +96,8 @@ def reconcile(
         with ctx.storage.staging("gen") as staging:
             tree = staging / "tree"
             tree.mkdir()
-            result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging)
+            guard = ctx.outbound.guard(namespace, kube.namespace_labels)
+            result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging, guard=guard)
             manifest: Manifest = result.manifest
             manifest.dump(staging / "manifest.json")
             output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)

@@ -20,7 +20,6 @@ from projectgen.handlers.generatedproject import validation_message
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
 from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
-from projectgen.storage import Storage
 
 PROJECT_LABEL = "projectgen.io/generated-project"
 # Not under `projectgen.io/`: kopf leaves its own prefix out of the diff, and this must trigger an update.
@@ -166,7 +165,7 @@ def reconcile(
     if spec.export_type in EXTENSIONS:
         _archive(ctx, body, spec, kube, write, manifest, output, project_name, content_hash, retry)
     else:
-        _publish(body, spec, kube, write, manifest, output, project_name, content_hash, retry, ctx.storage)
+        _publish(ctx, body, spec, kube, write, manifest, output, project_name, content_hash, retry)
 
 
 def _archive(
@@ -232,6 +231,7 @@ def _archive(
 
 
 def _publish(
+    ctx: Context,
     body: kopf.Body,
     spec: RepositoryExportSpec,
     kube: Kube,
@@ -241,13 +241,13 @@ def _publish(
     project_name: str,
     content_hash: str,
     retry: int,
-    storage: Storage,
 ) -> None:
     config = spec.config
     assert config is not None and spec.repository_name is not None  # the model guarantees both
     ref = config.credentials_secret_ref
     try:
         token = kube.secret_value(ref.name, ref.key)
+        guard = ctx.outbound.guard(kube.namespace, kube.namespace_labels)
     except SecretMissing as exc:
         message = f"credentials: {exc}; create it in this namespace"
         write.fail("CredentialsMissing", message)
@@ -275,6 +275,7 @@ def _publish(
         tree=output / "tree",
         files=manifest.files,
         content_hash=content_hash,
+        guard=guard,
     )
 
     def claim(full_name: str) -> None:
@@ -289,7 +290,7 @@ def _publish(
     try:
         # The git work directory goes to the volume's staging area, which start-up empties: a crash
         # mid-push must not leave a copy of the project in the pod's /tmp.
-        result = publish(request, claim=claim, settings=PublishSettings(work_root=storage.staging_root))
+        result = publish(request, claim=claim, settings=PublishSettings(work_root=ctx.storage.staging_root))
     except PublishError as exc:
         message = str(exc)
         if exc.permanent:
