@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 
 import projectgen.export.archive as archive
+import projectgen.export.archive.io as archive_io
+import projectgen.export.archive.tar as archive_tar
+import projectgen.export.archive.zip as archive_zip
 from projectgen.export.archive import (
     FORMATS,
     ArchiveError,
@@ -301,7 +304,7 @@ def test_disk_full_fails_cleanly(tmp_path: Path, tree, fmt: str, monkeypatch) ->
             raise OSError(errno.ENOSPC, "No space left on device")
         os.write(fd, data)
 
-    monkeypatch.setattr(archive, "_write_all", write_all)
+    monkeypatch.setattr(archive_io, "_write_all", write_all)
     threads = threading.active_count()
     target = tmp_path / "out" / f"a.{EXT[fmt]}"
     with pytest.raises(OSError, match="No space left"):
@@ -405,8 +408,8 @@ def test_zip64_records_open_everywhere(tmp_path: Path, tree, monkeypatch) -> Non
     """Zip64 is what files of 2 GiB and more, and archives of 65,536 entries, need: forced small here."""
     need("unzip")
     root, members = tree
-    monkeypatch.setattr(archive, "_ZIP64_LIMIT", 1000)
-    monkeypatch.setattr(archive, "_ZIP_COUNT_LIMIT", 5)
+    monkeypatch.setattr(archive_zip, "_ZIP64_LIMIT", 1000)
+    monkeypatch.setattr(archive_zip, "_ZIP_COUNT_LIMIT", 5)
     result = write_archive(root, members, "zip", tmp_path / "a.zip", prefix="demo")
     data = result.path.read_bytes()
     assert b"PK\x06\x06" in data and b"PK\x06\x07" in data
@@ -428,7 +431,7 @@ def test_tar_headers_match_tarfile_and_long_paths_use_pax_only_when_needed(tmp_p
         name = info.name.rstrip("/") + ("/" if info.isdir() else "")
         raw_name = name.encode()
         fits_ustar = raw_name.isascii() and (
-            len(raw_name) <= 100 or archive._ustar_split(raw_name) is not None
+            len(raw_name) <= 100 or archive_tar._ustar_split(raw_name) is not None
         )
         assert (info.name.rstrip("/") in pax) == (not fits_ustar), name
     assert f"demo/{LONG_DIR}/a-file-with-a-long-name-{'n' * 60}.txt" in pax  # over 255 bytes

@@ -17,7 +17,8 @@ import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 
-from projectgen.export.publish import (
+from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.model import (
     GIT_USERNAMES,
     REFUSED_401,
     Owner,
@@ -25,8 +26,6 @@ from projectgen.export.publish import (
     PublishRequest,
     PublishSettings,
     RemoteRepository,
-    retry_after_from,
-    transport_error,
 )
 
 DEFAULT_URL = "https://gitlab.com"

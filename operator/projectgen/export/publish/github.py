@@ -16,7 +16,8 @@ from github.AuthenticatedUser import AuthenticatedUser
 from github.Organization import Organization
 from github.Repository import Repository
 
-from projectgen.export.publish import (
+from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.model import (
     GIT_USERNAMES,
     REFUSED_401,
     Owner,
@@ -24,8 +25,6 @@ from projectgen.export.publish import (
     PublishRequest,
     PublishSettings,
     RemoteRepository,
-    retry_after_from,
-    transport_error,
 )
 
 DEFAULT_API_URL = "https://api.github.com"
