@@ -8,29 +8,20 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from projectgen.api.v1alpha1 import GeneratedProjectSpec
+from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
+from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import render_project
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
+from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
+from projectgen.storage import MANIFEST, TREE
 
 CREATED_BY_ANNOTATION = "projectgen.io/created-by"
-
-
-def validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
-    return "invalid spec: " + "; ".join(parts)
-
-
-def _retry_delay(retry: int) -> float:
-    return float(min(5 * 2**retry, 120))
 
 
 def is_current(body: kopf.Body | dict[str, Any]) -> bool:
@@ -39,11 +30,11 @@ def is_current(body: kopf.Body | dict[str, Any]) -> bool:
     generation = body["metadata"].get("generation")
     if status.get("observedGeneration") != generation:
         return False
-    if status.get("phase") == "Archived":
+    if status.get("phase") == GeneratedProjectPhase.ARCHIVED:
         return bool((body.get("spec") or {}).get("archived"))
-    if status.get("phase") != "Completed" or not status.get("outputDirectory"):
+    if status.get("phase") != GeneratedProjectPhase.COMPLETED or not status.get("outputDirectory"):
         return False
-    return (Path(status["outputDirectory"]) / "tree").is_dir()
+    return (Path(status["outputDirectory"]) / TREE).is_dir()
 
 
 def reconcile(
@@ -73,7 +64,7 @@ def reconcile(
     if spec.archived:
         ctx.storage.remove_project(namespace, name, uid)
         write(
-            "Archived",
+            GeneratedProjectPhase.ARCHIVED,
             State.READY,
             "Archived",
             "files removed from the volume; set spec.archived to false to regenerate",
@@ -84,27 +75,35 @@ def reconcile(
         kopf.info(body, reason="Archived", message="project archived: files removed from the volume")
         return
 
-    if status.get("phase") != "Generating" or status.get("observedGeneration") != generation:
-        write("Generating", State.WORKING, "Generating", f"rendering {len(spec.sources)} source(s)")
+    if (
+        status.get("phase") != GeneratedProjectPhase.GENERATING
+        or status.get("observedGeneration") != generation
+    ):
+        write(
+            GeneratedProjectPhase.GENERATING,
+            State.WORKING,
+            "Generating",
+            f"rendering {len(spec.sources)} source(s)",
+        )
         kopf.info(body, reason="Generating", message=f"generation {generation} started")
 
     try:
         with ctx.storage.staging("gen") as staging:
-            tree = staging / "tree"
+            tree = staging / TREE
             tree.mkdir()
             result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging)
             manifest: Manifest = result.manifest
-            manifest.dump(staging / "manifest.json")
+            manifest.dump(staging / MANIFEST)
             output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)
     except SourceUnavailable as exc:
-        write("Pending", State.WAITING, "SourceUnavailable", exc.message)
-        raise kopf.TemporaryError(exc.message, delay=_retry_delay(retry)) from None
+        write(GeneratedProjectPhase.PENDING, State.WAITING, "SourceUnavailable", exc.message)
+        raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
     except GenerationError as exc:
         write.fail("GenerationFailed", exc.message)
         return
     except (ApiUnavailable, Forbidden) as exc:
-        write("Pending", State.WAITING, "ApiUnavailable", str(exc))
-        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+        write(GeneratedProjectPhase.PENDING, State.WAITING, "ApiUnavailable", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
 
     for warning in result.warnings:
         kopf.warn(body, reason="Warning", message=warning)
@@ -112,7 +111,7 @@ def reconcile(
     records = [f.status_record() for f in manifest.files[:cap]]
     message = f"{manifest.total_files} files, {manifest.total_size} bytes"
     write(
-        "Completed",
+        GeneratedProjectPhase.COMPLETED,
         State.READY,
         "Completed",
         message,

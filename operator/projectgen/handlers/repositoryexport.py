@@ -8,30 +8,30 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from projectgen.api.v1alpha1 import RepositoryExportSpec
+from projectgen.api.v1alpha1 import (
+    GeneratedProjectPhase,
+    RepositoryExportPhase,
+    RepositoryExportSpec,
+)
 from projectgen.api.v1alpha1.generatedproject import KIND as PROJECT_KIND
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
-from projectgen.api.v1alpha1.repositoryexport import PLURAL
+from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL
+from projectgen.api.validation import validation_message
 from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
 from projectgen.export.publish import PublishError, PublishRequest, PublishSettings, publish
 from projectgen.generation.manifest import Manifest
 from projectgen.handlers.context import Context
-from projectgen.handlers.generatedproject import validation_message
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
+from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
-from projectgen.storage import Storage
+from projectgen.storage import MANIFEST, TREE, Storage
 
 PROJECT_LABEL = "projectgen.io/generated-project"
 # Not under `projectgen.io/`: kopf leaves its own prefix out of the diff, and this must trigger an update.
 PROJECT_STATE_ANNOTATION = "project.projectgen.io/state"
 UNSETTLED = "unsettled"
-EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
 DEFAULT_AUTHOR = ("projectgen", "projectgen@users.noreply.local")
-
-
-def _retry_delay(retry: int, at_least: float | None = None) -> float:
-    return max(float(min(5 * 2**retry, 300)), at_least or 0.0)
 
 
 def owner_metadata(body: kopf.Body, project: dict[str, Any]) -> dict[str, Any] | None:
@@ -56,7 +56,7 @@ def owner_metadata(body: kopf.Body, project: dict[str, Any]) -> dict[str, Any] |
     return {"ownerReferences": [*refs, ref], "labels": {PROJECT_LABEL: pmeta["name"]}}
 
 
-SETTLED = ("Completed", "Failed", "Archived")
+SETTLED = (GeneratedProjectPhase.COMPLETED, GeneratedProjectPhase.FAILED, GeneratedProjectPhase.ARCHIVED)
 
 
 def project_signature(project: dict[str, Any]) -> str | None:
@@ -97,10 +97,10 @@ def reconcile(
     try:
         project = kube.get_object(PROJECT_PLURAL, project_name)
     except (ApiUnavailable, Forbidden) as exc:
-        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
     if project is None:
         write(
-            "Pending",
+            RepositoryExportPhase.PENDING,
             State.WAITING,
             "WaitingForProject",
             f"waiting for GeneratedProject {project_name!r} to be created",
@@ -112,18 +112,18 @@ def reconcile(
 
     pstatus = project.get("status") or {}
     pphase = pstatus.get("phase")
-    if pphase == "Failed":
+    if pphase == GeneratedProjectPhase.FAILED:
         reason = pstatus.get("errorMessage") or "no message"
         write.fail("ProjectFailed", f"GeneratedProject {project_name!r} failed: {reason}", event=False)
         return
-    if pphase == "Archived":
+    if pphase == GeneratedProjectPhase.ARCHIVED:
         message = f"GeneratedProject {project_name!r} is archived: its files are gone; set its spec.archived to false"
         write.fail("ProjectArchived", message, event=False)
         return
     project_generation = project["metadata"].get("generation")
-    if pphase != "Completed" or pstatus.get("observedGeneration") != project_generation:
+    if pphase != GeneratedProjectPhase.COMPLETED or pstatus.get("observedGeneration") != project_generation:
         write(
-            "Pending",
+            RepositoryExportPhase.PENDING,
             State.WAITING,
             "WaitingForProject",
             f"waiting for GeneratedProject {project_name!r} to complete",
@@ -137,25 +137,26 @@ def reconcile(
     content_hash = str(pstatus.get("contentHash") or "")
     output = Path(pstatus.get("outputDirectory") or "")
     if (
-        status.get("phase") == "Completed"
+        status.get("phase") == RepositoryExportPhase.COMPLETED
         and status.get("observedGeneration") == generation
         and status.get("exportedContentHash") == content_hash
         and (
-            spec.export_type not in EXTENSIONS or Path(status.get("archivePath") or "/nonexistent").is_file()
+            spec.export_type not in ARCHIVE_TYPES
+            or Path(status.get("archivePath") or "/nonexistent").is_file()
         )
     ):
         return
 
     try:
-        manifest = Manifest.load(output / "manifest.json")
+        manifest = Manifest.load(output / MANIFEST)
     except (OSError, ValueError) as exc:
         raise kopf.TemporaryError(
             f"the tree of GeneratedProject {project_name!r} is not readable yet ({exc.__class__.__name__})",
-            delay=_retry_delay(retry),
+            delay=retry_delay(retry),
         ) from None
 
     write(
-        "Exporting",
+        RepositoryExportPhase.EXPORTING,
         State.WORKING,
         "Exporting",
         f"exporting {manifest.total_files} files as {spec.export_type}",
@@ -163,7 +164,7 @@ def reconcile(
     kopf.info(
         body, reason="Exporting", message=f"exporting GeneratedProject {project_name!r} as {spec.export_type}"
     )
-    if spec.export_type in EXTENSIONS:
+    if spec.export_type in ARCHIVE_TYPES:
         _archive(ctx, body, spec, kube, write, manifest, output, project_name, content_hash, retry)
     else:
         _publish(body, spec, kube, write, manifest, output, project_name, content_hash, retry, ctx.storage)
@@ -183,13 +184,14 @@ def _archive(
 ) -> None:
     meta = body["metadata"]
     prefix = spec.repository_name or project_name
-    ext = EXTENSIONS[spec.export_type]
-    target = ctx.storage.export_path(meta["namespace"], meta["name"], meta["uid"], f"{prefix}.{ext}")
+    target = ctx.storage.export_path(
+        meta["namespace"], meta["name"], meta["uid"], f"{prefix}.{spec.export_type}"
+    )
     try:
         result = write_archive(
-            output / "tree",
+            output / TREE,
             [ArchiveMember.from_project_file(f) for f in manifest.files],
-            spec.export_type,  # type: ignore[arg-type]
+            spec.export_type,
             target,
             prefix=prefix,
             level=spec.compression_level,
@@ -198,7 +200,7 @@ def _archive(
         current = kube.get_object(PROJECT_PLURAL, project_name) or {}
         if ((current.get("status") or {}).get("contentHash")) != content_hash:
             write(
-                "Pending",
+                RepositoryExportPhase.PENDING,
                 State.WAITING,
                 "ProjectChanged",
                 f"GeneratedProject {project_name!r} changed during export",
@@ -209,7 +211,7 @@ def _archive(
     except OSError as exc:
         message = f"writing the archive failed: {exc.strerror or exc}"
         write.fail("ArchiveFailed", message)
-        raise kopf.TemporaryError(message, delay=_retry_delay(retry)) from None
+        raise kopf.TemporaryError(message, delay=retry_delay(retry)) from None
     # Older archives (another repositoryName) and temp files of a run that was killed.
     for sibling in target.parent.iterdir():
         if sibling != result.path and sibling.is_file():
@@ -218,7 +220,7 @@ def _archive(
         kopf.warn(body, reason="Warning", message=warning)
     message = f"{result.entries} entries, {result.size} bytes"
     write(
-        "Completed",
+        RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
         message,
@@ -251,35 +253,35 @@ def _publish(
     except SecretMissing as exc:
         message = f"credentials: {exc}; create it in this namespace"
         write.fail("CredentialsMissing", message)
-        raise kopf.TemporaryError(message, delay=_retry_delay(retry + 2)) from None
+        raise kopf.TemporaryError(message, delay=retry_delay(retry + 2)) from None
     except (ApiUnavailable, Forbidden) as exc:
-        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
     assert token is not None
     author = (config.author.name, config.author.email) if config.author else DEFAULT_AUTHOR
     status = body.get("status") or {}
     request = PublishRequest(
-        host=spec.export_type,  # type: ignore[arg-type]
+        host=spec.export_type,
         api_url=config.api_url,
         token=token,
         owner=config.owner,
         name=spec.repository_name,
         description=config.description,
-        visibility=config.visibility,  # type: ignore[arg-type]
+        visibility=config.visibility,
         topics=list(config.topics or []),
         default_branch=config.default_branch,
         commit_message=config.commit_message or f"Generated by projectgen from {project_name}",
         author_name=author[0],
         author_email=author[1],
-        if_exists=config.if_exists,  # type: ignore[arg-type]
+        if_exists=config.if_exists,
         claimed=status.get("repository"),
-        tree=output / "tree",
+        tree=output / TREE,
         files=manifest.files,
         content_hash=content_hash,
     )
 
     def claim(full_name: str) -> None:
         write(
-            "Exporting",
+            RepositoryExportPhase.EXPORTING,
             State.WORKING,
             "CreatingRepository",
             f"creating repository {full_name}",
@@ -295,12 +297,17 @@ def _publish(
         if exc.permanent:
             write.fail("PublishFailed", message)
             return
-        write("Exporting", State.WORKING, "Retrying", f"temporary failure, retrying: {message}")
-        raise kopf.TemporaryError(message, delay=_retry_delay(retry, exc.retry_after)) from None
+        write(
+            RepositoryExportPhase.EXPORTING,
+            State.WORKING,
+            "Retrying",
+            f"temporary failure, retrying: {message}",
+        )
+        raise kopf.TemporaryError(message, delay=retry_delay(retry, exc.retry_after)) from None
     for warning in result.warnings:
         kopf.warn(body, reason="Warning", message=warning)
     write(
-        "Completed",
+        RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
         f"pushed {result.commit_sha[:12]} to {result.repository_url}",

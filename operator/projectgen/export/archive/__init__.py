@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from operator import itemgetter
 from pathlib import Path
 
+from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, ExportType
 from projectgen.export.archive.deflate import Gzip, Pipeline
 from projectgen.export.archive.io import (
     Buffer,
@@ -61,10 +62,8 @@ from projectgen.export.archive.model import (
     CHUNK,
     DEFAULT_LEVEL,
     DEFAULT_MTIME,
-    FORMATS,
     SHA256_RE,
     ArchiveError,
-    ArchiveFormat,
     ArchiveMember,
     ArchiveResult,
     Format,
@@ -77,11 +76,10 @@ from projectgen.export.archive.tar import TarFormat
 from projectgen.export.archive.zip import ZipFormat
 
 __all__ = [
+    "ARCHIVE_TYPES",
     "DEFAULT_LEVEL",
     "DEFAULT_MTIME",
-    "FORMATS",
     "ArchiveError",
-    "ArchiveFormat",
     "ArchiveMember",
     "ArchiveResult",
     "resolve_mtime",
@@ -139,7 +137,7 @@ def _plan(members: Iterable[ArchiveMember]) -> list[tuple[ArchiveMember, str, st
 def write_archive(
     tree: Path,
     members: Iterable[ArchiveMember],
-    fmt: ArchiveFormat,
+    fmt: ExportType,
     target: Path,
     *,
     prefix: str,
@@ -157,8 +155,8 @@ def write_archive(
     SHA-256. OSError from writing `target` passes through. Either way no target and no temp file
     is left.
     """
-    if fmt not in FORMATS:
-        raise ArchiveError(f"archive format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt not in ARCHIVE_TYPES:
+        raise ArchiveError(f"archive format {str(fmt)!r} is not one of {', '.join(ARCHIVE_TYPES)}")
     prefix = validate_prefix(prefix)
     stamp = resolve_mtime(mtime)
     if level is None:
@@ -168,7 +166,7 @@ def write_archive(
     planned = _plan(members)
 
     warnings: list[str] = []
-    if fmt == "zip":
+    if fmt == ExportType.ZIP:
         if windows_reserved(prefix):
             warnings.append(
                 f"archive prefix {prefix!r} is a reserved device name on Windows; "
@@ -191,9 +189,9 @@ def write_archive(
     pipeline: Pipeline | None = None
     try:
         reader = TreeReader(tree)
-        if fmt == "tar":
+        if fmt == ExportType.TAR:
             entries = _write_entries(TarFormat(Buffer(sink), stamp), reader, planned, prefix)
-        elif fmt == "tar.gz":
+        elif fmt == ExportType.TAR_GZ:
             pipeline = Pipeline(_threads())
             gz = Gzip(sink, pipeline, level)
             entries = _write_entries(TarFormat(gz, stamp), reader, planned, prefix)

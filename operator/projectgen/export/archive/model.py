@@ -11,12 +11,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from projectgen.generation.manifest import ProjectFile
-
-ArchiveFormat = Literal["zip", "tar", "tar.gz"]
-FORMATS: tuple[ArchiveFormat, ...] = ("zip", "tar", "tar.gz")
 
 DEFAULT_LEVEL = 6
 DEFAULT_MTIME = 315532800

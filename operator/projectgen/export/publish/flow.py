@@ -25,11 +25,11 @@ from pathlib import Path
 
 import tenacity
 
+from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists
 from projectgen.export.publish import gitpush
 from projectgen.export.publish.github import GitHubHost
 from projectgen.export.publish.gitlab import GitLabHost
 from projectgen.export.publish.model import (
-    Host,
     HostAdapter,
     PublishError,
     PublishRequest,
@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 
 _TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
 
-HOSTS: dict[Host, Callable[[PublishRequest, PublishSettings], HostAdapter]] = {
-    "github": GitHubHost,
-    "gitlab": GitLabHost,
+HOSTS: dict[ExportType, Callable[[PublishRequest, PublishSettings], HostAdapter]] = {
+    ExportType.GITHUB: GitHubHost,
+    ExportType.GITLAB: GitLabHost,
 }
 """The forge behind each export type: a new forge is one module and one line here."""
 
@@ -81,7 +81,7 @@ def _check_request(req: PublishRequest) -> None:
 def _make_host(req: PublishRequest, settings: PublishSettings) -> HostAdapter:
     make = HOSTS.get(req.host)
     if make is None:
-        raise PublishError(f"unknown host {req.host!r}", permanent=True)
+        raise PublishError(f"unknown host {str(req.host)!r}", permanent=True)
     return make(req, settings)
 
 
@@ -196,7 +196,7 @@ def _attempt(
         # An earlier attempt of this call may have created it and lost the response.
         progress.created = progress.created or progress.create_attempted
         log.info("repository %s exists and belongs to this export", repo.full_name)
-    elif req.if_exists == "Adopt":
+    elif req.if_exists == IfExists.ADOPT:
         heads = gitpush.list_heads(repo.clone_url, credentials, workdir=workdir, timeout=settings.git_timeout)
         if heads:
             raise PublishError(

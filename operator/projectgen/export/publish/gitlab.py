@@ -17,6 +17,7 @@ import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 
+from projectgen.api.v1alpha1.repositoryexport import ExportType
 from projectgen.export.publish.http import retry_after_from, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
@@ -82,7 +83,7 @@ def _api_error(exc: GitlabError, doing: str, headers: dict[str, str]) -> Publish
 
 
 class GitLabHost:
-    git_username = GIT_USERNAMES["gitlab"]
+    git_username = GIT_USERNAMES[ExportType.GITLAB]
 
     def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
         url = (req.api_url or DEFAULT_URL).rstrip("/")
@@ -146,7 +147,7 @@ class GitLabHost:
         data: dict[str, Any] = {
             "name": req.name,
             "path": req.name,
-            "visibility": req.visibility,
+            "visibility": str(req.visibility),
             "default_branch": req.default_branch,
             "initialize_with_readme": False,
         }
