@@ -7,6 +7,7 @@ imports them and picks the forge from a table. This module re-exports what calle
 
 from projectgen.export.publish.flow import HOSTS, publish
 from projectgen.export.publish.model import (
+    DEFAULT_AUTHOR,
     REFUSED_401,
     PublishError,
     PublishRequest,
@@ -16,6 +17,7 @@ from projectgen.export.publish.model import (
 from projectgen.export.publish.redaction import redact, secret_forms
 
 __all__ = [
+    "DEFAULT_AUTHOR",
     "HOSTS",
     "REFUSED_401",
     "PublishError",
