@@ -34,7 +34,7 @@ from kubernetes import client, watch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from projectgen.controlplane import ControlPlane  # noqa: E402
+from projectgen_dev.controlplane import ControlPlane  # noqa: E402
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 GOALS = (

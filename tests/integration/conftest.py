@@ -18,7 +18,7 @@ import kubernetes.client
 import pytest
 from support import OperatorProcess
 
-from projectgen.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
+from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"

@@ -32,8 +32,8 @@ from support import (
     wait_phase,
 )
 
-from projectgen.devtools.fakehosts import FakeGitHub
-from projectgen.devtools.gitserver import GitHTTPServer
+from projectgen_dev.fakehosts import FakeGitHub
+from projectgen_dev.gitserver import GitHTTPServer
 
 POLICY = """\
 templates: [{urlPrefix: "http://"}]

@@ -34,8 +34,8 @@ from support import (
     wait_phase,
 )
 
-from projectgen.controlplane import ControlPlane
-from projectgen.devtools.fakehosts import FakeGitHub
+from projectgen_dev.controlplane import ControlPlane
+from projectgen_dev.fakehosts import FakeGitHub
 
 if TYPE_CHECKING:
     from conftest import Kubectl

@@ -20,11 +20,11 @@ import requests
 from conftest import HostEnv, Project
 from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
-from projectgen.devtools.gitserver import GitHTTPServer
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.offline import render_command
 from projectgen.generation.render import render_project
 from projectgen.outbound.addresses import internal_reason
+from projectgen_dev.gitserver import GitHTTPServer
 
 LOOPBACK = "internal: [{cidr: 127.0.0.0/8}]\n"
 HTTP_ALL = "templates: [{urlPrefix: 'http://'}]\nforges: [{urlPrefix: 'http://'}]\n"

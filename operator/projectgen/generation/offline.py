@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import KIND, GeneratedProject, GeneratedProjectSpec
+from projectgen.api.validation import field_errors
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.render import ConfigMapData, render_project
 
@@ -191,9 +192,7 @@ def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapDat
     try:
         spec = GeneratedProject.model_validate(found[0]).spec
     except ValidationError as exc:
-        lines = [
-            f"{'.'.join(str(p) for p in err['loc']) or '(object)'}: {err['msg']}" for err in exc.errors()
-        ]
+        lines = field_errors(exc, root="")
         raise InputError(f"{path}: invalid {KIND}:\n  " + "\n  ".join(lines)) from exc
     return spec, configmaps
 

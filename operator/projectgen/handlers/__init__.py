@@ -18,6 +18,7 @@ from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.handlers import generatedproject, repositoryexport
 from projectgen.handlers.context import Context
 from projectgen.handlers.diffbase import CompactDiffBaseStorage
+from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, wake
 from projectgen.handlers.kube import Kube
 from projectgen.settings import Settings
 
@@ -99,10 +100,12 @@ def project_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, EXPORTS, labels=LABELS)
-def exports_by_project(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> Any:
+def exports_by_project(
+    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> Any:
     project = (spec.get("generatedProjectRef") or {}).get("name")
-    seen = (meta.get("annotations") or {}).get(repositoryexport.PROJECT_STATE_ANNOTATION)
-    return {(namespace, project): (name, seen)} if project else None
+    seen = (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION)
+    return {(namespace, project): (name, seen, status.get("phase"))} if project else None
 
 
 @kopf.on.event(GROUP, VERSION, PROJECTS, labels=LABELS)
@@ -113,17 +116,13 @@ async def project_event(
     if namespace is None or exports_by_project is None:
         return
     body = dict(event["object"])
-    signature = "deleted" if event["type"] == "DELETED" else repositoryexport.project_signature(body)
-    if signature is None:
-        return
+    signature = "deleted" if event["type"] == "DELETED" else project_signature(body)
     kube = Kube(namespace)
-    for export, seen in exports_by_project.get((namespace, name), []):
-        if seen != signature:
+    for export, seen, phase in exports_by_project.get((namespace, name), []):
+        state = wake(signature, seen, phase)
+        if state is not None:
             await asyncio.to_thread(
-                kube.patch_annotations,
-                EXPORTS,
-                export,
-                {repositoryexport.PROJECT_STATE_ANNOTATION: signature},
+                kube.patch_annotations, EXPORTS, export, {PROJECT_STATE_ANNOTATION: state}
             )
 
 

@@ -9,30 +9,21 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from projectgen.api.v1alpha1 import GeneratedProjectSpec
+from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
+from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import render_project
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
+from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
+from projectgen.storage import MANIFEST, TREE
 
 CREATED_BY_ANNOTATION = "projectgen.io/created-by"
 log = logging.getLogger(__name__)
-
-
-def validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
-    return "invalid spec: " + "; ".join(parts)
-
-
-def _retry_delay(retry: int) -> float:
-    return float(min(5 * 2**retry, 120))
 
 
 def is_current(body: kopf.Body | dict[str, Any]) -> bool:
@@ -41,11 +32,11 @@ def is_current(body: kopf.Body | dict[str, Any]) -> bool:
     generation = body["metadata"].get("generation")
     if status.get("observedGeneration") != generation:
         return False
-    if status.get("phase") == "Archived":
+    if status.get("phase") == GeneratedProjectPhase.ARCHIVED:
         return bool((body.get("spec") or {}).get("archived"))
-    if status.get("phase") != "Completed" or not status.get("outputDirectory"):
+    if status.get("phase") != GeneratedProjectPhase.COMPLETED or not status.get("outputDirectory"):
         return False
-    return (Path(status["outputDirectory"]) / "tree").is_dir()
+    return (Path(status["outputDirectory"]) / TREE).is_dir()
 
 
 def reconcile(
@@ -75,7 +66,7 @@ def reconcile(
     if spec.archived:
         ctx.storage.remove_project(namespace, name, uid)
         write(
-            "Archived",
+            GeneratedProjectPhase.ARCHIVED,
             State.READY,
             "Archived",
             "files removed from the volume; set spec.archived to false to regenerate",
@@ -87,29 +78,37 @@ def reconcile(
         return
 
     # A retry of this generation (still waiting, or resumed mid-render) says nothing new.
-    if status.get("phase") not in ("Generating", "Pending") or status.get("observedGeneration") != generation:
-        write("Generating", State.WORKING, "Generating", f"rendering {len(spec.sources)} source(s)")
+    if (
+        status.get("phase") not in (GeneratedProjectPhase.GENERATING, GeneratedProjectPhase.PENDING)
+        or status.get("observedGeneration") != generation
+    ):
+        write(
+            GeneratedProjectPhase.GENERATING,
+            State.WORKING,
+            "Generating",
+            f"rendering {len(spec.sources)} source(s)",
+        )
         kopf.info(body, reason="Generating", message=f"generation {generation} started")
     log.info("rendering %s/%s generation %d (attempt %d)", namespace, name, generation, retry + 1)
 
     try:
         with ctx.storage.staging("gen") as staging:
-            tree = staging / "tree"
+            tree = staging / TREE
             tree.mkdir()
             guard = ctx.outbound.guard(namespace, kube.namespace_labels)
             result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging, guard=guard)
             manifest: Manifest = result.manifest
-            manifest.dump(staging / "manifest.json")
+            manifest.dump(staging / MANIFEST)
             output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)
     except SourceUnavailable as exc:
         _wait(write, body, "SourceUnavailable", exc.message)
-        raise kopf.TemporaryError(exc.message, delay=_retry_delay(retry)) from None
+        raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
     except GenerationError as exc:
         write.fail("GenerationFailed", exc.message)
         return
     except (ApiUnavailable, Forbidden) as exc:
         _wait(write, body, "ApiUnavailable", str(exc))
-        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
 
     for warning in result.warnings:
         kopf.warn(body, reason="Warning", message=warning)
@@ -117,7 +116,7 @@ def reconcile(
     records = [f.status_record() for f in manifest.files[:cap]]
     message = f"{manifest.total_files} files, {manifest.total_size} bytes"
     write(
-        "Completed",
+        GeneratedProjectPhase.COMPLETED,
         State.READY,
         "Completed",
         message,
@@ -135,8 +134,8 @@ def reconcile(
 def _wait(write: StatusWriter, body: kopf.Body, reason: str, message: str) -> None:
     """Phase Pending, and one Event per distinct reason to wait (not one per retry)."""
     before = write.status.get("phase"), _ready_message(write.status)
-    write("Pending", State.WAITING, reason, message)
-    if before != ("Pending", _ready_message(write.status)):
+    write(GeneratedProjectPhase.PENDING, State.WAITING, reason, message)
+    if before != (GeneratedProjectPhase.PENDING, _ready_message(write.status)):
         kopf.info(body, reason="Waiting", message=message)
 
 

@@ -18,7 +18,9 @@ from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 
 from projectgen import outbound
-from projectgen.export.publish import (
+from projectgen.api.v1alpha1.repositoryexport import ExportType
+from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.model import (
     GIT_USERNAMES,
     REFUSED_401,
     Owner,
@@ -26,8 +28,6 @@ from projectgen.export.publish import (
     PublishRequest,
     PublishSettings,
     RemoteRepository,
-    retry_after_from,
-    transport_error,
 )
 
 DEFAULT_URL = "https://gitlab.com"
@@ -84,7 +84,7 @@ def _api_error(exc: GitlabError, doing: str, headers: dict[str, str]) -> Publish
 
 
 class GitLabHost:
-    git_username = GIT_USERNAMES["gitlab"]
+    git_username = GIT_USERNAMES[ExportType.GITLAB]
 
     def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
         url = (req.api_url or DEFAULT_URL).rstrip("/")
@@ -148,7 +148,7 @@ class GitLabHost:
         data: dict[str, Any] = {
             "name": req.name,
             "path": req.name,
-            "visibility": req.visibility,
+            "visibility": str(req.visibility),
             "default_branch": req.default_branch,
             "initialize_with_readme": False,
         }

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import IO
 
 from projectgen import outbound
-from projectgen.export.publish import PublishError, redact, secret_forms
+from projectgen.export.publish.model import PublishError
+from projectgen.export.publish.redaction import redact, secret_forms
 from projectgen.generation.manifest import ProjectFile
 
 LOCAL_REF = "refs/heads/projectgen-export"

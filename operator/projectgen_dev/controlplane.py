@@ -13,7 +13,7 @@ Usage::
         cp.install(Path("crds"), Path("manifests/created-by"))  # CRDs, policies, then admissible
         api = kubernetes.client.CoreV1Api(cp.api_client())
 
-or from a shell: ``python -m projectgen.controlplane [--crds DIR] [--policies DIR]``.
+or from a shell: ``python -m projectgen_dev.controlplane [--crds DIR] [--policies DIR]``.
 """
 
 from __future__ import annotations
@@ -918,7 +918,7 @@ def serve(crds: Path | None = None, out: IO[str] | None = None, policies: Path |
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m projectgen.controlplane",
+        prog="python -m projectgen_dev.controlplane",
         description=f"Run a local etcd {ETCD_VERSION} + kube-apiserver {K8S_VERSION} until Ctrl-C.",
     )
     parser.add_argument("--crds", type=Path, help="directory of CRD *.yaml files to install")

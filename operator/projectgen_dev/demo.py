@@ -1,4 +1,4 @@
-"""`projectgen demo`: the whole loop on one machine, no cluster needed.
+"""`python -m projectgen_dev demo` (`make demo`): the whole loop on one machine, no cluster needed.
 
 Starts a local kube-apiserver + etcd (built once from the Go module proxy), installs the CRDs and
 the createdBy admission policies, starts the operator with a local data directory and a loopback
@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -26,9 +27,10 @@ from typing import Any
 
 import yaml
 
-from projectgen.controlplane import ControlPlane, find_binaries, is_crd_not_ready
+from projectgen_dev.controlplane import ControlPlane, find_binaries, is_crd_not_ready
+from projectgen_dev.fakehosts import FakeGitHub
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "manifests" / "samples"
 NAMESPACE = "demo"
 
@@ -57,8 +59,6 @@ def _kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -149,13 +149,11 @@ def _show_archives(kubeconfig: Path) -> None:
 
 
 def demo_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="projectgen demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m projectgen_dev demo", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave everything running (print KUBECONFIG)")
     parser.add_argument("--data-dir", type=Path, help="operator volume (default: a temporary directory)")
     parser.add_argument("--timeout", type=int, default=180, help="seconds to wait for Ready")
     args = parser.parse_args(argv)
-
-    from projectgen.devtools.fakehosts import FakeGitHub
 
     _say("finding kube-apiserver and etcd (the first run builds them from the Go module proxy: minutes)")
     binaries = find_binaries()
