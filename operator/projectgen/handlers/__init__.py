@@ -20,6 +20,7 @@ from projectgen.handlers.context import Context
 from projectgen.handlers.diffbase import CompactDiffBaseStorage
 from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, wake
 from projectgen.handlers.kube import Kube
+from projectgen.handlers.progress import GenerationalProgressStorage, annotations_token
 from projectgen.settings import Settings
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -45,10 +46,18 @@ _settings = Settings.from_env()
 LABELS = label_filter(_settings.label_selector)
 
 
+def is_export(body: Any) -> bool:
+    return bool(body.get("kind") == "RepositoryExport")
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # Not kopf's own: a new spec (or a woken export) must not wait for the old one's retry delay.
+    settings.persistence.progress_storage = GenerationalProgressStorage(
+        prefix=GROUP,
+        tokens=[(is_export, annotations_token(PROJECT_STATE_ANNOTATION))],
+    )
     # Not kopf's own: a spec over the API server's 256 KiB of annotations must not wedge the object.
     settings.persistence.diffbase_storage = CompactDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration", progress=settings.persistence.progress_storage
