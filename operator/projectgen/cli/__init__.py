@@ -1,58 +1,26 @@
-"""`projectgen`: run the operator, or do its work offline without a cluster."""
+"""`projectgen`: run the operator, or do its work offline without a cluster.
+
+One module per command (`run`, `render`, `archive`, `crds`), each with `main(argv) -> int`; a
+command is imported only when it runs (the operator's imports are not paid by `render`). Errors
+and warnings go through `output`.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
-from pathlib import Path
 
 from projectgen import __version__
-
-
-def _crds(argv: list[str]) -> int:
-    from projectgen import crdgen
-
-    parser = argparse.ArgumentParser(prog="projectgen crds", description="Write the CRDs from the models.")
-    parser.add_argument(
-        "-o", "--output", type=Path, default=Path("crds"), help="directory (default: ./crds/)"
-    )
-    parser.add_argument("--check", action="store_true", help="fail if the files on disk are not up to date")
-    args = parser.parse_args(argv)
-    if args.check:
-        stale = crdgen.stale_crds(args.output)
-        if stale:
-            print(f"out of date: {', '.join(stale)}; run `projectgen crds`", file=sys.stderr)
-            return 1
-        print("CRDs are up to date")
-        return 0
-    for path in crdgen.write_crds(args.output):
-        print(path)
-    return 0
-
-
-def _run(argv: list[str]) -> int:
-    from projectgen.run import run_command
-
-    return run_command(argv)
-
-
-def _render(argv: list[str]) -> int:
-    from projectgen.generation.offline import render_command
-
-    return render_command(argv)
-
-
-def _archive(argv: list[str]) -> int:
-    from projectgen.export.offline import archive_command
-
-    return archive_command(argv)
-
+from projectgen.cli.output import guarded
 
 COMMANDS = {
-    "run": (_run, "run the operator against the current kubeconfig / in-cluster config"),
-    "render": (_render, "render a GeneratedProject YAML into a directory, without a cluster"),
-    "archive": (_archive, "pack a rendered directory as zip / tar / tar.gz, deterministically"),
-    "crds": (_crds, "write (or --check) the CRDs generated from the models"),
+    "run": ("projectgen.cli.run", "run the operator against the current kubeconfig / in-cluster config"),
+    "render": ("projectgen.cli.render", "render a GeneratedProject YAML into a directory, without a cluster"),
+    "archive": (
+        "projectgen.cli.archive",
+        "pack a rendered directory as zip / tar / tar.gz, deterministically",
+    ),
+    "crds": ("projectgen.cli.crds", "write (or --check) the CRDs generated from the models"),
 }
 
 
@@ -70,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         print(f"projectgen: unknown command {argv[0]!r}; see `projectgen --help`", file=sys.stderr)
         return 2
-    return command[0](argv[1:])
+    return guarded(importlib.import_module(command[0]).main, argv[1:])
