@@ -191,7 +191,7 @@ def run_child(mode: str, input_root: Path, storage_root: Path) -> None:
         manifest = result.manifest
         manifest.dump(staging / "manifest.json")
         t2 = time.perf_counter()
-        output = storage.publish_project(staging, "bench", "project", "uid-1", manifest.content_hash)
+        output = storage.place_project(staging, "bench", "project", "uid-1", manifest.content_hash)
     t3 = time.perf_counter()
     hwm = proc_status_mb("VmHWM")
     report.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from projectgen.outbound.addresses import parse_networks
@@ -52,10 +52,6 @@ class Settings:
     workers: int = field(
         default_factory=lambda: int(_env("WORKERS", "4")),
         metadata={"env": "WORKERS", "doc": "Generations / exports run at once (threads)."},
-    )
-    webhook_port: int = field(
-        default_factory=lambda: int(_env("WEBHOOK_PORT", "0")),
-        metadata={"env": "WEBHOOK_PORT", "doc": "Port of the admission webhook recording createdBy; 0: off."},
     )
 
     policy_file: Path | None = field(
@@ -109,7 +105,3 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls()
-
-    @classmethod
-    def describe(cls) -> list[tuple[str, str]]:
-        return [(PREFIX + f.metadata["env"], f.metadata["doc"]) for f in fields(cls)]

@@ -23,8 +23,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from projectgen.generation.manifest import Manifest
-
 PROJECTS = "projects"
 EXPORTS = "exports"
 STAGING = ".staging"
@@ -72,7 +70,7 @@ class Storage:
 
     @contextlib.contextmanager
     def staging(self, prefix: str = "work") -> Iterator[Path]:
-        """A fresh directory under `.staging`, removed on exit unless it was published (renamed
+        """A fresh directory under `.staging`, removed on exit unless it was placed (renamed
         away) in the meantime."""
         path = Path(tempfile.mkdtemp(prefix=_segment(prefix, _PREFIX, "prefix") + "-", dir=self.staging_root))
         try:
@@ -117,22 +115,9 @@ class Storage:
 
     # -- projects --------------------------------------------------------------------------------
 
-    def project_dir(self, namespace: str, name: str, uid: str, key: str) -> Path:
-        """Where the render `key` of a resource lives once published (`tree/` and `manifest.json`)."""
-        return self._uid_dir(self.projects, namespace, name, uid) / _segment(key, _KEY, "key")
-
-    def current_project_dir(self, namespace: str, name: str, uid: str) -> Path | None:
-        """The published render of a resource, if any (the newest, should a crash have left two)."""
-        uid_dir = self._uid_dir(self.projects, namespace, name, uid)
-        try:
-            candidates = [p for p in uid_dir.iterdir() if (p / MANIFEST).is_file()]
-        except FileNotFoundError:
-            return None
-        return max(candidates, key=lambda p: p.stat().st_ctime_ns, default=None)
-
-    def publish_project(self, staging_dir: Path, namespace: str, name: str, uid: str, key: str) -> Path:
+    def place_project(self, staging_dir: Path, namespace: str, name: str, uid: str, key: str) -> Path:
         """Rename `staging_dir` (holding `tree/` and `manifest.json`) to the resource's `key`
-        directory and return that. When `key` is already published (same content) the existing
+        directory and return that. When `key` is already in place (same content) the existing
         directory is kept and `staging_dir` discarded. Then every other render of this uid, and
         every other uid of this name (a deleted and recreated resource), is removed."""
         staging_dir = Path(os.path.abspath(staging_dir))
@@ -140,7 +125,7 @@ class Storage:
             raise ValueError(f"{staging_dir} is not a staging directory of {self.root}")
         if not (staging_dir / TREE).is_dir() or not (staging_dir / MANIFEST).is_file():
             raise ValueError(f"{staging_dir} must hold {TREE}/ and {MANIFEST}")
-        target = self.project_dir(namespace, name, uid, key)
+        target = self._uid_dir(self.projects, namespace, name, uid) / _segment(key, _KEY, "key")
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             self.discard(staging_dir)
@@ -168,9 +153,6 @@ class Storage:
     def remove_project(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Remove the files of a resource: one uid, or every uid of the name."""
         self._remove(self.projects, namespace, name, uid)
-
-    def load_manifest(self, output_dir: Path) -> Manifest:
-        return Manifest.load(Path(output_dir) / MANIFEST)
 
     # -- exports ---------------------------------------------------------------------------------
 

@@ -137,15 +137,20 @@ def test_pending_until_the_project_exists_and_completes(api_client: client.ApiCl
     assert Path(status["archivePath"]).name == "later.zip"
 
 
-def test_failed_project_fails_the_export(api_client: client.ApiClient, namespace: str) -> None:
-    configmap(api_client, namespace, "tpl", {"copier": "_tasks: ['true']\n"})
+def broken_project(api: client.ApiClient, namespace: str) -> None:
+    """GeneratedProject `broken`: its template asks for tasks, which are refused: it fails for good."""
+    configmap(api, namespace, "tpl", {"copier": "_tasks: ['true']\n"})
     items = [{"key": "copier", "path": "copier.yml"}]
     create(
-        api_client,
+        api,
         PROJECTS,
         namespace,
         project_body("broken", [{"template": {"configMap": {"name": "tpl", "items": items}}}]),
     )
+
+
+def test_failed_project_fails_the_export(api_client: client.ApiClient, namespace: str) -> None:
+    broken_project(api_client, namespace)
     create(api_client, EXPORTS, namespace, export_body("e", "broken", "zip"))
     obj = wait_phase(api_client, EXPORTS, namespace, "e", "Failed", timeout=60)
     assert "GeneratedProject 'broken' failed" in obj["status"]["errorMessage"]
@@ -155,14 +160,7 @@ def test_failed_project_fails_the_export(api_client: client.ApiClient, namespace
 def test_a_fixed_project_takes_its_failed_export_back_to_pending(
     api_client: client.ApiClient, namespace: str
 ) -> None:
-    configmap(api_client, namespace, "tpl", {"copier": "_tasks: ['true']\n"})
-    items = [{"key": "copier", "path": "copier.yml"}]
-    create(
-        api_client,
-        PROJECTS,
-        namespace,
-        project_body("broken", [{"template": {"configMap": {"name": "tpl", "items": items}}}]),
-    )
+    broken_project(api_client, namespace)
     create(api_client, EXPORTS, namespace, export_body("e", "broken", "zip"))
     obj = wait_phase(api_client, EXPORTS, namespace, "e", "Failed", timeout=60)
     assert "GeneratedProject 'broken' failed" in obj["status"]["errorMessage"]

@@ -22,14 +22,19 @@ import projectgen.export.archive as archive
 import projectgen.export.archive.io as archive_io
 import projectgen.export.archive.tar as archive_tar
 import projectgen.export.archive.zip as archive_zip
+from projectgen.cli import main
 from projectgen.export.archive import (
     ARCHIVE_TYPES,
     ArchiveError,
     ArchiveMember,
     write_archive,
 )
-from projectgen.export.offline import archive_command
 from projectgen.generation.manifest import Manifest, ProjectFile
+
+
+def archive_command(argv: list[str]) -> int:
+    return main(["archive", *argv])
+
 
 TOOL_ENV = {**os.environ, "LC_ALL": "C.UTF-8"}
 EXT = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
@@ -528,7 +533,8 @@ def test_offline_command_as_a_module(tmp_path: Path, tree) -> None:
         [
             sys.executable,
             "-m",
-            "projectgen.export.offline",
+            "projectgen",
+            "archive",
             "--format",
             "tar",
             "--prefix",
@@ -547,7 +553,8 @@ def test_offline_command_as_a_module(tmp_path: Path, tree) -> None:
         [
             sys.executable,
             "-m",
-            "projectgen.export.offline",
+            "projectgen",
+            "archive",
             "--format",
             "tar",
             "-o",

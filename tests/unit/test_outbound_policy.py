@@ -20,8 +20,8 @@ import requests
 from conftest import HostEnv, Project
 from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
+from projectgen.cli import main as cli_main
 from projectgen.generation.errors import GenerationError
-from projectgen.generation.offline import render_command
 from projectgen.generation.render import render_project
 from projectgen.outbound.addresses import internal_reason
 from projectgen_dev.gitserver import GitHTTPServer
@@ -402,10 +402,10 @@ def test_render_applies_a_policy_only_when_given_one(
             HTTP_ALL + "internal: [{cidr: 127.0.0.0/8, namespaceSelector: {matchLabels: {a: b}}}]\n"
         )
 
-        assert render_command(["-f", str(spec), "-o", str(tmp_path / "o1"), "--policy", str(strict)]) == 1
+        assert cli_main(["render", "-f", str(spec), "-o", str(tmp_path / "o1"), "--policy", str(strict)]) == 1
         assert "refused by rule templates" in capsys.readouterr().err
         assert server.requests == []
-        assert render_command(["-f", str(spec), "-o", str(tmp_path / "o2"), "--policy", str(loose)]) == 1
+        assert cli_main(["render", "-f", str(spec), "-o", str(tmp_path / "o2"), "--policy", str(loose)]) == 1
         assert "namespace team-a" in capsys.readouterr().err  # the selector does not match its labels
         assert server.requests == []
         argv = [
@@ -418,9 +418,11 @@ def test_render_applies_a_policy_only_when_given_one(
             "--namespace-label",
             "a=b",
         ]
-        assert render_command(argv) == 0
+        assert cli_main(["render", *argv]) == 0
         assert (tmp_path / "o3" / "hello.txt").read_text() == "hello\n"
-        assert render_command(["-f", str(spec), "-o", str(tmp_path / "o4")]) == 0  # no policy: offline use
+        assert (
+            cli_main(["render", "-f", str(spec), "-o", str(tmp_path / "o4")]) == 0
+        )  # no policy: offline use
 
 
 def _repo(

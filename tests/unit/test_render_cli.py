@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from projectgen.generation.offline import render_command
+from projectgen.cli import main
+
+
+def render_command(argv: list[str]) -> int:
+    return main(["render", *argv])
+
 
 GP = """\
 apiVersion: projectgen.io/v1alpha1
@@ -185,7 +190,8 @@ def test_module_entry_point(tmp_path: Path, inputs: tuple[Path, Path]) -> None:
         [
             sys.executable,
             "-m",
-            "projectgen.generation.offline",
+            "projectgen",
+            "render",
             "-f",
             str(gp),
             "-o",

@@ -1,4 +1,4 @@
-"""Storage: layout, atomic publish, swap and clean-up in the operator's volume."""
+"""Storage: layout, atomic placing, swap and clean-up in the operator's volume."""
 
 from __future__ import annotations
 
@@ -35,60 +35,60 @@ def test_layout_and_staging(tmp_path: Path) -> None:
     assert os.listdir(storage.staging_root) == []
 
 
-def test_publish_swap_and_keep_same_key(tmp_path: Path) -> None:
+def test_place_swap_and_keep_same_key(tmp_path: Path) -> None:
     storage = Storage(tmp_path)
     with storage.staging("gp") as work:
         (work / TREE).mkdir()
         (work / TREE / "a.txt").write_text("one")
         Manifest.build([]).dump(work / MANIFEST)
-        first = storage.publish_project(work, NS, NAME, UID, "k1")
+        first = storage.place_project(work, NS, NAME, UID, "k1")
     assert first == tmp_path / "projects" / NS / NAME / UID / "k1"
     assert (first / TREE / "a.txt").read_text() == "one"
-    assert storage.load_manifest(first).total_files == 0
+    assert Manifest.load(first / MANIFEST).total_files == 0
     inode = first.stat().st_ino
 
-    again = storage.publish_project(staged(storage, "other"), NS, NAME, UID, "k1")
+    again = storage.place_project(staged(storage, "other"), NS, NAME, UID, "k1")
     assert again == first and first.stat().st_ino == inode
     assert (first / TREE / "a.txt").read_text() == "one"
 
-    second = storage.publish_project(staged(storage, "two"), NS, NAME, UID, "k2")
+    second = storage.place_project(staged(storage, "two"), NS, NAME, UID, "k2")
     assert os.listdir(second.parent) == ["k2"]
-    assert storage.current_project_dir(NS, NAME, UID) == second
+    assert second == tmp_path / "projects" / NS / NAME / UID / "k2"
     assert os.listdir(storage.staging_root) == []
 
 
 def test_recreated_resource_never_sees_old_files(tmp_path: Path) -> None:
     storage = Storage(tmp_path)
-    storage.publish_project(staged(storage, "old"), NS, NAME, UID, "k")
-    new = storage.publish_project(staged(storage, "new"), NS, NAME, "new-uid", "k")
+    storage.place_project(staged(storage, "old"), NS, NAME, UID, "k")
+    new = storage.place_project(staged(storage, "new"), NS, NAME, "new-uid", "k")
     assert os.listdir(new.parent.parent) == ["new-uid"]
-    assert storage.current_project_dir(NS, NAME, UID) is None
+    assert not (tmp_path / "projects" / NS / NAME / UID).exists()
     assert (new / TREE / "a.txt").read_text() == "new"
 
 
-def test_publish_refuses_foreign_or_incomplete_dirs(tmp_path: Path) -> None:
+def test_place_refuses_foreign_or_incomplete_dirs(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "data")
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / TREE).mkdir(parents=True)
     (elsewhere / MANIFEST).write_text("{}")
     with pytest.raises(ValueError, match="not a staging directory"):
-        storage.publish_project(elsewhere, NS, NAME, UID, "k")
+        storage.place_project(elsewhere, NS, NAME, UID, "k")
     incomplete = storage.staging_root / "gp-x"
     incomplete.mkdir()
     with pytest.raises(ValueError, match="must hold"):
-        storage.publish_project(incomplete, NS, NAME, UID, "k")
+        storage.place_project(incomplete, NS, NAME, UID, "k")
 
 
 def test_remove_project_and_export(tmp_path: Path) -> None:
     storage = Storage(tmp_path)
-    storage.publish_project(staged(storage, "a"), NS, NAME, UID, "k")
-    storage.publish_project(staged(storage, "b"), NS, "other", UID, "k")
+    storage.place_project(staged(storage, "a"), NS, NAME, UID, "k")
+    storage.place_project(staged(storage, "b"), NS, "other", UID, "k")
     archive = storage.export_path(NS, NAME, UID, "repo.tar.gz")
     assert archive == tmp_path / "exports" / NS / NAME / UID / "repo.tar.gz" and archive.parent.is_dir()
     archive.write_bytes(b"x")
 
     storage.remove_project(NS, NAME, "some-other-uid")
-    assert storage.current_project_dir(NS, NAME, UID) is not None
+    assert (tmp_path / "projects" / NS / NAME / UID / "k" / MANIFEST).is_file()
     storage.remove_project(NS, NAME, UID)
     assert not (tmp_path / "projects" / NS / NAME).exists()
     assert (tmp_path / "projects" / NS / "other").exists()
@@ -128,7 +128,7 @@ def test_clean_staging(tmp_path: Path) -> None:
 def test_names_are_safe_segments(tmp_path: Path, namespace: str, name: str, uid: str) -> None:
     storage = Storage(tmp_path)
     with pytest.raises(ValueError, match="invalid"):
-        storage.project_dir(namespace, name, uid, "k")
+        storage.remove_project(namespace, name, uid)
     with pytest.raises(ValueError, match="invalid"):
         storage.export_path(namespace, name, uid, "a.zip")
 

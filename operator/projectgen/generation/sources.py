@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from projectgen.api.v1alpha1.common import CONFIGMAP_KEY_PATTERN
 from projectgen.api.v1alpha1.generatedproject import ConfigMapSource, InlineSource
@@ -24,6 +25,36 @@ class ConfigMapData:
 
     data: dict[str, str] = field(default_factory=dict)
     binary_data: dict[str, bytes] = field(default_factory=dict)
+
+
+def decode_configmap(obj: Mapping[str, Any]) -> tuple[str, ConfigMapData]:
+    """A ConfigMap object, as the API server returns it or as written in YAML: its name and content.
+
+    The one decoder for both the operator and `projectgen render`. Raises GenerationError naming
+    what is wrong (the API server never returns such an object; a YAML file may hold one).
+    """
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not name:
+        raise GenerationError("a ConfigMap without metadata.name")
+    data = obj.get("data") or {}
+    binary = obj.get("binaryData") or {}
+    if not isinstance(data, dict) or not isinstance(binary, dict):
+        raise GenerationError(f"ConfigMap {name!r}: data and binaryData must be mappings")
+    text: dict[str, str] = {}
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise GenerationError(
+                f"ConfigMap {name!r}: data.{key} must be a string (quote it in YAML), not {type(value).__name__}"
+            )
+        text[str(key)] = value
+    raw: dict[str, bytes] = {}
+    for key, value in binary.items():
+        try:
+            raw[str(key)] = base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise GenerationError(f"ConfigMap {name!r}: binaryData.{key} is not valid base64") from exc
+    return name, ConfigMapData(data=text, binary_data=raw)
 
 
 ConfigMapLoader = Callable[[str], ConfigMapData | None]

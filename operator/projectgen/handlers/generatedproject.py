@@ -99,7 +99,7 @@ def reconcile(
             result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging, guard=guard)
             manifest: Manifest = result.manifest
             manifest.dump(staging / MANIFEST)
-            output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)
+            output = ctx.storage.place_project(staging, namespace, name, uid, manifest.content_hash)
     except SourceUnavailable as exc:
         _wait(write, body, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None

@@ -15,7 +15,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from projectgen.api.v1alpha1 import GROUP, VERSION
-from projectgen.generation.sources import ConfigMapData
+from projectgen.generation.sources import ConfigMapData, decode_configmap
 
 
 class ApiUnavailable(kopf.TemporaryError):
@@ -124,10 +124,7 @@ class Kube:
             raise _translate(exc, f"ConfigMap {name!r}") from None
         except urllib3.exceptions.HTTPError as exc:
             raise _unreachable(exc, f"reading ConfigMap {name!r}") from None
-        return ConfigMapData(
-            data=dict(cm.data or {}),
-            binary_data={k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()},
-        )
+        return decode_configmap(api_client().sanitize_for_serialization(cm))[1]
 
     def namespace_labels(self) -> dict[str, str]:
         """The labels of this namespace (the outbound policy's namespaceSelectors match them)."""

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from projectgen.api.v1alpha1 import GeneratedProjectPhase, RepositoryExportPhase
+from projectgen.api.v1alpha1 import ConditionStatus, GeneratedProjectPhase, RepositoryExportPhase
 from projectgen.api.v1alpha1.common import MAX_MESSAGE
 
 Phase = GeneratedProjectPhase | RepositoryExportPhase
@@ -43,11 +43,12 @@ def conditions(
     at: str | None = None,
 ) -> list[dict[str, Any]]:
     """The three kstatus conditions for a state, keeping lastTransitionTime when a status is unchanged."""
+    true, false, unknown = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
     values = {
-        State.WAITING: ("False", "True", "False"),
-        State.WORKING: ("Unknown", "True", "False"),
-        State.READY: ("True", "False", "False"),
-        State.FAILED: ("False", "False", "True"),
+        State.WAITING: (false, true, false),
+        State.WORKING: (unknown, true, false),
+        State.READY: (true, false, false),
+        State.FAILED: (false, false, true),
     }[state]
     old = {c.get("type"): c for c in previous or []}
     stamp = at or now()
@@ -59,9 +60,9 @@ def conditions(
         out.append(
             {
                 "type": type_,
-                "status": status,
+                "status": str(status),
                 "reason": reason,
-                "message": message if (status == "True" or type_ == "Ready") else "",
+                "message": message if (status == true or type_ == "Ready") else "",
                 "observedGeneration": generation,
                 "lastTransitionTime": stamp
                 if changed or not before

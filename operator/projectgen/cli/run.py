@@ -1,7 +1,7 @@
 """`projectgen run`: start the operator (kopf) with the settings from the environment and flags.
 
 Not inside `handlers/`: importing that package registers the handlers with filters read from the
-settings, so the flags must be in the environment before it is imported.
+settings, so the flags must be in the environment before it is imported (by name, below).
 """
 
 from __future__ import annotations
@@ -9,12 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import sys
 
+import kopf
 
-def run_command(argv: list[str]) -> int:
+from projectgen.settings import Settings
+
+
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="projectgen run", description="Run the projectgen operator.")
     parser.add_argument(
         "-n",
@@ -42,10 +47,6 @@ def run_command(argv: list[str]) -> int:
         if flag is not None:
             os.environ[f"PROJECTGEN_{env}"] = str(flag)
 
-    import kopf
-
-    from projectgen.settings import Settings
-
     try:
         settings = Settings.from_env()
     except ValueError as exc:
@@ -58,7 +59,7 @@ def run_command(argv: list[str]) -> int:
         log_prefix=settings.log_format != "json",  # plain lines name the object: [namespace/name]
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    import projectgen.handlers  # noqa: F401  (registers the handlers)
+    importlib.import_module("projectgen.handlers")  # registers the handlers, with the filters set above
 
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     with contextlib.suppress(KeyboardInterrupt):

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-import sys
 from pathlib import Path
 
+from projectgen.cli.output import CommandError, warn
 from projectgen.export.archive import (
     ARCHIVE_TYPES,
     DEFAULT_LEVEL,
@@ -74,7 +74,7 @@ def _manifest_members(path: Path) -> list[ArchiveMember]:
     return [ArchiveMember.from_project_file(f) for f in manifest.files]
 
 
-def archive_command(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="projectgen archive",
         description="Pack DIR into a deterministic zip, tar or tar.gz, as the operator does for an export.",
@@ -95,10 +95,7 @@ def archive_command(argv: list[str]) -> int:
     )
     parser.add_argument("-o", "--output", required=True, type=Path, help="archive to write")
     parser.add_argument("dir", type=Path, metavar="DIR", help="directory to pack")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parser.parse_args(argv)
 
     root = Path(os.path.abspath(args.dir))
     out = Path(os.path.abspath(args.output))
@@ -112,17 +109,11 @@ def archive_command(argv: list[str]) -> int:
             members = walk_members(root, skip=out)
         result = write_archive(root, members, args.format, out, prefix=prefix, level=args.level)
     except ArchiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc)) from exc
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        raise CommandError(f"{exc.strerror or exc}{where}") from exc
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        warn(warning)
     print(f"{result.path} size={result.size} sha256={result.sha256} entries={result.entries}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(archive_command(sys.argv[1:]))

@@ -15,11 +15,8 @@ for the namespace (`--namespace`, default the resource's; `--namespace-label` fo
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,17 +27,16 @@ from pydantic import ValidationError
 from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import KIND, GeneratedProject, GeneratedProjectSpec
 from projectgen.api.validation import field_errors
+from projectgen.cli.output import CommandError, warn
 from projectgen.generation.errors import GenerationError
-from projectgen.generation.render import ConfigMapData, render_project
+from projectgen.generation.render import render_project
+from projectgen.generation.sources import ConfigMapData, decode_configmap
+from projectgen.storage import TREE
 
 STAGING_PREFIX = ".projectgen-staging-"
 
 
-class InputError(Exception):
-    """A file given on the command line cannot be used."""
-
-
-def render_command(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="projectgen render",
         description="Render a GeneratedProject into a directory, as the operator would, without a cluster.",
@@ -71,10 +67,7 @@ def render_command(argv: list[str]) -> int:
         metavar="K=V",
         help="a label of that namespace, for the policy's namespaceSelectors (repeatable)",
     )
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parser.parse_args(argv)
 
     guard: outbound.Guard | None = None
     try:
@@ -88,41 +81,30 @@ def render_command(argv: list[str]) -> int:
         for path in args.configmap:
             configmaps.update(_load_configmaps(path))
         _check_configmaps_given(spec, configmaps)
-    except (InputError, GenerationError, outbound.PolicyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (GenerationError, outbound.PolicyError) as exc:
+        raise CommandError(str(exc)) from exc
 
     out = Path(os.path.abspath(args.output))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(
-            f"error: {out} exists and is not an empty directory; refusing to write into it", file=sys.stderr
-        )
-        return 1
+        raise CommandError(f"{out} exists and is not an empty directory; refusing to write into it")
     created = _first_missing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"error: cannot create {out}: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise CommandError(f"cannot create {out}: {exc.strerror}") from exc
 
     staging = Path(os.path.abspath(out / f"{STAGING_PREFIX}{os.urandom(4).hex()}"))
     try:
         staging.mkdir()
-        result = render_project(
-            spec, staging / "tree", configmaps=configmaps.get, workdir=staging, guard=guard
-        )
-        for entry in sorted(os.listdir(staging / "tree")):
-            os.rename(staging / "tree" / entry, out / entry)
-    except GenerationError as exc:
+        result = render_project(spec, staging / TREE, configmaps=configmaps.get, workdir=staging, guard=guard)
+        for entry in sorted(os.listdir(staging / TREE)):
+            os.rename(staging / TREE / entry, out / entry)
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(exc, GenerationError):
+            raise CommandError(str(exc)) from exc
         raise
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -130,7 +112,7 @@ def render_command(argv: list[str]) -> int:
     if args.manifest is not None:
         m.dump(Path(os.path.abspath(args.manifest)))
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        warn(warning)
     print(
         f"rendered {m.total_files:,} files, {m.total_size:,} bytes, contentHash {m.content_hash} into {out}"
     )
@@ -149,16 +131,16 @@ def _documents(path: Path) -> Iterator[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text") from exc
+        raise CommandError(f"{path} is not UTF-8 text") from exc
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+        raise CommandError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     for doc in docs:
         if not isinstance(doc, dict):
-            raise InputError(f"{path}: every YAML document must be a mapping (a Kubernetes object)")
+            raise CommandError(f"{path}: every YAML document must be a mapping (a Kubernetes object)")
         if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
             for item in doc["items"]:
                 if isinstance(item, dict):
@@ -188,12 +170,12 @@ def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapDat
             name, data = _configmap(doc, path)
             configmaps[name] = data
     if len(found) != 1:
-        raise InputError(f"{path}: expected one {KIND} object, found {len(found)}")
+        raise CommandError(f"{path}: expected one {KIND} object, found {len(found)}")
     try:
         spec = GeneratedProject.model_validate(found[0]).spec
     except ValidationError as exc:
         lines = field_errors(exc, root="")
-        raise InputError(f"{path}: invalid {KIND}:\n  " + "\n  ".join(lines)) from exc
+        raise CommandError(f"{path}: invalid {KIND}:\n  " + "\n  ".join(lines)) from exc
     return spec, configmaps
 
 
@@ -201,36 +183,17 @@ def _load_configmaps(path: Path) -> dict[str, ConfigMapData]:
     result: dict[str, ConfigMapData] = {}
     for doc in _documents(path):
         if doc.get("kind") != "ConfigMap":
-            raise InputError(f"{path}: expected ConfigMap objects, found kind {doc.get('kind')!r}")
+            raise CommandError(f"{path}: expected ConfigMap objects, found kind {doc.get('kind')!r}")
         name, data = _configmap(doc, path)
         result[name] = data
     return result
 
 
 def _configmap(doc: dict[str, Any], path: Path) -> tuple[str, ConfigMapData]:
-    metadata = doc.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    if not isinstance(name, str) or not name:
-        raise InputError(f"{path}: a ConfigMap without metadata.name")
-    data = doc.get("data") or {}
-    binary = doc.get("binaryData") or {}
-    if not isinstance(data, dict) or not isinstance(binary, dict):
-        raise InputError(f"{path}: ConfigMap {name!r}: data and binaryData must be mappings")
-    text: dict[str, str] = {}
-    for key, value in data.items():
-        if not isinstance(value, str):
-            raise InputError(
-                f"{path}: ConfigMap {name!r}: data.{key} must be a string (quote it in YAML), "
-                f"not {type(value).__name__}"
-            )
-        text[str(key)] = value
-    raw: dict[str, bytes] = {}
-    for key, value in binary.items():
-        try:
-            raw[str(key)] = base64.b64decode(str(value), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError(f"{path}: ConfigMap {name!r}: binaryData.{key} is not valid base64") from exc
-    return name, ConfigMapData(data=text, binary_data=raw)
+    try:
+        return decode_configmap(doc)
+    except GenerationError as exc:
+        raise CommandError(f"{path}: {exc}") from exc
 
 
 def _check_configmaps_given(spec: GeneratedProjectSpec, configmaps: dict[str, ConfigMapData]) -> None:
@@ -243,14 +206,3 @@ def _check_configmaps_given(spec: GeneratedProjectSpec, configmaps: dict[str, Co
             continue
         if name not in configmaps:
             raise GenerationError(f"{where}: ConfigMap {name!r} not given (use --configmap FILE)")
-
-
-def main() -> int:
-    return render_command(sys.argv[1:])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
-__all__ = ["render_command"]
