@@ -51,6 +51,42 @@ class Settings:
         default_factory=lambda: int(_env("WORKERS", "4")),
         metadata={"env": "WORKERS", "doc": "Generations / exports run at once (threads)."},
     )
+    sandbox_cpu_seconds: int = field(
+        default_factory=lambda: int(_env("SANDBOX_CPU_SECONDS", "60")),
+        metadata={"env": "SANDBOX_CPU_SECONDS", "doc": "CPU seconds one template render may use."},
+    )
+    sandbox_wall_seconds: int = field(
+        default_factory=lambda: int(_env("SANDBOX_WALL_SECONDS", "120")),
+        metadata={"env": "SANDBOX_WALL_SECONDS", "doc": "Wall-clock seconds before a render is killed."},
+    )
+    sandbox_memory_mib: int = field(
+        default_factory=lambda: int(_env("SANDBOX_MEMORY_MIB", "1024")),
+        metadata={"env": "SANDBOX_MEMORY_MIB", "doc": "Address space of one render process, in MiB."},
+    )
+    sandbox_file_size_mib: int = field(
+        default_factory=lambda: int(_env("SANDBOX_FILE_SIZE_MIB", "64")),
+        metadata={"env": "SANDBOX_FILE_SIZE_MIB", "doc": "Largest file a render may write, in MiB."},
+    )
+    sandbox_output_mib: int = field(
+        default_factory=lambda: int(_env("SANDBOX_OUTPUT_MIB", "512")),
+        metadata={"env": "SANDBOX_OUTPUT_MIB", "doc": "Total bytes a render may write, in MiB."},
+    )
+    sandbox_output_files: int = field(
+        default_factory=lambda: int(_env("SANDBOX_OUTPUT_FILES", "50000")),
+        metadata={"env": "SANDBOX_OUTPUT_FILES", "doc": "Files and directories a render may write."},
+    )
+    sandbox_open_files: int = field(
+        default_factory=lambda: int(_env("SANDBOX_OPEN_FILES", "256")),
+        metadata={"env": "SANDBOX_OPEN_FILES", "doc": "File descriptors a render may hold open."},
+    )
+    sandbox_processes: int = field(
+        default_factory=lambda: int(_env("SANDBOX_PROCESSES", "512")),
+        metadata={
+            "env": "SANDBOX_PROCESSES",
+            "doc": "RLIMIT_NPROC of a render (the kernel counts every task of the operator's user); "
+            "a render cannot fork at all (seccomp), so this bounds its threads.",
+        },
+    )
     webhook_port: int = field(
         default_factory=lambda: int(_env("WEBHOOK_PORT", "0")),
         metadata={"env": "WEBHOOK_PORT", "doc": "Port of the admission webhook recording createdBy; 0: off."},
@@ -65,6 +101,9 @@ class Settings:
             raise ValueError(f"{PREFIX}LOG_FORMAT must be json or plain, not {self.log_format!r}")
         if self.workers < 1:
             raise ValueError(f"{PREFIX}WORKERS must be at least 1")
+        for f in fields(self):
+            if f.name.startswith("sandbox_") and getattr(self, f.name) < 1:
+                raise ValueError(f"{PREFIX}{f.metadata['env']} must be at least 1")
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -24,7 +24,10 @@ from pydantic import ValidationError
 
 from projectgen.api.v1alpha1.generatedproject import KIND, GeneratedProject, GeneratedProjectSpec
 from projectgen.generation.errors import GenerationError
-from projectgen.generation.render import ConfigMapData, render_project
+from projectgen.generation.render import ConfigMapData, TemplateOptions, render_project
+from projectgen.generation.sandbox import Limits
+from projectgen.generation.template import generation_clock
+from projectgen.settings import Settings
 
 STAGING_PREFIX = ".projectgen-staging-"
 
@@ -59,7 +62,7 @@ def render_command(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
 
     try:
-        spec, configmaps = _load_spec(args.file)
+        spec, configmaps, created_at = _load_spec(args.file)
         for path in args.configmap:
             configmaps.update(_load_configmaps(path))
         _check_configmaps_given(spec, configmaps)
@@ -86,7 +89,13 @@ def render_command(argv: list[str]) -> int:
     staging = Path(os.path.abspath(out / f"{STAGING_PREFIX}{os.urandom(4).hex()}"))
     try:
         staging.mkdir()
-        result = render_project(spec, staging / "tree", configmaps=configmaps.get, workdir=staging)
+        templates = TemplateOptions(
+            limits=Limits.from_settings(Settings.from_env()),
+            clock=generation_clock(created_at, os.environ.get("SOURCE_DATE_EPOCH")),
+        )
+        result = render_project(
+            spec, staging / "tree", configmaps=configmaps.get, workdir=staging, templates=templates
+        )
         for entry in sorted(os.listdir(staging / "tree")):
             os.rename(staging / "tree" / entry, out / entry)
     except GenerationError as exc:
@@ -143,8 +152,9 @@ def _documents(path: Path) -> Iterator[dict[str, Any]]:
             yield doc
 
 
-def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapData]]:
-    """The one GeneratedProject of the file (ConfigMaps in the same file are used too)."""
+def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapData], str | None]:
+    """The one GeneratedProject of the file (ConfigMaps in the same file are used too), and its
+    metadata.creationTimestamp if it has one."""
     found: list[dict[str, Any]] = []
     configmaps: dict[str, ConfigMapData] = {}
     for doc in _documents(path):
@@ -163,7 +173,9 @@ def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapDat
             f"{'.'.join(str(p) for p in err['loc']) or '(object)'}: {err['msg']}" for err in exc.errors()
         ]
         raise InputError(f"{path}: invalid {KIND}:\n  " + "\n  ".join(lines)) from exc
-    return spec, configmaps
+    metadata = found[0].get("metadata")
+    created = metadata.get("creationTimestamp") if isinstance(metadata, dict) else None
+    return spec, configmaps, str(created) if created else None
 
 
 def _load_configmaps(path: Path) -> dict[str, ConfigMapData]:

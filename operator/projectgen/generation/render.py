@@ -16,7 +16,7 @@ from projectgen.generation.sources import (
     apply_configmap,
     apply_inline,
 )
-from projectgen.generation.template import apply_template
+from projectgen.generation.template import TemplateOptions, apply_template
 from projectgen.generation.tree import TreeWriter
 
 
@@ -33,6 +33,7 @@ def render_project(
     configmaps: ConfigMapLoader,
     max_preview: int = PREVIEW_CHARS,
     workdir: Path | None = None,
+    templates: TemplateOptions | None = None,
 ) -> RenderResult:
     """Apply the sources of `spec` in order into `dest`, a later source overriding a file of an
     earlier one at the same path, and return the manifest of what is there.
@@ -45,6 +46,8 @@ def render_project(
     Raises GenerationError (permanent) for what the spec or its inputs got wrong, and
     SourceUnavailable (temporary) for what may heal: a missing ConfigMap, an unreachable
     template repository. Anything else is a bug or the environment (disk full).
+
+    `templates` sets the sandbox limits, the clock templates see and cancellation.
     """
     dest = Path(os.path.abspath(dest))
     dest.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,9 @@ def render_project(
         elif source.config_map is not None and source.inline is None and source.template is None:
             apply_configmap(writer, source.config_map, f"{where}.configMap", loaded)
         elif source.template is not None and source.inline is None and source.config_map is None:
-            warnings += apply_template(writer, source.template, f"{where}.template", loaded, workdir)
+            warnings += apply_template(
+                writer, source.template, f"{where}.template", loaded, workdir, templates
+            )
         else:
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")
     warnings += writer.case_collisions()
@@ -76,5 +81,6 @@ __all__ = [
     "GenerationError",
     "RenderResult",
     "SourceUnavailable",
+    "TemplateOptions",
     "render_project",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ from projectgen.api.v1alpha1 import GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import Manifest
-from projectgen.generation.render import render_project
+from projectgen.generation.render import TemplateOptions, render_project
+from projectgen.generation.sandbox import Limits, RenderCancelled
+from projectgen.generation.template import generation_clock
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
 from projectgen.handlers.status import State, now
@@ -44,6 +48,32 @@ def is_current(body: kopf.Body | dict[str, Any]) -> bool:
     if status.get("phase") != "Completed" or not status.get("outputDirectory"):
         return False
     return (Path(status["outputDirectory"]) / "tree").is_dir()
+
+
+def superseded(kube: Kube, name: str, uid: str, generation: int, every: float = 2.0) -> Callable[[], bool]:
+    """A check, run while a template renders (at most every `every` s), that the resource still
+    wants this render: not deleted, not being deleted, not changed since. kopf delivers the delete
+    or the new spec only after this handler returns, so the render asks."""
+    last = [time.monotonic()]
+
+    def check() -> bool:
+        if time.monotonic() - last[0] < every:
+            return False
+        last[0] = time.monotonic()
+        try:
+            current = kube.get_object(PLURAL, name)
+        except (ApiUnavailable, Forbidden):
+            return False
+        if current is None:
+            return True
+        meta = current.get("metadata") or {}
+        return bool(
+            meta.get("uid") != uid
+            or meta.get("deletionTimestamp")
+            or int(meta.get("generation") or 1) != generation
+        )
+
+    return check
 
 
 def reconcile(
@@ -92,10 +122,21 @@ def reconcile(
         with ctx.storage.staging("gen") as staging:
             tree = staging / "tree"
             tree.mkdir()
-            result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging)
+            templates = TemplateOptions(
+                limits=Limits.from_settings(ctx.settings),
+                clock=generation_clock(meta.get("creationTimestamp")),
+                forbidden=(str(ctx.settings.data_dir),),
+                should_stop=superseded(kube, name, uid, generation),
+            )
+            result = render_project(
+                spec, tree, configmaps=kube.configmap, workdir=staging, templates=templates
+            )
             manifest: Manifest = result.manifest
             manifest.dump(staging / "manifest.json")
             output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)
+    except RenderCancelled as exc:
+        logger.info(exc.message)
+        return
     except SourceUnavailable as exc:
         write("Pending", State.WAITING, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=_retry_delay(retry)) from None
@@ -111,6 +152,9 @@ def reconcile(
     cap = ctx.settings.status_file_cap
     records = [f.status_record() for f in manifest.files[:cap]]
     message = f"{manifest.total_files} files, {manifest.total_size} bytes"
+    skipped = [w for w in result.warnings if "_tasks were skipped" in w]
+    if skipped:
+        message += "; " + "; ".join(skipped)
     write(
         "Completed",
         State.READY,

@@ -104,9 +104,17 @@ class ConfigMapSource(Model):
     )
 
 
+class TaskPolicy(StrEnum):
+    """What to do with a template's `_tasks`, which never run in projectgen."""
+
+    SKIP = "Skip"
+    FAIL = "Fail"
+
+
 class TemplateSource(Model):
-    """A copier template, rendered with the given answers. Tasks, migrations and Jinja
-    extensions (copier's unsafe features) are refused."""
+    """A copier template, rendered with the given answers in a sandboxed process, as
+    `copier copy --trust --skip-tasks` renders it: Jinja extensions load, migrations do not
+    apply to a copy, tasks never run."""
 
     url: str | None = Field(
         default=None,
@@ -141,6 +149,11 @@ class TemplateSource(Model):
         default=None,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description="Answers to the template's questions.",
+    )
+    tasks: TaskPolicy = Field(
+        default=TaskPolicy.SKIP,
+        description="What to do with a template that has _tasks, which never run here: Skip renders "
+        "without them (a Warning Event names them), Fail fails the source.",
     )
 
     @model_validator(mode="after")

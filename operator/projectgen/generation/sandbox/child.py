@@ -1,0 +1,70 @@
+"""The render process: `python -I -m projectgen.generation.sandbox.child`, started by `runner.py`.
+
+It reads one request (JSON) on stdin, confines itself (`confine.py`), then renders with copier
+(`generation/templaterender.py`) and writes one result line (JSON) to the stdout it had at start;
+anything the template prints goes to stderr, which the parent reads but never reports. copier
+and its dependencies are imported before confinement (they are the image's own code); nothing
+of the template is read before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from typing import Any, TextIO
+
+from projectgen.generation import templaterender
+from projectgen.generation.sandbox.confine import ConfinementError, confine
+from projectgen.generation.sandbox.limits import Limits
+
+
+def _result(out: TextIO, payload: dict[str, Any]) -> None:
+    out.write(json.dumps(payload) + "\n")
+    out.flush()
+
+
+def main() -> int:
+    result = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    request = json.load(sys.stdin)
+    limits = Limits.from_json(request["limits"])
+    box_tmp = request["tmp"]
+    try:
+        found = confine(
+            limits,
+            read=[request["checkout"]],
+            write=[request["box"]],
+            forbidden=request.get("forbidden", []),
+        )
+    except (ConfinementError, OSError) as exc:
+        _result(result, {"error": f"the render sandbox could not be set up: {exc}", "sandbox": True})
+        return 0
+    os.environ.clear()
+    os.environ.update(
+        {"TMPDIR": box_tmp, "HOME": box_tmp, "TZ": "UTC", "LC_ALL": "C.UTF-8", "PATH": "/nonexistent"}
+    )
+    tempfile.tempdir = box_tmp
+    os.chdir(request["cwd"])
+    templaterender.freeze_clock(dt.datetime.fromisoformat(request["clock"]))
+    try:
+        done = templaterender.render(
+            request, extensions_allowed=found.landlock_abi > 0, why_not=found.landlock_reason
+        )
+    except templaterender.RenderFailed as exc:
+        _result(result, {"error": str(exc)})
+        return 0
+    except MemoryError:
+        _result(result, {"error": "memory", "limit": True})
+        return 0
+    except OSError as exc:
+        _result(result, {"error": f"{exc.strerror or exc}", "errno": exc.errno})
+        return 0
+    _result(result, {"ok": True, "landlock": found.landlock_abi, **done})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
