@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -226,8 +227,8 @@ def render(request: dict[str, Any], *, extensions_allowed: bool, why_not: str) -
     except RenderFailed:
         raise
     except ExtensionNotFoundError as exc:
-        cause = exc.__cause__
-        module = getattr(cause, "name", None) or str(cause or exc)
+        named = re.search(r"No module named '([^']+)'", str(exc))
+        module = getattr(exc.__cause__, "name", None) or (named.group(1) if named else _one_line(exc))
         raise RenderFailed(
             f"the template's Jinja extension module {module!r} is not installed in the operator image; "
             "ask the operator's administrator to add the package that provides it, or use a template "
