@@ -435,3 +435,63 @@ def test_renders_run_in_parallel(tmp_path: Path, server: GitHTTPServer, work: Pa
         thread.join(30)
     assert isinstance(ended[0], RenderCancelled)
     assert not sandbox_children()
+
+
+# -- a kernel without Landlock ------------------------------------------------------------------
+
+NO_LANDLOCK = """\
+import errno, os, sys
+import pyseccomp as sc
+f = sc.SyscallFilter(defaction=sc.ALLOW)
+for name in ("landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"):
+    f.add_rule(sc.ERRNO(errno.ENOSYS), name)
+f.load()
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def render_cli_without_landlock(tmp_path: Path, url: str, name: str) -> subprocess.CompletedProcess[str]:
+    """`projectgen render` as on a kernel built without Landlock: its syscalls answer ENOSYS
+    (a seccomp filter, inherited by every process the command starts)."""
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(
+        "apiVersion: projectgen.io/v1alpha1\nkind: GeneratedProject\nmetadata:\n  name: demo\n"
+        "  creationTimestamp: '2024-02-29T12:30:00Z'\n"
+        f"spec:\n  projectRef:\n    name: demo\n  sources:\n    - template:\n        url: {url}\n"
+    )
+    cli = str(Path(sys.executable).with_name("projectgen"))
+    return subprocess.run(
+        [sys.executable, "-c", NO_LANDLOCK, cli, "render", "-f", str(spec), "-o", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_without_landlock_plain_templates_render_and_code_is_refused(
+    tmp_path: Path, server: GitHTTPServer, work: Path
+) -> None:
+    plain = make(
+        server,
+        work,
+        "time-nolandlock",
+        {
+            "copier.yml": "_jinja_extensions:\n  - jinja2_time.TimeExtension\n",
+            "a.txt.jinja": "{% now 'utc', '%Y' %}",
+        },
+    )
+    done = render_cli_without_landlock(tmp_path, plain, "time")
+    assert done.returncode == 1, done.stderr  # jinja2-time is an extension: refused too
+    assert "needs Landlock, which this kernel lacks" in done.stderr
+    plain = make(server, work, "plain2-nolandlock", {"a.txt.jinja": "{{ 1 + 1 }}\n"})
+    done = render_cli_without_landlock(tmp_path, plain, "plain2")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "plain2" / "a.txt").read_text() == "2\n"
+    probe = make(server, work, "probe-nolandlock", extension("out['ran'] = True"))
+    done = render_cli_without_landlock(tmp_path, probe, "probe")
+    assert done.returncode == 1
+    assert (
+        "the template loads Jinja extensions (copier_templates_extensions.TemplateExtensionLoader, ext.py:Probe)"
+        in (done.stderr)
+    )
+    assert not (tmp_path / "probe").exists()
