@@ -92,7 +92,10 @@ def run(
     Raises GenerationError with a message naming the limit a template went over."""
     request = {**request, "limits": limits.to_json(), "box": str(box)}
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-m", CHILD],
+        [sys.executable, "-I", "-B", "-m", CHILD],
+        # The running interpreter itself (argv[0] still names the venv, so its packages load):
+        # its path may pass through a directory the operator's user cannot traverse.
+        executable="/proc/self/exe",
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
