@@ -64,11 +64,11 @@ class Settings:
         metadata={"env": "SANDBOX_MEMORY_MIB", "doc": "Address space of one render process, in MiB."},
     )
     sandbox_file_size_mib: int = field(
-        default_factory=lambda: int(_env("SANDBOX_FILE_SIZE_MIB", "64")),
+        default_factory=lambda: int(_env("SANDBOX_FILE_SIZE_MIB", "256")),
         metadata={"env": "SANDBOX_FILE_SIZE_MIB", "doc": "Largest file a render may write, in MiB."},
     )
     sandbox_output_mib: int = field(
-        default_factory=lambda: int(_env("SANDBOX_OUTPUT_MIB", "512")),
+        default_factory=lambda: int(_env("SANDBOX_OUTPUT_MIB", "1024")),
         metadata={"env": "SANDBOX_OUTPUT_MIB", "doc": "Total bytes a render may write, in MiB."},
     )
     sandbox_output_files: int = field(

@@ -15,8 +15,8 @@ class Limits:
     cpu_seconds: int = 60
     wall_seconds: float = 120.0
     memory_bytes: int = 1024 * MIB
-    file_size_bytes: int = 64 * MIB
-    output_bytes: int = 512 * MIB
+    file_size_bytes: int = 256 * MIB
+    output_bytes: int = 1024 * MIB
     output_files: int = 50_000
     open_files: int = 256
     processes: int = 512

@@ -109,6 +109,7 @@ def run(
     out.start()
     err.start()
     killed: str | None = None
+    started = time.monotonic()
     try:
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(json.dumps(request).encode())
@@ -145,7 +146,8 @@ def run(
         raise GenerationError(f"{where}: the template {killed}; it was stopped")
     result = _last_json(bytes(out.data))
     if result is None:
-        raise GenerationError(f"{where}: the template {_died(proc.returncode, limits)}")
+        elapsed = time.monotonic() - started
+        raise GenerationError(f"{where}: the template {_died(proc.returncode, limits, elapsed)}")
     over = _over_output(box, limits)
     if over is not None:
         raise GenerationError(f"{where}: the template {over}")
@@ -161,9 +163,13 @@ def _over_output(box: Path, limits: Limits) -> str | None:
     return None
 
 
-def _died(returncode: int, limits: Limits) -> str:
-    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+def _died(returncode: int, limits: Limits, elapsed: float) -> str:
+    # SIGXCPU at the soft CPU limit, SIGKILL at the hard one (a second later); a SIGKILL before
+    # the CPU limit could be reached is the OOM killer's (the pod's memory limit).
+    if returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL and elapsed >= limits.cpu_seconds):
         return f"used more than its CPU limit of {limits.cpu_seconds} s; it was stopped"
+    if returncode == -signal.SIGKILL:
+        return "render process was killed by the kernel (out of memory: the pod's memory limit)"
     if returncode < 0:
         return f"render process was ended by signal {signal.Signals(-returncode).name}"
     return f"render process exited with code {returncode} without a result"
