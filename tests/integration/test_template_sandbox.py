@@ -26,8 +26,9 @@ RUNAWAY = {
 
 
 def render_children(operator_pid: int) -> list[int]:
-    """The operator's render processes (`sandbox/child.py`)."""
-    found = []
+    """The operator's render processes: children of its render server (`sandbox/forkserver.py`)."""
+    parents: dict[int, int] = {}
+    servers = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -36,10 +37,10 @@ def render_children(operator_pid: int) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == operator_pid and b"projectgen.generation.sandbox.child" in cmdline:
-            found.append(int(pid))
-    return found
+        parents[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if parents[int(pid)] == operator_pid and b"projectgen.generation.sandbox.forkserver" in cmdline:
+            servers.add(int(pid))
+    return [pid for pid, ppid in parents.items() if ppid in servers]
 
 
 def test_runaway_template_does_not_delay_another_namespace_and_dies_with_its_resource(

@@ -21,7 +21,7 @@ from test_generation_template import GIT_ENV, git, publish, server, template, wo
 from projectgen.devtools.gitserver import GitHTTPServer
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.render import RenderResult, TemplateOptions, render_project
-from projectgen.generation.sandbox import Limits, RenderCancelled
+from projectgen.generation.sandbox import Limits, RenderCancelled, runner
 
 __all__ = ["server", "work"]  # module fixtures shared with test_generation_template
 
@@ -393,14 +393,16 @@ def test_wall_clock_limit_and_cancellation_kill_the_child(
 
 
 def sandbox_children() -> list[int]:
+    """Render processes: the render server's children."""
+    server = runner.server_pid()
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                stat = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
                 continue
-            if b"projectgen.generation.sandbox.child" in cmdline:
+            if server is not None and int(stat.rsplit(")", 1)[1].split()[1]) == server:
                 found.append(int(pid))
     return found
 
