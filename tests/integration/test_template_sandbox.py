@@ -4,6 +4,7 @@ namespace, and deleting it kills its render process; skipped tasks are reported.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import pytest
 from support import PROJECTS, OperatorProcess, create, project_body, wait_event, wait_for, wait_phase
 from test_generatedproject import git_server, publish_template
 
-from conftest import _namespace_name
 from projectgen.devtools.gitserver import GitHTTPServer
 
 __all__ = ["git_server"]
@@ -50,7 +50,7 @@ def test_runaway_template_does_not_delay_another_namespace_and_dies_with_its_res
     git_server: GitHTTPServer,
 ) -> None:
     assert operator.proc is not None
-    other = _namespace_name("other-tenant")
+    other = f"other-tenant-{secrets.token_hex(3)}"
     kubernetes.client.CoreV1Api(api_client).create_namespace(
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=other))
     )

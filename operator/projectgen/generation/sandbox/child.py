@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import sys
@@ -64,7 +65,12 @@ def main() -> int:
         _result(result, {"error": "memory", "limit": True})
         return 0
     except OSError as exc:
-        _result(result, {"error": f"{exc.strerror or exc}", "errno": exc.errno})
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            what = f" to {exc.filename!r}" if exc.filename else ""
+            text = f"the sandbox denied it access{what} ({exc.strerror}): a template may read only itself"
+        else:
+            text = f"{exc.strerror or exc}" + (f": {exc.filename!r}" if exc.filename else "")
+        _result(result, {"error": text, "errno": exc.errno})
         return 0
     _result(result, {"ok": True, "landlock": found.landlock_abi, **done})
     return 0
