@@ -497,3 +497,30 @@ def test_without_landlock_plain_templates_render_and_code_is_refused(
         in (done.stderr)
     )
     assert not (tmp_path / "probe").exists()
+
+
+def test_a_resource_may_lower_the_limits_never_raise_them(
+    tmp_path: Path, server: GitHTTPServer, work: Path
+) -> None:
+    url = make(
+        server,
+        work,
+        "lowered",
+        {"a.txt.jinja": "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"},
+    )
+    operator = Limits(cpu_seconds=20, wall_seconds=60)
+    with pytest.raises(GenerationError, match="CPU limit of 2 s"):
+        render_project(
+            template(url=url, limits={"cpuSeconds": 2}),
+            tmp_path / "low" / "tree",
+            configmaps={}.get,
+            templates=TemplateOptions(limits=operator, clock=CLOCK),
+        )
+    ceiling = Limits(cpu_seconds=2, wall_seconds=60)
+    with pytest.raises(GenerationError, match="CPU limit of 2 s"):
+        render_project(
+            template(url=url, limits={"cpuSeconds": 3600, "wallSeconds": 86400}),
+            tmp_path / "high" / "tree",
+            configmaps={}.get,
+            templates=TemplateOptions(limits=ceiling, clock=CLOCK),
+        )

@@ -182,10 +182,11 @@ def apply_template(
             "clock": clock.isoformat(),
             "forbidden": list(options.forbidden),
         }
-        result = sandbox.run(request, box, options.limits, where, should_stop=options.should_stop)
+        limits = _limits(options.limits, source)
+        result = sandbox.run(request, box, limits, where, should_stop=options.should_stop)
         error = result.get("error")
         if error is not None:
-            raise _child_error(result, options.limits, where, scrub=(str(out), str(checkout), str(tmp)))
+            raise _child_error(result, limits, where, scrub=(str(out), str(checkout), str(tmp)))
         tasks = [str(t) for t in result.get("tasks") or []]
         if tasks:
             notes.append(
@@ -196,6 +197,22 @@ def apply_template(
             root = _subdirectory(out, subdirectory, where)
         import_tree(writer, root, where)
         return notes
+
+
+def _limits(operator: sandbox.Limits, source: TemplateSource) -> sandbox.Limits:
+    """The operator's limits, lowered where the source asks (`spec...template.limits`)."""
+    asked = source.limits
+    if asked is None:
+        return operator
+    mib = sandbox.limits.MIB
+    return operator.lowered(
+        cpu_seconds=asked.cpu_seconds,
+        wall_seconds=asked.wall_seconds,
+        memory_bytes=asked.memory_mib * mib if asked.memory_mib else None,
+        file_size_bytes=asked.file_size_mib * mib if asked.file_size_mib else None,
+        output_bytes=asked.output_mib * mib if asked.output_mib else None,
+        output_files=asked.output_files,
+    )
 
 
 def fetch_git(

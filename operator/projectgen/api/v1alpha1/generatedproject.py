@@ -111,6 +111,17 @@ class TaskPolicy(StrEnum):
     FAIL = "Fail"
 
 
+class TemplateLimits(Model):
+    """Lower limits for one template's render; a value above the operator's own is ignored."""
+
+    cpu_seconds: int | None = Field(default=None, alias="cpuSeconds", ge=1, le=86400)
+    wall_seconds: int | None = Field(default=None, alias="wallSeconds", ge=1, le=86400)
+    memory_mib: int | None = Field(default=None, alias="memoryMiB", ge=64, le=1 << 20)
+    file_size_mib: int | None = Field(default=None, alias="fileSizeMiB", ge=1, le=1 << 20)
+    output_mib: int | None = Field(default=None, alias="outputMiB", ge=1, le=1 << 20)
+    output_files: int | None = Field(default=None, alias="outputFiles", ge=1, le=10**8)
+
+
 class TemplateSource(Model):
     """A copier template, rendered with the given answers in a sandboxed process, as
     `copier copy --trust --skip-tasks` renders it: Jinja extensions load, migrations do not
@@ -154,6 +165,10 @@ class TemplateSource(Model):
         default=TaskPolicy.SKIP,
         description="What to do with a template that has _tasks, which never run here: Skip renders "
         "without them (a Warning Event names them), Fail fails the source.",
+    )
+    limits: TemplateLimits | None = Field(
+        default=None,
+        description="Lower the operator's sandbox limits for this template's render (never raise them).",
     )
 
     @model_validator(mode="after")
