@@ -114,12 +114,44 @@ class TaskPolicy(StrEnum):
 class TemplateLimits(Model):
     """Lower limits for one template's render; a value above the operator's own is ignored."""
 
-    cpu_seconds: int | None = Field(default=None, alias="cpuSeconds", ge=1, le=86400)
-    wall_seconds: int | None = Field(default=None, alias="wallSeconds", ge=1, le=86400)
-    memory_mib: int | None = Field(default=None, alias="memoryMiB", ge=64, le=1 << 20)
-    file_size_mib: int | None = Field(default=None, alias="fileSizeMiB", ge=1, le=1 << 20)
-    output_mib: int | None = Field(default=None, alias="outputMiB", ge=1, le=1 << 20)
-    output_files: int | None = Field(default=None, alias="outputFiles", ge=1, le=10**8)
+    cpu_seconds: int | None = Field(
+        default=None, alias="cpuSeconds", ge=1, le=86400, description="CPU seconds of the render."
+    )
+    wall_seconds: int | None = Field(
+        default=None,
+        alias="wallSeconds",
+        ge=1,
+        le=86400,
+        description="Wall-clock seconds before the render is killed.",
+    )
+    memory_mib: int | None = Field(
+        default=None,
+        alias="memoryMiB",
+        ge=64,
+        le=1 << 20,
+        description="Address space of the render process, in MiB.",
+    )
+    file_size_mib: int | None = Field(
+        default=None,
+        alias="fileSizeMiB",
+        ge=1,
+        le=1 << 20,
+        description="Largest file the render may write, in MiB.",
+    )
+    output_mib: int | None = Field(
+        default=None,
+        alias="outputMiB",
+        ge=1,
+        le=1 << 20,
+        description="Total bytes the render may write, in MiB.",
+    )
+    output_files: int | None = Field(
+        default=None,
+        alias="outputFiles",
+        ge=1,
+        le=10**8,
+        description="Files and directories the render may write.",
+    )
 
 
 class TemplateSource(Model):
