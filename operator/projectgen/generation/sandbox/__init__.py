@@ -1,6 +1,6 @@
 """Template renders in a kernel sandbox: one confined subprocess per render.
 
-`runner.run` (parent) starts `child.py` with the checkout, the answers and an empty box
+`runner.run` (parent) has the render server (`forkserver.py`) fork `child.main` with the checkout, the answers and an empty box
 (`box/out` for copier's output, `box/tmp` for its scratch files); the child confines itself
 (`confine.py`) before it reads anything of the template.
 
@@ -13,6 +13,6 @@ Bindings, and why:
 """
 
 from projectgen.generation.sandbox.limits import Limits
-from projectgen.generation.sandbox.runner import RenderCancelled, run
+from projectgen.generation.sandbox.runner import RenderCancelled, run, start_server
 
-__all__ = ["Limits", "RenderCancelled", "run"]
+__all__ = ["Limits", "RenderCancelled", "run", "start_server"]

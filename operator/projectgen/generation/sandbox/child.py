@@ -1,10 +1,11 @@
-"""The render process: `python -I -m projectgen.generation.sandbox.child`, started by `runner.py`.
+"""The render process: `main()`, in a process the render server (`forkserver.py`) forked for
+one render (or `python -I -m projectgen.generation.sandbox.child` on its own).
 
 It reads one request (JSON) on stdin, confines itself (`confine.py`), then renders with copier
 (`generation/templaterender.py`) and writes one result line (JSON) to the stdout it had at start;
 anything the template prints goes to stderr, which the parent reads but never reports. copier
-and its dependencies are imported before confinement (they are the image's own code); nothing
-of the template is read before it.
+and its dependencies are imported before confinement (by the server, once: they are the image's
+own code); nothing of the template is read before it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import errno
 import json
 import os
+import resource
 import sys
 import tempfile
 from typing import Any, TextIO
@@ -72,7 +74,8 @@ def main() -> int:
             text = f"{exc.strerror or exc}" + (f": {exc.filename!r}" if exc.filename else "")
         _result(result, {"error": text, "errno": exc.errno})
         return 0
-    _result(result, {"ok": True, "landlock": found.landlock_abi, **done})
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _result(result, {"ok": True, "landlock": found.landlock_abi, "peak_mb": peak_mb, **done})
     return 0
 
 

@@ -167,6 +167,11 @@ class _Server:
         sock.close()
         proc.wait()
 
+    def ensure(self) -> None:
+        with self._lock:
+            if self._sock is None:
+                self._sock = self._start()
+
     def spawn(self, fds: tuple[int, int, int]) -> _Render:
         render = _Render()
         with self._lock:
@@ -184,6 +189,11 @@ class _Server:
 
 
 SERVER_PROCESS = _Server()
+
+
+def start_server() -> None:
+    """Start the render server now rather than at the first render (which would pay its imports)."""
+    SERVER_PROCESS.ensure()
 
 
 def server_pid() -> int | None:
