@@ -524,3 +524,16 @@ def test_a_resource_may_lower_the_limits_never_raise_them(
             configmaps={}.get,
             templates=TemplateOptions(limits=ceiling, clock=CLOCK),
         )
+
+
+def test_no_staging_path_reaches_the_project(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
+    url = make(
+        server,
+        work,
+        "paths",
+        {"where.txt.jinja": "{{ _copier_conf.src_path }} {{ _copier_conf.dst_path }} {{ _folder_name }}\n"},
+    )
+    result, tree = render(tmp_path, url)
+    text = (tree / "where.txt").read_text()
+    assert text == f"{url} . out\n"
+    assert str(tmp_path) not in text and not result.warnings

@@ -99,7 +99,8 @@ class _Worker(Worker):
         context = super()._render_context()
         conf = context.get("_copier_conf")
         if conf is not None:
-            conf["src_path"] = PurePath(str(self.src_path))
+            conf["src_path"] = str(self.src_path)  # a URL: PurePath would fold its '//'
+
             conf["dst_path"] = PurePath(".")
         return context
 
