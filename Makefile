@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/projectgen crds --check
 
 controlplane: $(STAMP)
-	@$(BIN)/python -m projectgen.controlplane --ensure
+	@$(BIN)/python -m projectgen_dev.controlplane --ensure
 
 test: lint controlplane
 	$(BIN)/pytest -q -ra
@@ -35,10 +35,10 @@ crds: $(STAMP)
 	$(BIN)/projectgen crds
 
 demo: controlplane
-	$(BIN)/projectgen demo
+	$(BIN)/python -m projectgen_dev demo
 
 dev: controlplane
-	$(BIN)/projectgen demo --keep
+	$(BIN)/python -m projectgen_dev demo --keep
 
 bench: $(STAMP) controlplane
 	@bash hack/ensure-tools.sh --bench

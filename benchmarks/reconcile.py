@@ -34,7 +34,7 @@ from kubernetes import client, watch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from projectgen.controlplane import ControlPlane  # noqa: E402
+from projectgen_dev.controlplane import ControlPlane  # noqa: E402
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 GOALS = (
@@ -231,7 +231,7 @@ def main() -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="projectgen-bench-reconcile-") as tmp, ControlPlane() as cp:
-        cp.install_crds(REPO / "crds")
+        cp.install(REPO / "crds")
         for n in sizes:
             row = run_size(cp, n, Path(tmp), args.workers)
             rows.append(row)

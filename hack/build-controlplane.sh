@@ -6,7 +6,7 @@
 # each staging module by its published v0.Y.Z twin, read from kubernetes' own go.mod.
 # The version is stamped with -ldflags -X like kubernetes' hack/lib/version.sh (a plain `go build`
 # reports v0.0.0-master). A binary of another version already in OUTDIR is rebuilt. On success
-# OUTDIR/VERSIONS records what was built; projectgen.controlplane only trusts the cache with it.
+# OUTDIR/VERSIONS records what was built; projectgen_dev.controlplane only trusts the cache with it.
 set -euo pipefail
 out=${1:?outdir}; k8s=${2:?k8s version, e.g. v1.34.4}; etcd=${3:?etcd version, e.g. v3.6.5}
 minor=${k8s#v1.}; staging="v0.${minor}"

@@ -2,7 +2,7 @@
 //
 // Reads one JSON object, a JSON array of objects, or a List (`kind: List` with `items`) on stdin
 // and prints one JSON line per object: {"status": "Current", "message": "..."}.
-// Used by projectgen's tests (operator/projectgen/devtools/kstatus.py) to check that the status the
+// Used by projectgen's tests (operator/projectgen_dev/kstatus.py) to check that the status the
 // operator writes means what it should to GitOps tools.
 package main
 

@@ -8,15 +8,13 @@ from pathlib import Path
 
 from projectgen import __version__
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 def _crds(argv: list[str]) -> int:
     from projectgen import crdgen
 
     parser = argparse.ArgumentParser(prog="projectgen crds", description="Write the CRDs from the models.")
     parser.add_argument(
-        "-o", "--output", type=Path, default=REPO_ROOT / "crds", help="directory (default: crds/)"
+        "-o", "--output", type=Path, default=Path("crds"), help="directory (default: ./crds/)"
     )
     parser.add_argument("--check", action="store_true", help="fail if the files on disk are not up to date")
     args = parser.parse_args(argv)
@@ -50,33 +48,11 @@ def _archive(argv: list[str]) -> int:
     return archive_command(argv)
 
 
-def _controlplane(argv: list[str]) -> int:
-    from projectgen import controlplane
-
-    parser = argparse.ArgumentParser(
-        prog="projectgen controlplane", description="Run a local kube-apiserver + etcd until interrupted."
-    )
-    parser.add_argument("--crds", type=Path, default=REPO_ROOT / "crds", help="CRDs to install")
-    args = parser.parse_args(argv)
-    return controlplane.serve(args.crds if args.crds.is_dir() else None)
-
-
-def _demo(argv: list[str]) -> int:
-    from projectgen.devtools.demo import demo_command
-
-    return demo_command(argv)
-
-
 COMMANDS = {
     "run": (_run, "run the operator against the current kubeconfig / in-cluster config"),
     "render": (_render, "render a GeneratedProject YAML into a directory, without a cluster"),
     "archive": (_archive, "pack a rendered directory as zip / tar / tar.gz, deterministically"),
     "crds": (_crds, "write (or --check) the CRDs generated from the models"),
-    "controlplane": (
-        _controlplane,
-        "run a local kube-apiserver + etcd (built once from the Go module proxy)",
-    ),
-    "demo": (_demo, "local end-to-end demo: control plane, operator, samples (--keep: leave it running)"),
 }
 
 

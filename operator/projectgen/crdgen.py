@@ -134,6 +134,8 @@ def _crd(
 
 
 _READY = '.status.conditions[?(@.type=="Ready")].status'
+# The Ready condition says why in every phase (waiting, failed, done); errorMessage only on failure.
+_READY_MESSAGE = '.status.conditions[?(@.type=="Ready")].message'
 
 
 def generated_project_crd() -> dict[str, Any]:
@@ -153,7 +155,7 @@ def generated_project_crd() -> dict[str, Any]:
             {"name": "Size", "type": "integer", "jsonPath": ".status.totalSize", "description": "Bytes"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             {"name": "Output", "type": "string", "jsonPath": ".status.outputDirectory", "priority": 1},
-            {"name": "Message", "type": "string", "jsonPath": ".status.errorMessage", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": _READY_MESSAGE, "priority": 1},
         ],
     )
 
@@ -175,6 +177,7 @@ def repository_export_crd() -> dict[str, Any]:
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             {"name": "Archive", "type": "string", "jsonPath": ".status.archivePath", "priority": 1},
             {"name": "Repository", "type": "string", "jsonPath": ".status.repositoryUrl", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": _READY_MESSAGE, "priority": 1},
         ],
     )
 

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from projectgen.outbound.addresses import parse_networks
+
 PREFIX = "PROJECTGEN_"
 
 
@@ -92,6 +94,40 @@ class Settings:
         metadata={"env": "WEBHOOK_PORT", "doc": "Port of the admission webhook recording createdBy; 0: off."},
     )
 
+    policy_file: Path | None = field(
+        default_factory=lambda: Path(v) if (v := _env("POLICY_FILE", "")) else None,
+        metadata={
+            "env": "POLICY_FILE",
+            "doc": "The outbound policy (YAML, the ConfigMap projectgen-policy mounted); missing: the default.",
+        },
+    )
+    cluster_cidrs: tuple[str, ...] = field(
+        default_factory=lambda: tuple(n for n in re.split(r"[\s,]+", _env("CLUSTER_CIDRS", "")) if n),
+        metadata={
+            "env": "CLUSTER_CIDRS",
+            "doc": "The cluster's service and pod ranges (CIDRs, comma-separated): refused like private ranges.",
+        },
+    )
+    hosts_file: Path | None = field(
+        default_factory=lambda: Path(v) if (v := _env("HOSTS_FILE", "")) else None,
+        metadata={
+            "env": "HOSTS_FILE",
+            "doc": "A hosts file the outbound checks resolve names from first (tests, pinned names).",
+        },
+    )
+    template_max_bytes: int = field(
+        default_factory=lambda: int(_env("TEMPLATE_MAX_BYTES", str(512 << 20))),
+        metadata={"env": "TEMPLATE_MAX_BYTES", "doc": "Bytes one template clone + render may write."},
+    )
+    template_max_files: int = field(
+        default_factory=lambda: int(_env("TEMPLATE_MAX_FILES", "50000")),
+        metadata={"env": "TEMPLATE_MAX_FILES", "doc": "Files one template clone + render may write."},
+    )
+    forge_max_answer_bytes: int = field(
+        default_factory=lambda: int(_env("FORGE_MAX_ANSWER_BYTES", str(16 << 20))),
+        metadata={"env": "FORGE_MAX_ANSWER_BYTES", "doc": "Largest forge API answer read."},
+    )
+
     def __post_init__(self) -> None:
         if self.status_file_cap < 0 or self.status_file_cap > 5000:
             raise ValueError(
@@ -104,6 +140,10 @@ class Settings:
         for f in fields(self):
             if f.name.startswith("sandbox_") and getattr(self, f.name) < 1:
                 raise ValueError(f"{PREFIX}{f.metadata['env']} must be at least 1")
+        for name in ("template_max_bytes", "template_max_files", "forge_max_answer_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{PREFIX}{name.upper()} must be at least 1")
+        parse_networks(self.cluster_cidrs, f"{PREFIX}CLUSTER_CIDRS")
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +18,7 @@ import kubernetes.client
 import pytest
 from support import OperatorProcess
 
-from projectgen.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
+from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -50,7 +49,7 @@ def control_plane() -> Iterator[ControlPlane]:
     previous = os.environ.get("KUBECONFIG")
     with ControlPlane(bin_dir) as cp:
         if CRD_DIR.is_dir() and any(CRD_DIR.glob("*.yaml")):
-            cp.install_crds(CRD_DIR)
+            cp.install(CRD_DIR)
         os.environ["KUBECONFIG"] = str(cp.kubeconfig)
         try:
             yield cp
@@ -103,37 +102,10 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
-def admission_policies(control_plane: ControlPlane, kubectl: Kubectl) -> None:
-    """The createdBy admission policies of manifests/created-by, as a user installs them."""
-    kubectl("apply", "-k", str(REPO_ROOT / "manifests" / "created-by"))
-    # Admission policies take effect a moment after they are created: wait until both act.
-    probe = (
-        "apiVersion: projectgen.io/v1alpha1\nkind: GeneratedProject\nmetadata:\n  name: admission-probe\n"
-        "  namespace: default\n  annotations: {projectgen.io/created-by: forged}\n"
-        "spec: {projectRef: {name: probe}, sources: [{inline: {files: [{path: a, content: a}]}}]}\n"
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        made = kubectl("create", "--dry-run=server", "-o", "yaml", "-f", "-", input=probe, check=False)
-        if made.returncode == 0 and "projectgen.io/created-by: forged" not in made.stdout:
-            break
-        time.sleep(0.5)
-    kubectl("apply", "-f", "-", input=probe)
-    while time.monotonic() < deadline:
-        changed = kubectl(
-            "annotate",
-            "--dry-run=server",
-            "--overwrite",
-            "-n",
-            "default",
-            "generatedproject/admission-probe",
-            "projectgen.io/created-by=changed",
-            check=False,
-        )
-        if changed.returncode != 0:
-            return
-        time.sleep(0.5)
-    pytest.fail("the createdBy admission policies did not take effect within 60 s")
+def admission_policies(control_plane: ControlPlane) -> None:
+    """The createdBy admission policies of manifests/created-by, as a user installs them, with
+    both kinds admissible (the same readiness rule as the demo and `projectgen controlplane`)."""
+    control_plane.install(CRD_DIR, REPO_ROOT / "manifests" / "created-by")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
+LOOPBACK_POLICY = Path(__file__).with_name("loopback-policy.yaml")
+"""The outbound policy every test operator gets unless its env says otherwise: loopback allowed."""
 PROJECTS, EXPORTS = "generatedprojects", "repositoryexports"
 
 
@@ -67,6 +69,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "PROJECTGEN_DATA_DIR": str(self.data_dir),
+            "PROJECTGEN_POLICY_FILE": str(LOOPBACK_POLICY),
             **self.env,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from projectgen.controlplane import K8S_VERSION, ControlPlane
+from projectgen_dev.controlplane import K8S_VERSION, ControlPlane
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 

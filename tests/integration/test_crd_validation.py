@@ -75,7 +75,17 @@ def test_valid_samples_are_accepted_and_printed(kubectl: Callable[..., Any], nam
     assert out[0].split() == ["NAME", "PROJECT", "PHASE", "READY", "FILES", "SIZE", "AGE"]
     assert out[1].split()[:2] == ["demo", "billing"]
     out = kubectl("get", "-n", namespace, "rexp", "-o", "wide").stdout.splitlines()
-    assert out[0].split() == ["NAME", "PROJECT", "TYPE", "PHASE", "READY", "AGE", "ARCHIVE", "REPOSITORY"]
+    assert out[0].split() == [
+        "NAME",
+        "PROJECT",
+        "TYPE",
+        "PHASE",
+        "READY",
+        "AGE",
+        "ARCHIVE",
+        "REPOSITORY",
+        "MESSAGE",
+    ]
     assert {line.split()[0]: line.split()[2] for line in out[1:]} == {
         "demo-zip": "zip",
         "demo-tgz": "tar.gz",
@@ -98,6 +108,17 @@ BAD_OBJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("backslash", inline("a\\..\\b"), "separator"),
     ("empty-segment", inline("a//b"), "none empty"),
     ("nul", inline("a\u0000b"), "NUL"),
+    ("newline", inline("line\nbreak.txt"), "control characters"),
+    ("tab", inline("a\tb"), "control characters"),
+    ("del", inline("a\x7fb"), "control characters"),
+    ("escape", inline("\x1b[31mred"), "control characters"),
+    ("drive-letter", inline("C:/Windows/win.ini"), "drive letter"),
+    ("drive-relative", inline("c:x"), "drive letter"),
+    (
+        "bad-base64",
+        project(sources=[{"inline": {"files": [{"path": "logo.png", "contentBase64": "iVBORw0KGgo..."}]}}]),
+        "spec.sources[0].inline.files[0].contentBase64",
+    ),
     ("long-path", inline("a" * 1025), "spec.sources[0].inline.files[0].path"),
     ("no-sources", project(sources=[]), "spec.sources"),
     (
@@ -108,7 +129,7 @@ BAD_OBJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("no-kind", project(sources=[{}]), "exactly one of inline, configMap and template"),
     (
         "both-contents",
-        project(sources=[{"inline": {"files": [{"path": "a", "content": "", "contentBase64": ""}]}}]),
+        project(sources=[{"inline": {"files": [{"path": "a", "content": "", "contentBase64": "YQ=="}]}}]),
         "exactly one of content and contentBase64",
     ),
     (

@@ -1,16 +1,16 @@
-"""The README's second quick-start command works: `projectgen demo` (what `make demo` runs)."""
+"""The README's first quick-start command works: `python -m projectgen_dev demo` (what `make demo` runs)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from projectgen.controlplane import ControlPlane
+from projectgen_dev.controlplane import ControlPlane
 
 
 def test_demo_runs_end_to_end(control_plane: ControlPlane) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "projectgen", "demo", "--timeout=120"],
+        [sys.executable, "-m", "projectgen_dev", "demo", "--timeout=120"],
         capture_output=True,
         text=True,
         timeout=600,

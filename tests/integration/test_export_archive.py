@@ -152,6 +152,45 @@ def test_failed_project_fails_the_export(api_client: client.ApiClient, namespace
     assert condition(obj, "Stalled")["status"] == "True"
 
 
+def test_a_fixed_project_takes_its_failed_export_back_to_pending(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    configmap(api_client, namespace, "tpl", {"copier": "_tasks: ['true']\n"})
+    items = [{"key": "copier", "path": "copier.yml"}]
+    create(
+        api_client,
+        PROJECTS,
+        namespace,
+        project_body("broken", [{"template": {"configMap": {"name": "tpl", "items": items}}}]),
+    )
+    create(api_client, EXPORTS, namespace, export_body("e", "broken", "zip"))
+    obj = wait_phase(api_client, EXPORTS, namespace, "e", "Failed", timeout=60)
+    assert "GeneratedProject 'broken' failed" in obj["status"]["errorMessage"]
+    # The fix names a ConfigMap that does not exist yet: the project is at work again (Pending) ...
+    custom(api_client).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PROJECTS,
+        "broken",
+        {"spec": {"sources": [{"configMap": {"name": "files"}}]}},
+    )
+    obj = wait_phase(api_client, EXPORTS, namespace, "e", "Pending", timeout=30)
+    assert condition(obj, "Ready")["message"] == "waiting for GeneratedProject 'broken' to complete"
+    assert condition(obj, "Stalled")["status"] == "False"
+    assert "errorMessage" not in obj["status"]
+    assert (get(api_client, PROJECTS, namespace, "broken") or {})["status"]["phase"] in (
+        "Pending",
+        "Generating",
+    )
+    # ... and the export follows it once it completes.
+    configmap(api_client, namespace, "files", {"README.md": "# fixed\n"})
+    project = wait_phase(api_client, PROJECTS, namespace, "broken", "Completed", timeout=60)
+    status = wait_exported(api_client, namespace, "e", project)["status"]
+    with zipfile.ZipFile(status["archivePath"]) as z:
+        assert z.read("broken/README.md") == b"# fixed\n"
+
+
 def test_reexport_after_regeneration_and_delete(api_client: client.ApiClient, namespace: str) -> None:
     make_project(api_client, namespace)
     create(api_client, EXPORTS, namespace, export_body("e", "demo", "tar"))

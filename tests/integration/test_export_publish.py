@@ -30,7 +30,7 @@ from support import (
     wait_phase,
 )
 
-from projectgen.devtools.fakehosts import FakeGitHub, FakeGitLab
+from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 TOKEN = "ghp_IntegrationS3cret0123456789abcdef"

@@ -28,7 +28,7 @@ from support import (
     wait_phase,
 )
 
-from projectgen.devtools.gitserver import GitHTTPServer
+from projectgen_dev.gitserver import GitHTTPServer
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 GIT_ENV = {

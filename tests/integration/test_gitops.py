@@ -32,7 +32,7 @@ from support import (
     wait_phase,
 )
 
-from projectgen.devtools import kstatus
+from projectgen_dev import kstatus
 
 if TYPE_CHECKING:
     from conftest import Kubectl

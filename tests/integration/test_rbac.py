@@ -34,8 +34,8 @@ from support import (
     wait_phase,
 )
 
-from projectgen.controlplane import ControlPlane
-from projectgen.devtools.fakehosts import FakeGitHub
+from projectgen_dev.controlplane import ControlPlane
+from projectgen_dev.fakehosts import FakeGitHub
 
 if TYPE_CHECKING:
     from conftest import Kubectl
@@ -119,6 +119,7 @@ def test_every_manifest_is_accepted_by_the_api_server(api_client: client.ApiClie
             "CustomResourceDefinition",
             *RBAC_KINDS,
             "PersistentVolumeClaim",
+            "ConfigMap",
             "Deployment",
         }
     )
@@ -316,6 +317,7 @@ def test_role_grants_what_the_operator_calls(
         # cluster-wide (the Deployment's mode): kopf lists and watches across all namespaces
         assert allowed(api_client, verb, GP, PG, namespace=None)
         assert allowed(api_client, verb, RE, PG, namespace=None)
+    assert allowed(api_client, "get", "namespaces", namespace=None)  # labels, for the outbound policy
 
 
 def test_role_is_no_wider_than_needed(
@@ -329,3 +331,133 @@ def test_role_is_no_wider_than_needed(
     )
     assert not allowed(api_client, "create", "namespaces", namespace=None)
     assert not allowed(api_client, "delete", "namespaces", namespace=None)
+
+
+# --- the namespaced install ---------------------------------------------------------------------
+
+NAMESPACED = MANIFESTS / "overlays" / "namespaced"
+NAMESPACED_SA = f"{SERVICE_ACCOUNT}-namespaced"
+
+
+def test_namespaced_install_cannot_read_a_secret_outside_its_namespaces(
+    api_client: client.ApiClient, kubectl: Kubectl, namespace: str
+) -> None:
+    """The overlay's ServiceAccount, with a real token: a Secret in a served namespace is readable,
+    one in any other namespace is not (403), and SubjectAccessReviews agree."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(NAMESPACED)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    rbac = [d for d in docs if d["kind"] in (*RBAC_KINDS, "RoleBinding")]
+    served = [b["metadata"]["namespace"] for b in rbac if b["kind"] == "RoleBinding"]
+    for name in (SYSTEM_NAMESPACE, *served):
+        ensure_namespace(api_client, name)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+    core = client.CoreV1Api(api_client)
+    for name in (served[0], namespace):
+        try:
+            core.create_namespaced_secret(
+                name,
+                client.V1Secret(metadata=client.V1ObjectMeta(name="probe"), string_data={"token": "x"}),
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    user = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{NAMESPACED_SA}"
+
+    def may(verb: str, resource: str, ns: str | None) -> bool:
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user=user,
+                groups=GROUPS,
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=ns, verb=verb, group="", resource=resource, name="probe"
+                ),
+            )
+        )
+        return bool(client.AuthorizationV1Api(api_client).create_subject_access_review(review).status.allowed)
+
+    for ns in served:
+        assert may("get", "secrets", ns) and may("get", "configmaps", ns)
+    for ns in (namespace, SYSTEM_NAMESPACE, "default", "kube-system"):
+        assert not may("get", "secrets", ns), ns
+        assert not may("get", "configmaps", ns), ns
+    assert not may("get", "secrets", None)  # nothing cluster-wide
+
+    # Acting as the ServiceAccount: its own token, its own client.
+    answer = core.create_namespaced_service_account_token(
+        NAMESPACED_SA,
+        SYSTEM_NAMESPACE,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+        ),
+    )
+    config = client.Configuration()
+    config.host = api_client.configuration.host
+    config.ssl_ca_cert = api_client.configuration.ssl_ca_cert
+    config.verify_ssl = api_client.configuration.verify_ssl
+    config.api_key = {"authorization": f"Bearer {answer.status.token}"}
+    with client.ApiClient(config) as as_sa:
+        sa_core = client.CoreV1Api(as_sa)
+        assert sa_core.read_namespaced_secret("probe", served[0]).data["token"]
+        with pytest.raises(ApiException) as denied:
+            sa_core.read_namespaced_secret("probe", namespace)
+        assert denied.value.status == 403
+
+
+def test_namespaced_install_serves_a_namespace_given_a_rolebinding(
+    control_plane: ControlPlane,
+    api_client: client.ApiClient,
+    kubectl: Kubectl,
+    solo_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """As an admin widens the overlay: one more RoleBinding, one more namespace in the list; the
+    operator, with the overlay's ServiceAccount token, reads a ConfigMap there without a 403."""
+    ns = solo_namespace
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(NAMESPACED)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    binding["metadata"]["namespace"] = ns
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+    for name in (SYSTEM_NAMESPACE, *(d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding")):
+        ensure_namespace(api_client, name)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*rbac, binding]))
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(
+        ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="files"), data={"main": "print(1)\n"})
+    )
+    answer = core.create_namespaced_service_account_token(
+        NAMESPACED_SA,
+        SYSTEM_NAMESPACE,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        ),
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    cluster: dict[str, Any] = {"server": control_plane.url}
+    if control_plane.ca_file is not None:
+        cluster["certificate-authority"] = str(control_plane.ca_file)
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": cluster}],
+                "users": [{"name": "sa", "user": {"token": answer.status.token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    operator = OperatorProcess(kubeconfig, tmp_path / "data", tmp_path / "operator.log", namespaces=(ns,))
+    with operator:
+        source = {"configMap": {"name": "files", "items": [{"key": "main", "path": "main.py"}]}}
+        create(api_client, PROJECTS, ns, project_body("p", [source]))
+        project = wait_phase(api_client, PROJECTS, ns, "p", "Completed", "Failed", timeout=90)
+        assert project["status"]["phase"] == "Completed", project["status"]
+        wait_event(api_client, ns, "p", lambda e: e.reason == "Completed")
+    denied = [line for line in operator.logs().splitlines() if DENIED.search(line)]
+    assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])

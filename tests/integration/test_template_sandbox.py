@@ -13,7 +13,7 @@ import pytest
 from support import PROJECTS, OperatorProcess, create, project_body, wait_event, wait_for, wait_phase
 from test_generatedproject import git_server, publish_template
 
-from projectgen.devtools.gitserver import GitHTTPServer
+from projectgen_dev.gitserver import GitHTTPServer
 
 __all__ = ["git_server"]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from projectgen.devtools.fakehosts import FakeGitHub, FakeGitLab
 from projectgen.export.publish import PublishError, PublishRequest, PublishResult, PublishSettings, publish
 from projectgen.generation.manifest import Manifest, ProjectFile
+from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
 
 TOKEN = "tok_S3cretValue-0123456789abcdef"
 SECRETS = (

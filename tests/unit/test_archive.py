@@ -19,8 +19,11 @@ from pathlib import Path
 import pytest
 
 import projectgen.export.archive as archive
+import projectgen.export.archive.io as archive_io
+import projectgen.export.archive.tar as archive_tar
+import projectgen.export.archive.zip as archive_zip
 from projectgen.export.archive import (
-    FORMATS,
+    ARCHIVE_TYPES,
     ArchiveError,
     ArchiveMember,
     write_archive,
@@ -120,7 +123,7 @@ def entries(path: Path, fmt: str) -> list[tuple[str, int, int, bytes | None]]:
 # --- formats open cleanly and hold exactly the members ----------------------------------------
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_archive_extracts_to_exactly_the_members(tmp_path: Path, tree, fmt: str) -> None:
     root, members = tree
     (root / "not-in-manifest.txt").write_text("stray\n")
@@ -158,7 +161,7 @@ def test_archive_extracts_to_exactly_the_members(tmp_path: Path, tree, fmt: str)
     assert extracted(out) == expected
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_entries_are_safe_sorted_and_normalised(tmp_path: Path, tree, fmt: str) -> None:
     root, members = tree
     target = tmp_path / f"a.{EXT[fmt]}"
@@ -184,7 +187,7 @@ def test_entries_are_safe_sorted_and_normalised(tmp_path: Path, tree, fmt: str) 
         assert names.index(parent) < names.index(name)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_same_input_gives_the_same_bytes(tmp_path: Path, tree, fmt: str, monkeypatch) -> None:
     root, members = tree
     monkeypatch.setattr(archive, "_threads", lambda: 1)
@@ -195,7 +198,7 @@ def test_same_input_gives_the_same_bytes(tmp_path: Path, tree, fmt: str, monkeyp
     assert (tmp_path / f"1.{EXT[fmt]}").read_bytes() == (tmp_path / f"2.{EXT[fmt]}").read_bytes()
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_source_date_epoch_changes_only_timestamps(tmp_path: Path, tree, fmt: str, monkeypatch) -> None:
     root, members = tree
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1600000000")
@@ -227,7 +230,7 @@ def assert_nothing_left(target: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == []
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_symlink_in_place_of_a_member_is_refused(tmp_path: Path, tree, fmt: str) -> None:
     root, members = tree
     secret = tmp_path / "secret.txt"
@@ -241,7 +244,7 @@ def test_symlink_in_place_of_a_member_is_refused(tmp_path: Path, tree, fmt: str)
     assert_nothing_left(target)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_symlinked_parent_directory_is_refused(tmp_path: Path, tree, fmt: str) -> None:
     root, members = tree
     outside = tmp_path / "outside"
@@ -264,7 +267,7 @@ def test_symlinked_parent_directory_is_refused(tmp_path: Path, tree, fmt: str) -
         ("big", r"file src/pkg/big\.txt changed since generation \(sha256 mismatch\)"),
     ],
 )
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_file_changed_after_the_manifest_fails(
     tmp_path: Path, tree, fmt: str, change: str, message: str
 ) -> None:
@@ -289,7 +292,7 @@ def test_file_changed_after_the_manifest_fails(
     assert_nothing_left(target)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ARCHIVE_TYPES)
 def test_disk_full_fails_cleanly(tmp_path: Path, tree, fmt: str, monkeypatch) -> None:
     root, members = tree
     written = 0
@@ -301,7 +304,7 @@ def test_disk_full_fails_cleanly(tmp_path: Path, tree, fmt: str, monkeypatch) ->
             raise OSError(errno.ENOSPC, "No space left on device")
         os.write(fd, data)
 
-    monkeypatch.setattr(archive, "_write_all", write_all)
+    monkeypatch.setattr(archive_io, "_write_all", write_all)
     threads = threading.active_count()
     target = tmp_path / "out" / f"a.{EXT[fmt]}"
     with pytest.raises(OSError, match="No space left"):
@@ -405,8 +408,8 @@ def test_zip64_records_open_everywhere(tmp_path: Path, tree, monkeypatch) -> Non
     """Zip64 is what files of 2 GiB and more, and archives of 65,536 entries, need: forced small here."""
     need("unzip")
     root, members = tree
-    monkeypatch.setattr(archive, "_ZIP64_LIMIT", 1000)
-    monkeypatch.setattr(archive, "_ZIP_COUNT_LIMIT", 5)
+    monkeypatch.setattr(archive_zip, "_ZIP64_LIMIT", 1000)
+    monkeypatch.setattr(archive_zip, "_ZIP_COUNT_LIMIT", 5)
     result = write_archive(root, members, "zip", tmp_path / "a.zip", prefix="demo")
     data = result.path.read_bytes()
     assert b"PK\x06\x06" in data and b"PK\x06\x07" in data
@@ -428,7 +431,7 @@ def test_tar_headers_match_tarfile_and_long_paths_use_pax_only_when_needed(tmp_p
         name = info.name.rstrip("/") + ("/" if info.isdir() else "")
         raw_name = name.encode()
         fits_ustar = raw_name.isascii() and (
-            len(raw_name) <= 100 or archive._ustar_split(raw_name) is not None
+            len(raw_name) <= 100 or archive_tar._ustar_split(raw_name) is not None
         )
         assert (info.name.rstrip("/") in pax) == (not fits_ustar), name
     assert f"demo/{LONG_DIR}/a-file-with-a-long-name-{'n' * 60}.txt" in pax  # over 255 bytes
@@ -449,7 +452,7 @@ def test_tar_headers_match_tarfile_and_long_paths_use_pax_only_when_needed(tmp_p
 
 def test_empty_member_list_gives_just_the_top_folder(tmp_path: Path) -> None:
     (tmp_path / "tree").mkdir()
-    for fmt in FORMATS:
+    for fmt in ARCHIVE_TYPES:
         result = write_archive(tmp_path / "tree", [], fmt, tmp_path / f"e.{EXT[fmt]}", prefix="demo")
         assert result.entries == 1
         assert [n for n, *_ in entries(result.path, fmt)] == ["demo/"]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import os
@@ -265,6 +266,23 @@ def test_dockerignore_sends_only_what_the_build_needs() -> None:
     assert any(f.startswith("operator/projectgen/") for f in files)
     outside = sorted({f.split("/")[0] for f in files} - {"pyproject.toml", "README.md", "operator"})
     assert not outside, f"in the build context but unused: {outside}"
+    packages = sorted({f.split("/")[1] for f in files if f.startswith("operator/") and f.count("/") > 1})
+    assert packages == ["projectgen"], f"the image would install more than the operator: {packages}"
+
+
+def test_the_operator_does_not_need_the_dev_tools() -> None:
+    """The image has no projectgen_dev: no module of the operator may import it."""
+    importers = []
+    for path in sorted((REPO_ROOT / "operator" / "projectgen").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] == "projectgen_dev" for n in names):
+                importers.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert not importers, importers
 
 
 # --- what the Dockerfile does, replayed ---------------------------------------------------------
@@ -331,6 +349,10 @@ def test_the_image_build_replayed(installed: Path, image_root: Path) -> None:
     usage = run([projectgen, "--help"]).stdout
     for command in ("run", "render", "archive", "crds"):
         assert f"  {command} " in usage
+    for command in ("demo", "controlplane"):  # development commands: not in the image
+        assert f"  {command} " not in usage
+    site = run([str(installed / "python"), "-c", "import projectgen, sys; print(projectgen.__file__)"]).stdout
+    assert not list(Path(site).parents[1].glob("projectgen_dev*")), "the dev tools were installed"
     assert "--namespace" in run([projectgen, "run", "--help"]).stdout
     # the models in the wheel generate exactly the checked-in CRDs
     assert "up to date" in run([projectgen, "crds", "--check", "-o", str(REPO_ROOT / "crds")]).stdout

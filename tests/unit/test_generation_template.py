@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
-from projectgen.devtools.gitserver import GitHTTPServer
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.render import ConfigMapData, RenderResult, render_project
+from projectgen_dev.gitserver import GitHTTPServer
 
 GIT_ENV = {
     **os.environ,

@@ -42,7 +42,7 @@ EXPECTED_RULES = [
         "resources": ["customresourcedefinitions"],
         "verbs": ["list", "watch"],
     },
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
 ]
 
 
@@ -76,11 +76,12 @@ def test_kustomize_builds_the_whole_install(built: list[dict[str, Any]]) -> None
             ("ClusterRole", "projectgen"),
             ("ClusterRoleBinding", "projectgen"),
             ("PersistentVolumeClaim", "projectgen-data"),
+            ("ConfigMap", "projectgen-policy"),
             ("Deployment", "projectgen"),
         ]
     )
     for doc in built:
-        if doc["kind"] in ("ServiceAccount", "PersistentVolumeClaim", "Deployment"):
+        if doc["kind"] in ("ServiceAccount", "PersistentVolumeClaim", "Deployment", "ConfigMap"):
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "projectgen"
 
@@ -137,12 +138,17 @@ def test_deployment(built: list[dict[str, Any]]) -> None:
 
 
 def test_deployment_volumes(built: list[dict[str, Any]]) -> None:
-    """Only two places are written: the data volume (the PVC) and /tmp (an emptyDir)."""
+    """Only two places are written: the data volume (the PVC) and /tmp (an emptyDir); the outbound
+    policy is mounted read-only from its ConfigMap, optional (no ConfigMap: the default policy)."""
     deployment = one(built, "Deployment")
     pvc = one(built, "PersistentVolumeClaim")
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
-    assert set(mounts) == {DATA_DIR, "/tmp"}
+    assert set(mounts) == {DATA_DIR, "/tmp", "/etc/projectgen/policy"}
+    policy = volumes[mounts["/etc/projectgen/policy"]]["configMap"]
+    assert policy == {"name": one(built, "ConfigMap")["metadata"]["name"], "optional": True}
+    env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+    assert env["PROJECTGEN_POLICY_FILE"] == "/etc/projectgen/policy/policy.yaml"
     assert volumes[mounts[DATA_DIR]]["persistentVolumeClaim"] == {"claimName": pvc["metadata"]["name"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
@@ -279,3 +285,31 @@ def test_sharded_overlay_runs_disjoint_shards_on_one_rbac() -> None:
     }
     claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
     assert claims == {"projectgen-data-shard-a", "projectgen-data-shard-b"}
+
+
+def test_namespaced_overlay_grants_configmaps_and_secrets_only_in_its_namespaces() -> None:
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS / "overlays" / "namespaced")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
+    for name in bound:  # what is bound cluster-wide reads no ConfigMap or Secret
+        assert not any({"configmaps", "secrets"} & set(r["resources"]) for r in roles[name]["rules"])
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    served = env["PROJECTGEN_NAMESPACES"].split()
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(served)
+    sa = next(d for d in docs if d["kind"] == "ServiceAccount")
+    for b in bindings:
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+        ]
+        assert roles[b["roleRef"]["name"]]["rules"] == [
+            {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]}
+        ]

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from projectgen.devtools.fakehosts import FakeGitHub
 from projectgen.export.publish import REFUSED_401, publish
+from projectgen_dev.fakehosts import FakeGitHub
 
 if TYPE_CHECKING:
     from conftest import HostEnv, Project

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from test_generation_template import GIT_ENV, git, publish, server, template, work
 
-from projectgen.devtools.gitserver import GitHTTPServer
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.render import RenderResult, TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits, RenderCancelled, runner
+from projectgen_dev.gitserver import GitHTTPServer
 
 __all__ = ["server", "work"]  # module fixtures shared with test_generation_template
 

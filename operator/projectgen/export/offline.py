@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from projectgen.export.archive import (
+    ARCHIVE_TYPES,
     DEFAULT_LEVEL,
-    FORMATS,
     ArchiveError,
     ArchiveMember,
     validate_prefix,
@@ -79,7 +79,7 @@ def archive_command(argv: list[str]) -> int:
         prog="projectgen archive",
         description="Pack DIR into a deterministic zip, tar or tar.gz, as the operator does for an export.",
     )
-    parser.add_argument("--format", required=True, choices=FORMATS, help="archive format")
+    parser.add_argument("--format", required=True, choices=ARCHIVE_TYPES, help="archive format")
     parser.add_argument(
         "--manifest",
         type=Path,

@@ -1,10 +1,15 @@
 """`projectgen render`: render a GeneratedProject on a workstation, without a cluster.
 
     projectgen render -f generatedproject.yaml -o DIR [--manifest FILE] [--configmap FILE ...]
+                      [--policy FILE [--namespace NS] [--namespace-label K=V ...]]
 
 The same code as the operator renders the same files; ConfigMaps come from files instead
 of the namespace. Nothing is written outside DIR (and FILE): the render happens in a hidden
 directory inside DIR whose entries are moved up when it succeeded.
+
+It runs with its caller's own network identity, so no outbound policy applies unless one is
+given: `--policy FILE` (the operator's policy.yaml) checks template URLs as the operator would
+for the namespace (`--namespace`, default the resource's; `--namespace-label` for selectors).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import KIND, GeneratedProject, GeneratedProjectSpec
+from projectgen.api.validation import field_errors
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.render import ConfigMapData, TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits
@@ -56,20 +63,35 @@ def render_command(argv: list[str]) -> int:
         metavar="FILE",
         help="ConfigMap YAML the spec refers to (repeatable; multi-doc allowed)",
     )
+    parser.add_argument(
+        "--policy", type=Path, metavar="FILE", help="apply this outbound policy (the operator's policy.yaml)"
+    )
+    parser.add_argument("--namespace", help="namespace the policy is applied for (default: the resource's)")
+    parser.add_argument(
+        "--namespace-label",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a label of that namespace, for the policy's namespaceSelectors (repeatable)",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
 
+    guard: outbound.Guard | None = None
     try:
+        if args.policy is not None:
+            labels = dict(label.partition("=")[::2] for label in args.namespace_label)
+            namespace = args.namespace or _namespace_of(args.file)
+            guard = outbound.Guard(
+                outbound.load_policy(args.policy), namespace, labels, origin=f"the policy {args.policy}"
+            )
         spec, configmaps, created_at = _load_spec(args.file)
         for path in args.configmap:
             configmaps.update(_load_configmaps(path))
         _check_configmaps_given(spec, configmaps)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except GenerationError as exc:
+    except (InputError, GenerationError, outbound.PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -94,7 +116,12 @@ def render_command(argv: list[str]) -> int:
             clock=generation_clock(created_at, os.environ.get("SOURCE_DATE_EPOCH")),
         )
         result = render_project(
-            spec, staging / "tree", configmaps=configmaps.get, workdir=staging, templates=templates
+            spec,
+            staging / "tree",
+            configmaps=configmaps.get,
+            workdir=staging,
+            templates=templates,
+            guard=guard,
         )
         for entry in sorted(os.listdir(staging / "tree")):
             os.rename(staging / "tree" / entry, out / entry)
@@ -152,6 +179,15 @@ def _documents(path: Path) -> Iterator[dict[str, Any]]:
             yield doc
 
 
+def _namespace_of(path: Path) -> str:
+    for doc in _documents(path):
+        if doc.get("kind") in (KIND, None):
+            metadata = doc.get("metadata")
+            namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+            return namespace if isinstance(namespace, str) else "default"
+    return "default"
+
+
 def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapData], str | None]:
     """The one GeneratedProject of the file (ConfigMaps in the same file are used too), and its
     metadata.creationTimestamp if it has one."""
@@ -169,9 +205,7 @@ def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapDat
     try:
         spec = GeneratedProject.model_validate(found[0]).spec
     except ValidationError as exc:
-        lines = [
-            f"{'.'.join(str(p) for p in err['loc']) or '(object)'}: {err['msg']}" for err in exc.errors()
-        ]
+        lines = field_errors(exc, root="")
         raise InputError(f"{path}: invalid {KIND}:\n  " + "\n  ".join(lines)) from exc
     metadata = found[0].get("metadata")
     created = metadata.get("creationTimestamp") if isinstance(metadata, dict) else None

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import PREVIEW_CHARS, Manifest
@@ -34,6 +35,7 @@ def render_project(
     max_preview: int = PREVIEW_CHARS,
     workdir: Path | None = None,
     templates: TemplateOptions | None = None,
+    guard: outbound.Guard | None = None,
 ) -> RenderResult:
     """Apply the sources of `spec` in order into `dest`, a later source overriding a file of an
     earlier one at the same path, and return the manifest of what is there.
@@ -48,6 +50,7 @@ def render_project(
     template repository. Anything else is a bug or the environment (disk full).
 
     `templates` sets the sandbox limits, the clock templates see and cancellation.
+    `guard` applies the outbound policy to template URLs (None: no policy, as offline).
     """
     dest = Path(os.path.abspath(dest))
     dest.mkdir(parents=True, exist_ok=True)
@@ -67,7 +70,7 @@ def render_project(
             apply_configmap(writer, source.config_map, f"{where}.configMap", loaded)
         elif source.template is not None and source.inline is None and source.config_map is None:
             warnings += apply_template(
-                writer, source.template, f"{where}.template", loaded, workdir, templates
+                writer, source.template, f"{where}.template", loaded, workdir, guard, templates
             )
         else:
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")

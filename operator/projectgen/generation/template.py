@@ -3,7 +3,10 @@
 - The parent (this module) fetches the template before the child starts: a git clone with its
   submodules (`fetch_git`, the one place a template is cloned), or the ConfigMap's files. git
   runs with no user or system configuration, no credential prompts, only http(s) transports
-  (submodules included) and a low-speed abort. Then every VCS metadata entry (`.git`, at any
+  (submodules included) and a low-speed abort. With a guard (the operator always passes one),
+  the URL passes the outbound policy first and git is pinned to the checked addresses, follows
+  no redirect, fetches submodules only from the template's own origin, and is stopped past the
+  clone's size cap (`projectgen.outbound`). Then every VCS metadata entry (`.git`, at any
   depth) is removed from the checkout, so no `_exclude` can let one into a project.
 - The child (`sandbox/`, `templaterender.py`) renders as `copier copy --trust --skip-tasks`
   does, confined by Landlock, seccomp and rlimits, with a clock fixed per generation.
@@ -18,6 +21,7 @@ different resources run in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import json
@@ -28,7 +32,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import dunamai
 from packaging.version import InvalidVersion, Version
 
+from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import TemplateSource
 from projectgen.generation import sandbox
 from projectgen.generation.errors import GenerationError, SourceUnavailable
@@ -125,9 +130,11 @@ def apply_template(
     where: str,
     configmaps: ConfigMaps,
     workdir: Path,
+    guard: outbound.Guard | None = None,
     options: TemplateOptions | None = None,
 ) -> list[str]:
-    """Render `source` and take its files into `writer`. Returns warnings (skipped tasks, if any)."""
+    """Render `source` and take its files into `writer`. Returns warnings (skipped tasks, if any).
+    With a `guard`, the URL is checked and pinned and the clone capped (projectgen.outbound)."""
     options = options or TemplateOptions()
     if (source.url is None) == (source.config_map is None):
         raise GenerationError(f"{where}: set exactly one of url and configMap")
@@ -161,7 +168,8 @@ def apply_template(
             url = source.url or ""
             src = url if url.endswith(".git") else f"git+{url}"
             checkout = Path(tmp, "template")
-            revision = fetch_git(url, source.ref, checkout, where, Path(tmp), options.git_env)
+            with _outbound(guard, url, Path(tmp), where) as env:
+                revision = fetch_git(url, source.ref, checkout, where, Path(tmp), {**options.git_env, **env})
         strip_vcs_metadata(checkout)
         check_checkout(checkout, where)
         box = Path(tmp, "box")
@@ -213,6 +221,23 @@ def _limits(operator: sandbox.Limits, source: TemplateSource) -> sandbox.Limits:
         output_bytes=asked.output_mib * mib if asked.output_mib else None,
         output_files=asked.output_files,
     )
+
+
+@contextlib.contextmanager
+def _outbound(guard: outbound.Guard | None, url: str, scratch: Path, where: str) -> Iterator[dict[str, str]]:
+    """The git environment that pins `url` (Refused: GenerationError), and the clone's size cap."""
+    if guard is None:
+        yield {}
+        return
+    try:
+        env = outbound.config_env(outbound.git_config(guard, "template", url, submodules=True))
+        limits = guard.limits
+        with outbound.watch_size(
+            scratch, limits.template_max_bytes, limits.template_max_files, "the template repository"
+        ) as watch:
+            yield {**env, **watch.env}
+    except (outbound.Refused, outbound.CapExceeded) as exc:
+        raise GenerationError(f"{where}.url: {exc}") from None
 
 
 def fetch_git(
@@ -408,6 +433,16 @@ def _subdirectory(out: Path, subdirectory: str, where: str) -> Path:
 def _git_error(exc: _GitFailed, url: str, ref: str | None, where: str, scrub: str) -> GenerationError:
     shown = _redact(url)
     detail = _git_detail(exc, url, scrub)
+    if outbound.REFUSED_TRANSPORT in exc.stderr:
+        return GenerationError(
+            f"{where}: template repository {shown} has a submodule on another origin; only submodules on "
+            "the template's own scheme, host and port are fetched (rule submodules): move it there"
+        )
+    if "redirect" in exc.stderr.lower() or re.search(r"returned error: 30\d", exc.stderr):
+        return GenerationError(
+            f"{where}: template repository {shown} answered with a redirect; redirects are not followed "
+            "(rule redirects): use the URL it redirects to, if the policy allows it"
+        )
     if _GIT_AUTH.search(exc.stderr):
         anonymous = "" if "@" in urlsplit(url).netloc else "; templates are cloned anonymously"
         return GenerationError(
@@ -429,6 +464,11 @@ def _submodule_error(exc: _GitFailed, url: str, where: str, scrub: str) -> Gener
     found = _SUBMODULE_URL.search(exc.stderr)
     sub = _redact(found.group(1)) if found else "(unknown URL)"
     detail = _git_detail(exc, found.group(1) if found else url, scrub)
+    if outbound.REFUSED_TRANSPORT in exc.stderr:
+        return GenerationError(
+            f"{where}: template repository {_redact(url)} has a submodule on another origin ({sub}); only "
+            "submodules on the template's own scheme, host and port are fetched (rule submodules): move it there"
+        )
     if _GIT_NOT_FOUND.search(exc.stderr):
         return GenerationError(f"{where}: template submodule {sub} not found ({detail})")
     if _GIT_AUTH.search(exc.stderr):

@@ -19,6 +19,7 @@ from projectgen.generation import sandbox
 from projectgen.handlers import generatedproject, repositoryexport
 from projectgen.handlers.context import Context
 from projectgen.handlers.diffbase import CompactDiffBaseStorage
+from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, wake
 from projectgen.handlers.kube import Kube
 from projectgen.settings import Settings
 
@@ -75,8 +76,17 @@ def _ctx(memo: Any) -> Context:
 # GeneratedProject ----------------------------------------------------------------------------
 
 
+def changes_spec(diff: Any) -> bool:
+    """True when kopf's diff touches the spec: then the update handler runs in the same cycle."""
+    return any(tuple(item[1])[:1] == ("spec",) for item in diff or ())
+
+
 @kopf.on.resume(GROUP, VERSION, PROJECTS, labels=LABELS)
-def project_resumed(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+def project_resumed(
+    body: kopf.Body, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
+    if changes_spec(diff):  # a spec change interrupted by a restart: project_changed renders it once
+        return
     generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True)
 
 
@@ -92,10 +102,12 @@ def project_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, EXPORTS, labels=LABELS)
-def exports_by_project(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> Any:
+def exports_by_project(
+    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> Any:
     project = (spec.get("generatedProjectRef") or {}).get("name")
-    seen = (meta.get("annotations") or {}).get(repositoryexport.PROJECT_STATE_ANNOTATION)
-    return {(namespace, project): (name, seen)} if project else None
+    seen = (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION)
+    return {(namespace, project): (name, seen, status.get("phase"))} if project else None
 
 
 @kopf.on.event(GROUP, VERSION, PROJECTS, labels=LABELS)
@@ -106,17 +118,13 @@ async def project_event(
     if namespace is None or exports_by_project is None:
         return
     body = dict(event["object"])
-    signature = "deleted" if event["type"] == "DELETED" else repositoryexport.project_signature(body)
-    if signature is None:
-        return
+    signature = "deleted" if event["type"] == "DELETED" else project_signature(body)
     kube = Kube(namespace)
-    for export, seen in exports_by_project.get((namespace, name), []):
-        if seen != signature:
+    for export, seen, phase in exports_by_project.get((namespace, name), []):
+        state = wake(signature, seen, phase)
+        if state is not None:
             await asyncio.to_thread(
-                kube.patch_annotations,
-                EXPORTS,
-                export,
-                {repositoryexport.PROJECT_STATE_ANNOTATION: signature},
+                kube.patch_annotations, EXPORTS, export, {PROJECT_STATE_ANNOTATION: state}
             )
 
 
@@ -125,8 +133,10 @@ async def project_event(
 
 @kopf.on.resume(GROUP, VERSION, EXPORTS, labels=LABELS)
 def export_resumed(
-    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
+    if diff:  # a change interrupted by a restart: export_changed handles it in the same cycle
+        return
     repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger, resuming=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from projectgen.api.v1alpha1 import GeneratedProjectSpec
+from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
+from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import TemplateOptions, render_project
@@ -19,22 +21,13 @@ from projectgen.generation.sandbox import Limits, RenderCancelled
 from projectgen.generation.template import generation_clock
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
+from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
+from projectgen.storage import MANIFEST, TREE
 
 CREATED_BY_ANNOTATION = "projectgen.io/created-by"
-
-
-def validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
-    return "invalid spec: " + "; ".join(parts)
-
-
-def _retry_delay(retry: int) -> float:
-    return float(min(5 * 2**retry, 120))
+log = logging.getLogger(__name__)
 
 
 def is_current(body: kopf.Body | dict[str, Any]) -> bool:
@@ -43,11 +36,11 @@ def is_current(body: kopf.Body | dict[str, Any]) -> bool:
     generation = body["metadata"].get("generation")
     if status.get("observedGeneration") != generation:
         return False
-    if status.get("phase") == "Archived":
+    if status.get("phase") == GeneratedProjectPhase.ARCHIVED:
         return bool((body.get("spec") or {}).get("archived"))
-    if status.get("phase") != "Completed" or not status.get("outputDirectory"):
+    if status.get("phase") != GeneratedProjectPhase.COMPLETED or not status.get("outputDirectory"):
         return False
-    return (Path(status["outputDirectory"]) / "tree").is_dir()
+    return (Path(status["outputDirectory"]) / TREE).is_dir()
 
 
 def superseded(kube: Kube, name: str, uid: str, generation: int, every: float = 2.0) -> Callable[[], bool]:
@@ -103,7 +96,7 @@ def reconcile(
     if spec.archived:
         ctx.storage.remove_project(namespace, name, uid)
         write(
-            "Archived",
+            GeneratedProjectPhase.ARCHIVED,
             State.READY,
             "Archived",
             "files removed from the volume; set spec.archived to false to regenerate",
@@ -114,14 +107,25 @@ def reconcile(
         kopf.info(body, reason="Archived", message="project archived: files removed from the volume")
         return
 
-    if status.get("phase") != "Generating" or status.get("observedGeneration") != generation:
-        write("Generating", State.WORKING, "Generating", f"rendering {len(spec.sources)} source(s)")
+    # A retry of this generation (still waiting, or resumed mid-render) says nothing new.
+    if (
+        status.get("phase") not in (GeneratedProjectPhase.GENERATING, GeneratedProjectPhase.PENDING)
+        or status.get("observedGeneration") != generation
+    ):
+        write(
+            GeneratedProjectPhase.GENERATING,
+            State.WORKING,
+            "Generating",
+            f"rendering {len(spec.sources)} source(s)",
+        )
         kopf.info(body, reason="Generating", message=f"generation {generation} started")
+    log.info("rendering %s/%s generation %d (attempt %d)", namespace, name, generation, retry + 1)
 
     try:
         with ctx.storage.staging("gen") as staging:
-            tree = staging / "tree"
+            tree = staging / TREE
             tree.mkdir()
+            guard = ctx.outbound.guard(namespace, kube.namespace_labels)
             templates = TemplateOptions(
                 limits=Limits.from_settings(ctx.settings),
                 clock=generation_clock(meta.get("creationTimestamp")),
@@ -129,23 +133,23 @@ def reconcile(
                 should_stop=superseded(kube, name, uid, generation),
             )
             result = render_project(
-                spec, tree, configmaps=kube.configmap, workdir=staging, templates=templates
+                spec, tree, configmaps=kube.configmap, workdir=staging, templates=templates, guard=guard
             )
             manifest: Manifest = result.manifest
-            manifest.dump(staging / "manifest.json")
+            manifest.dump(staging / MANIFEST)
             output = ctx.storage.publish_project(staging, namespace, name, uid, manifest.content_hash)
     except RenderCancelled as exc:
         logger.info(exc.message)
         return
     except SourceUnavailable as exc:
-        write("Pending", State.WAITING, "SourceUnavailable", exc.message)
-        raise kopf.TemporaryError(exc.message, delay=_retry_delay(retry)) from None
+        _wait(write, body, "SourceUnavailable", exc.message)
+        raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
     except GenerationError as exc:
         write.fail("GenerationFailed", exc.message)
         return
     except (ApiUnavailable, Forbidden) as exc:
-        write("Pending", State.WAITING, "ApiUnavailable", str(exc))
-        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+        _wait(write, body, "ApiUnavailable", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
 
     for warning in result.warnings:
         kopf.warn(body, reason="Warning", message=warning)
@@ -156,7 +160,7 @@ def reconcile(
     if skipped:
         message += "; " + "; ".join(skipped)
     write(
-        "Completed",
+        GeneratedProjectPhase.COMPLETED,
         State.READY,
         "Completed",
         message,
@@ -169,6 +173,18 @@ def reconcile(
         completedAt=now(),
     )
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
+
+
+def _wait(write: StatusWriter, body: kopf.Body, reason: str, message: str) -> None:
+    """Phase Pending, and one Event per distinct reason to wait (not one per retry)."""
+    before = write.status.get("phase"), _ready_message(write.status)
+    write(GeneratedProjectPhase.PENDING, State.WAITING, reason, message)
+    if before != (GeneratedProjectPhase.PENDING, _ready_message(write.status)):
+        kopf.info(body, reason="Waiting", message=message)
+
+
+def _ready_message(status: dict[str, Any]) -> str | None:
+    return next((c.get("message") for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
 
 
 def delete(ctx: Context, body: kopf.Body) -> None:

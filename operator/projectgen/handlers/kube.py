@@ -129,6 +129,17 @@ class Kube:
             binary_data={k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()},
         )
 
+    def namespace_labels(self) -> dict[str, str]:
+        """The labels of this namespace (the outbound policy's namespaceSelectors match them)."""
+        api = kubernetes.client.CoreV1Api(api_client())
+        try:
+            ns = api.read_namespace(self.namespace)
+        except ApiException as exc:
+            raise _translate(exc, f"namespace {self.namespace!r}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(exc, f"reading namespace {self.namespace!r}") from None
+        return dict((ns.metadata.labels if ns.metadata else None) or {})
+
     def secret_value(self, name: str, key: str) -> str | None:
         """The value of one key, or None when the Secret or the key does not exist.
 

@@ -1,74 +1,57 @@
-"""Reconcile one RepositoryExport: wait for its project, then archive or publish its tree."""
+"""Reconcile one RepositoryExport: read its project, let `decide` say what to do, then do it.
+
+The decision is `exportdecision.decide` (pure, tested without a cluster); this module reads what it
+needs from the API server and the volume, and carries the decision out: a status patch, an Event,
+an archive written or a repository pushed.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from projectgen.api.v1alpha1 import RepositoryExportSpec
-from projectgen.api.v1alpha1.generatedproject import KIND as PROJECT_KIND
+from projectgen import outbound
+from projectgen.api.v1alpha1 import RepositoryExportPhase, RepositoryExportSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
-from projectgen.api.v1alpha1.repositoryexport import PLURAL
+from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL
+from projectgen.api.validation import validation_message
 from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
-from projectgen.export.publish import PublishError, PublishRequest, PublishSettings, publish
+from projectgen.export.publish import DEFAULT_AUTHOR, PublishError, PublishRequest, PublishSettings, publish
 from projectgen.generation.manifest import Manifest
 from projectgen.handlers.context import Context
-from projectgen.handlers.generatedproject import validation_message
+from projectgen.handlers.exportdecision import (
+    PROJECT_STATE_ANNOTATION,
+    UNSETTLED,
+    Action,
+    decide,
+    owner_metadata,
+)
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
+from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
-from projectgen.storage import Storage
-
-PROJECT_LABEL = "projectgen.io/generated-project"
-# Not under `projectgen.io/`: kopf leaves its own prefix out of the diff, and this must trigger an update.
-PROJECT_STATE_ANNOTATION = "project.projectgen.io/state"
-UNSETTLED = "unsettled"
-EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
-DEFAULT_AUTHOR = ("projectgen", "projectgen@users.noreply.local")
+from projectgen.storage import MANIFEST, TREE, Storage
 
 
-def _retry_delay(retry: int, at_least: float | None = None) -> float:
-    return max(float(min(5 * 2**retry, 300)), at_least or 0.0)
+@dataclass(frozen=True)
+class Job:
+    """One export to carry out: what `_archive` and `_publish` need, in one value."""
 
-
-def owner_metadata(body: kopf.Body, project: dict[str, Any]) -> dict[str, Any] | None:
-    """The metadata patch that makes the project own the export and labels it; None when already so."""
-    pmeta = project["metadata"]
-    ref = {
-        "apiVersion": project.get("apiVersion", "projectgen.io/v1alpha1"),
-        "kind": PROJECT_KIND,
-        "name": pmeta["name"],
-        "uid": pmeta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": False,
-    }
-    meta = body["metadata"]
-    refs = [r for r in meta.get("ownerReferences") or [] if r.get("kind") != PROJECT_KIND]
-    labels = meta.get("labels") or {}
-    if (
-        any(r.get("uid") == pmeta["uid"] for r in meta.get("ownerReferences") or [])
-        and labels.get(PROJECT_LABEL) == pmeta["name"]
-    ):
-        return None
-    return {"ownerReferences": [*refs, ref], "labels": {PROJECT_LABEL: pmeta["name"]}}
-
-
-SETTLED = ("Completed", "Failed", "Archived")
-
-
-def project_signature(project: dict[str, Any]) -> str | None:
-    """What an export depends on, once the project has settled; None while it is still at work.
-
-    Exports are only woken for settled states: one wake-up per generation, not one per transition."""
-    status = project.get("status") or {}
-    if status.get("phase") not in SETTLED or status.get("observedGeneration") != project["metadata"].get(
-        "generation"
-    ):
-        return None
-    return f"{project['metadata'].get('uid', '')}/{status.get('phase', '')}/{status.get('contentHash', '')}"
+    body: kopf.Body
+    spec: RepositoryExportSpec
+    project_name: str
+    content_hash: str
+    """The project's contentHash this export is of (exportedContentHash once done)."""
+    tree: Path
+    manifest: Manifest
+    kube: Kube
+    write: StatusWriter
+    storage: Storage
+    outbound: outbound.PolicySource
+    retry: int
 
 
 def reconcile(
@@ -81,7 +64,6 @@ def reconcile(
     resuming: bool = False,
 ) -> None:
     meta = body["metadata"]
-    generation = int(meta.get("generation") or 1)
     status = dict(body.get("status") or {})
     kube = Kube(meta["namespace"])
     write = StatusWriter(body, PLURAL)
@@ -89,73 +71,53 @@ def reconcile(
     try:
         spec = RepositoryExportSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        message = validation_message(exc)
-        write.fail("InvalidSpec", message)
+        write.fail("InvalidSpec", validation_message(exc))
         return
 
     project_name = spec.generated_project_ref.name
     try:
         project = kube.get_object(PROJECT_PLURAL, project_name)
     except (ApiUnavailable, Forbidden) as exc:
-        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
-    if project is None:
-        write(
-            "Pending",
-            State.WAITING,
-            "WaitingForProject",
-            f"waiting for GeneratedProject {project_name!r} to be created",
-        )
-        return
-    owner = owner_metadata(body, project)
-    if owner:
-        patch.metadata.update(owner)
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
+    if project is not None:
+        owner = owner_metadata(body, project)
+        if owner:
+            patch.metadata.update(owner)
+    decision = decide(
+        spec,
+        project,
+        status,
+        generation=write.generation,
+        archive_on_disk=Path(status.get("archivePath") or "/nonexistent").is_file(),
+    )
 
-    pstatus = project.get("status") or {}
-    pphase = pstatus.get("phase")
-    if pphase == "Failed":
-        reason = pstatus.get("errorMessage") or "no message"
-        write.fail("ProjectFailed", f"GeneratedProject {project_name!r} failed: {reason}", event=False)
-        return
-    if pphase == "Archived":
-        message = f"GeneratedProject {project_name!r} is archived: its files are gone; set its spec.archived to false"
-        write.fail("ProjectArchived", message, event=False)
-        return
-    project_generation = project["metadata"].get("generation")
-    if pphase != "Completed" or pstatus.get("observedGeneration") != project_generation:
-        write(
-            "Pending",
-            State.WAITING,
-            "WaitingForProject",
-            f"waiting for GeneratedProject {project_name!r} to complete",
-        )
+    if decision.action is Action.WAIT:
+        write(RepositoryExportPhase.PENDING, State.WAITING, decision.reason, decision.message)
         # The wake-up comes when the project settles in a state other than the one recorded here; a
         # render that ends where it started (same contentHash) would wake no one: forget that state.
-        if (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION) not in (None, UNSETTLED):
+        if decision.project_at_work and (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION) not in (
+            None,
+            UNSETTLED,
+        ):
             patch.metadata.annotations[PROJECT_STATE_ANNOTATION] = UNSETTLED
         return
-
-    content_hash = str(pstatus.get("contentHash") or "")
-    output = Path(pstatus.get("outputDirectory") or "")
-    if (
-        status.get("phase") == "Completed"
-        and status.get("observedGeneration") == generation
-        and status.get("exportedContentHash") == content_hash
-        and (
-            spec.export_type not in EXTENSIONS or Path(status.get("archivePath") or "/nonexistent").is_file()
-        )
-    ):
+    if decision.action is Action.FAIL:
+        write.fail(decision.reason, decision.message, event=False)
+        return
+    if decision.action is Action.CURRENT:
         return
 
+    assert decision.output is not None  # EXPORT always names the project's directory
     try:
-        manifest = Manifest.load(output / "manifest.json")
+        manifest = Manifest.load(decision.output / MANIFEST)
     except (OSError, ValueError) as exc:
         raise kopf.TemporaryError(
             f"the tree of GeneratedProject {project_name!r} is not readable yet ({exc.__class__.__name__})",
-            delay=_retry_delay(retry),
+            delay=retry_delay(retry),
         ) from None
 
     write(
-        "Exporting",
+        RepositoryExportPhase.EXPORTING,
         State.WORKING,
         "Exporting",
         f"exporting {manifest.total_files} files as {spec.export_type}",
@@ -163,123 +125,117 @@ def reconcile(
     kopf.info(
         body, reason="Exporting", message=f"exporting GeneratedProject {project_name!r} as {spec.export_type}"
     )
-    if spec.export_type in EXTENSIONS:
-        _archive(ctx, body, spec, kube, write, manifest, output, project_name, content_hash, retry)
+    job = Job(
+        body=body,
+        spec=spec,
+        project_name=project_name,
+        content_hash=decision.content_hash,
+        tree=decision.output / TREE,
+        manifest=manifest,
+        kube=kube,
+        write=write,
+        storage=ctx.storage,
+        outbound=ctx.outbound,
+        retry=retry,
+    )
+    if spec.export_type in ARCHIVE_TYPES:
+        _archive(job)
     else:
-        _publish(body, spec, kube, write, manifest, output, project_name, content_hash, retry, ctx.storage)
+        _publish(job)
 
 
-def _archive(
-    ctx: Context,
-    body: kopf.Body,
-    spec: RepositoryExportSpec,
-    kube: Kube,
-    write: StatusWriter,
-    manifest: Manifest,
-    output: Path,
-    project_name: str,
-    content_hash: str,
-    retry: int,
-) -> None:
-    meta = body["metadata"]
-    prefix = spec.repository_name or project_name
-    ext = EXTENSIONS[spec.export_type]
-    target = ctx.storage.export_path(meta["namespace"], meta["name"], meta["uid"], f"{prefix}.{ext}")
+def _archive(job: Job) -> None:
+    meta = job.body["metadata"]
+    prefix = job.spec.repository_name or job.project_name
+    target = job.storage.export_path(
+        meta["namespace"], meta["name"], meta["uid"], f"{prefix}.{job.spec.export_type}"
+    )
     try:
         result = write_archive(
-            output / "tree",
-            [ArchiveMember.from_project_file(f) for f in manifest.files],
-            spec.export_type,  # type: ignore[arg-type]
+            job.tree,
+            [ArchiveMember.from_project_file(f) for f in job.manifest.files],
+            job.spec.export_type,
             target,
             prefix=prefix,
-            level=spec.compression_level,
+            level=job.spec.compression_level,
         )
     except ArchiveError as exc:
-        current = kube.get_object(PROJECT_PLURAL, project_name) or {}
-        if ((current.get("status") or {}).get("contentHash")) != content_hash:
-            write(
-                "Pending",
+        current = job.kube.get_object(PROJECT_PLURAL, job.project_name) or {}
+        if ((current.get("status") or {}).get("contentHash")) != job.content_hash:
+            job.write(
+                RepositoryExportPhase.PENDING,
                 State.WAITING,
                 "ProjectChanged",
-                f"GeneratedProject {project_name!r} changed during export",
+                f"GeneratedProject {job.project_name!r} changed during export",
             )
             raise kopf.TemporaryError("project changed during export", delay=1) from None
-        write.fail("ArchiveFailed", str(exc))
+        job.write.fail("ArchiveFailed", str(exc))
         return
     except OSError as exc:
         message = f"writing the archive failed: {exc.strerror or exc}"
-        write.fail("ArchiveFailed", message)
-        raise kopf.TemporaryError(message, delay=_retry_delay(retry)) from None
+        job.write.fail("ArchiveFailed", message)
+        raise kopf.TemporaryError(message, delay=retry_delay(job.retry)) from None
     # Older archives (another repositoryName) and temp files of a run that was killed.
     for sibling in target.parent.iterdir():
         if sibling != result.path and sibling.is_file():
             sibling.unlink(missing_ok=True)
     for warning in result.warnings:
-        kopf.warn(body, reason="Warning", message=warning)
+        kopf.warn(job.body, reason="Warning", message=warning)
     message = f"{result.entries} entries, {result.size} bytes"
-    write(
-        "Completed",
+    job.write(
+        RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
         message,
         archivePath=str(result.path),
         archiveSize=result.size,
         archiveSha256=result.sha256,
-        exportedContentHash=content_hash,
+        exportedContentHash=job.content_hash,
         completedAt=now(),
     )
-    kopf.info(body, reason="Completed", message=f"archive written: {result.path} ({message})")
+    kopf.info(job.body, reason="Completed", message=f"archive written: {result.path} ({message})")
 
 
-def _publish(
-    body: kopf.Body,
-    spec: RepositoryExportSpec,
-    kube: Kube,
-    write: StatusWriter,
-    manifest: Manifest,
-    output: Path,
-    project_name: str,
-    content_hash: str,
-    retry: int,
-    storage: Storage,
-) -> None:
-    config = spec.config
-    assert config is not None and spec.repository_name is not None  # the model guarantees both
+def _publish(job: Job) -> None:
+    config = job.spec.config
+    assert config is not None and job.spec.repository_name is not None  # the model guarantees both
     ref = config.credentials_secret_ref
     try:
-        token = kube.secret_value(ref.name, ref.key)
+        token = job.kube.secret_value(ref.name, ref.key)
+        guard = job.outbound.guard(job.kube.namespace, job.kube.namespace_labels)
     except SecretMissing as exc:
         message = f"credentials: {exc}; create it in this namespace"
-        write.fail("CredentialsMissing", message)
-        raise kopf.TemporaryError(message, delay=_retry_delay(retry + 2)) from None
+        job.write.fail("CredentialsMissing", message)
+        raise kopf.TemporaryError(message, delay=retry_delay(job.retry + 2)) from None
     except (ApiUnavailable, Forbidden) as exc:
-        raise kopf.TemporaryError(str(exc), delay=_retry_delay(retry)) from None
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(job.retry)) from None
     assert token is not None
     author = (config.author.name, config.author.email) if config.author else DEFAULT_AUTHOR
-    status = body.get("status") or {}
+    status = job.body.get("status") or {}
     request = PublishRequest(
-        host=spec.export_type,  # type: ignore[arg-type]
+        host=job.spec.export_type,
         api_url=config.api_url,
         token=token,
         owner=config.owner,
-        name=spec.repository_name,
+        name=job.spec.repository_name,
         description=config.description,
-        visibility=config.visibility,  # type: ignore[arg-type]
+        visibility=config.visibility,
         topics=list(config.topics or []),
         default_branch=config.default_branch,
-        commit_message=config.commit_message or f"Generated by projectgen from {project_name}",
+        commit_message=config.commit_message or f"Generated by projectgen from {job.project_name}",
         author_name=author[0],
         author_email=author[1],
-        if_exists=config.if_exists,  # type: ignore[arg-type]
+        if_exists=config.if_exists,
         claimed=status.get("repository"),
-        tree=output / "tree",
-        files=manifest.files,
-        content_hash=content_hash,
+        tree=job.tree,
+        files=job.manifest.files,
+        content_hash=job.content_hash,
+        guard=guard,
     )
 
     def claim(full_name: str) -> None:
-        write(
-            "Exporting",
+        job.write(
+            RepositoryExportPhase.EXPORTING,
             State.WORKING,
             "CreatingRepository",
             f"creating repository {full_name}",
@@ -289,29 +245,36 @@ def _publish(
     try:
         # The git work directory goes to the volume's staging area, which start-up empties: a crash
         # mid-push must not leave a copy of the project in the pod's /tmp.
-        result = publish(request, claim=claim, settings=PublishSettings(work_root=storage.staging_root))
+        result = publish(request, claim=claim, settings=PublishSettings(work_root=job.storage.staging_root))
     except PublishError as exc:
         message = str(exc)
         if exc.permanent:
-            write.fail("PublishFailed", message)
+            job.write.fail("PublishFailed", message)
             return
-        write("Exporting", State.WORKING, "Retrying", f"temporary failure, retrying: {message}")
-        raise kopf.TemporaryError(message, delay=_retry_delay(retry, exc.retry_after)) from None
+        job.write(
+            RepositoryExportPhase.EXPORTING,
+            State.WORKING,
+            "Retrying",
+            f"temporary failure, retrying: {message}",
+        )
+        raise kopf.TemporaryError(message, delay=retry_delay(job.retry, exc.retry_after)) from None
     for warning in result.warnings:
-        kopf.warn(body, reason="Warning", message=warning)
-    write(
-        "Completed",
+        kopf.warn(job.body, reason="Warning", message=warning)
+    job.write(
+        RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
         f"pushed {result.commit_sha[:12]} to {result.repository_url}",
         repository=result.repository,
         repositoryUrl=result.repository_url,
         commitSha=result.commit_sha,
-        exportedContentHash=content_hash,
+        exportedContentHash=job.content_hash,
         completedAt=now(),
     )
     kopf.info(
-        body, reason="Completed", message=f"published to {result.repository_url} at {result.commit_sha[:12]}"
+        job.body,
+        reason="Completed",
+        message=f"published to {result.repository_url} at {result.commit_sha[:12]}",
     )
 
 

@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-MAX_MESSAGE = 32768
+from projectgen.api.v1alpha1 import GeneratedProjectPhase, RepositoryExportPhase
+from projectgen.api.v1alpha1.common import MAX_MESSAGE
+
+Phase = GeneratedProjectPhase | RepositoryExportPhase
 
 
 class State(Enum):
@@ -69,7 +72,7 @@ def conditions(
 
 
 def transition(
-    phase: str,
+    phase: Phase,
     state: State,
     *,
     generation: int,
@@ -80,7 +83,7 @@ def transition(
 ) -> dict[str, Any]:
     """One status patch: phase, conditions, observedGeneration and any other fields (None deletes)."""
     patch: dict[str, Any] = {
-        "phase": phase,
+        "phase": str(phase),
         "observedGeneration": generation,
         "conditions": conditions(
             state,

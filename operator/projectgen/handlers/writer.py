@@ -6,8 +6,13 @@ from typing import Any
 
 import kopf
 
+from projectgen.api.v1alpha1 import GeneratedProjectPhase, RepositoryExportPhase
+from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
+from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.handlers.kube import Kube
-from projectgen.handlers.status import State, transition
+from projectgen.handlers.status import Phase, State, transition
+
+FAILED: dict[str, Phase] = {PROJECTS: GeneratedProjectPhase.FAILED, EXPORTS: RepositoryExportPhase.FAILED}
 
 
 def unchanged(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -38,7 +43,7 @@ class StatusWriter:
         self.status: dict[str, Any] = dict(body.get("status") or {})
         self.always = always or {}
 
-    def __call__(self, phase: str, state: State, reason: str, message: str, **fields: Any) -> None:
+    def __call__(self, phase: Phase, state: State, reason: str, message: str, **fields: Any) -> None:
         patch = transition(
             phase,
             state,
@@ -56,6 +61,6 @@ class StatusWriter:
 
     def fail(self, reason: str, message: str, *, event: bool = True) -> None:
         """Phase Failed, Stalled=True, and a Warning Event with the same message."""
-        self("Failed", State.FAILED, reason, message)
+        self(FAILED[self.plural], State.FAILED, reason, message)
         if event:
             kopf.warn(self.body, reason="Failed", message=message)

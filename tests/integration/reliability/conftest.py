@@ -29,7 +29,7 @@ import pytest
 from relsupport import SUMMARY_FILE, Stats
 from support import OperatorProcess
 
-from projectgen.controlplane import ControlPlane
+from projectgen_dev.controlplane import ControlPlane
 
 HERE = Path(__file__).parent
 SUMMARY_KEY = pytest.StashKey[Path]()

@@ -29,8 +29,8 @@ from relsupport import (
 )
 from support import EXPORTS, GROUP, PROJECTS, VERSION, create, custom, get, inline_source
 
-from projectgen.controlplane import ControlPlane, find_binaries
-from projectgen.devtools.fakehosts import FakeGitHub
+from projectgen_dev.controlplane import ControlPlane, find_binaries
+from projectgen_dev.fakehosts import FakeGitHub
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 TOKEN = "ghp_ApiServerRestartToken0123456789ab"
@@ -47,7 +47,7 @@ SETTLE_S = 180.0
 @pytest.fixture
 def own_control_plane() -> Iterator[ControlPlane]:
     with ControlPlane(find_binaries()) as cp:
-        cp.install_crds(CRDS)
+        cp.install(CRDS)
         yield cp
 
 

@@ -29,8 +29,8 @@ from kubernetes.client.exceptions import ApiException
 from relsupport import Stats, archive_problems, debris, load_manifest, tree_problems
 from support import EXPORTS, GROUP, PROJECTS, VERSION, OperatorProcess
 
-from projectgen.controlplane import ControlPlane
-from projectgen.devtools.gitserver import GitHTTPServer
+from projectgen_dev.controlplane import ControlPlane
+from projectgen_dev.gitserver import GitHTTPServer
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 TIMEOUT = 240.0

@@ -46,8 +46,8 @@ from relsupport import (
 )
 from support import EXPORTS, GROUP, PROJECTS, VERSION, create, custom, get
 
-from projectgen.controlplane import ControlPlane
-from projectgen.devtools.fakehosts import FakeGitHub, FakeGitLab
+from projectgen_dev.controlplane import ControlPlane
+from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
 
 TOKEN = "ghp_ChaosS3cretToken0123456789abcdefXYZ"
 BIG_N = 60  # x 1000 lines of ~70 bytes: a ~4 MB file

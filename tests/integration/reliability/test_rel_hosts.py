@@ -22,7 +22,7 @@ import pytest
 from relsupport import FULL, Stats, leaks, load_manifest, repository_problems, tree_problems
 from support import EXPORTS, PROJECTS, create, events, get, inline_source, project_body, wait_phase
 
-from projectgen.devtools.fakehosts import FakeGitHub, FakeGitLab
+from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
 
 TOKEN = "ghp_HostFaultS3cret0123456789abcdefABCD"
 FILES = {"README.md": "# faults\n", "src/app.py": "print('faults')\n", "run.sh": "#!/bin/sh\nexec true\n"}

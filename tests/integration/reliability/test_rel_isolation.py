@@ -30,7 +30,7 @@ from support import (
     wait_phase,
 )
 
-from projectgen.devtools.fakehosts import FakeGitHub
+from projectgen_dev.fakehosts import FakeGitHub
 
 B_MARKER = "B-ONLY-3c1f0a"
 TOKEN_B = "ghp_NamespaceBToken0123456789abcdefgh"

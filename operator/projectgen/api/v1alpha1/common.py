@@ -28,14 +28,21 @@ CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
 # One source for the path rules: the CEL text and the Python check below must agree.
 _BAD_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:")
 # CEL cost grows with maxLength x the maxItems of every enclosing list; the API server refuses a
-# CRD whose estimate is over budget. So: one regex for everything a segment must not be.
+# CRD whose estimate is over budget (per rule): so two regexes, each as short as it can be.
 PATH_RULES: list[dict[str, str]] = [
     {"rule": "!self.startsWith('/')", "message": "must be a relative path (no leading '/')"},
     {
-        "rule": r"!self.matches('(^|/)[.]{1,2}(/|$)|//|/$|\\\\|\\x00')",
+        "rule": r"!self.matches('(^|/)[.]{1,2}(/|$)|//|/$|\\\\')",
         "message": "must be '/'-separated segments, none empty, '.' or '..' (no traversal), "
-        "without '\\' (use '/' as separator) or NUL",
+        "without '\\' (use '/' as separator)",
+    },
+    {
+        "rule": r"!self.matches('[\\x00-\\x1f\\x7f]|^[A-Za-z]:')",
+        "message": "must not contain control characters (newline, tab, NUL...) "
+        "nor start with a drive letter ('C:')",
     },
 ]
 
@@ -44,12 +51,14 @@ def check_relative_path(value: str) -> str:
     """Refuse any path that could leave the tree or mean two things on two systems."""
     if not value:
         raise ValueError("path must not be empty")
-    if "\x00" in value:
-        raise ValueError(f"path {value!r} must not contain NUL")
+    if _CONTROL.search(value):
+        raise ValueError(f"path {value!r} must not contain control characters (newline, tab, NUL...)")
     if value.startswith("/"):
         raise ValueError(f"path {value!r} must be a relative path (no leading '/')")
     if "\\" in value:
         raise ValueError(f"path {value!r} must use '/' as separator, not '\\'")
+    if _DRIVE.match(value):
+        raise ValueError(f"path {value!r} must not start with a drive letter ({value[:2]!r})")
     if _BAD_SEGMENT.search(value):
         raise ValueError(f"path {value!r} must not contain '.' or '..' path segments")
     if "//" in value or value.endswith("/"):

@@ -28,6 +28,8 @@ MAX_SOURCES = 10
 MAX_INLINE_FILES = 200
 MAX_INLINE_CONTENT = 1_572_864  # the API server refuses requests over 3 MiB anyway
 MAX_STATUS_FILES = 5000
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+"""Standard base64 with padding, as `base64.b64decode(validate=True)` accepts it."""
 
 
 class InlineFile(Model):
@@ -41,6 +43,9 @@ class InlineFile(Model):
         default=None,
         alias="contentBase64",
         max_length=MAX_INLINE_CONTENT * 4 // 3 + 4,
+        # Checked by the API server at `kubectl apply`. A pattern, not `format: byte`: CEL rules on the
+        # file would then see bytes, decoded in a way that refuses valid standard base64 ('+', '/').
+        pattern=BASE64_PATTERN,
         description="Binary content of the file, base64-encoded. Exactly one of content and contentBase64.",
     )
     executable: bool = Field(default=False, description="Give the file mode 0755 instead of 0644.")

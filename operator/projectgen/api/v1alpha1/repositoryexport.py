@@ -37,10 +37,12 @@ class ExportType(StrEnum):
 
     @property
     def is_archive(self) -> bool:
-        return self in (ExportType.ZIP, ExportType.TAR, ExportType.TAR_GZ)
+        return self in ARCHIVE_TYPES
 
 
-ARCHIVE_TYPES = ("zip", "tar", "tar.gz")
+ARCHIVE_TYPES: tuple[ExportType, ...] = (ExportType.ZIP, ExportType.TAR, ExportType.TAR_GZ)
+"""The export types written to the volume as an archive; every other type publishes to a forge."""
+_CEL_ARCHIVE_TYPES = "[" + ", ".join(f"'{t}'" for t in ARCHIVE_TYPES) + "]"
 Topic = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
 
@@ -171,7 +173,7 @@ class RepositoryExportSpec(Model):
 
     @model_validator(mode="after")
     def _publish_needs_config(self) -> RepositoryExportSpec:
-        if self.export_type in ("github", "gitlab"):
+        if self.export_type not in ARCHIVE_TYPES:
             if self.config is None:
                 raise ValueError(f"exportType {self.export_type} needs config.credentialsSecretRef")
             if self.repository_name is None:
@@ -182,12 +184,12 @@ class RepositoryExportSpec(Model):
 RepositoryExportSpec.model_config["json_schema_extra"] = {
     "x-kubernetes-validations": [
         {
-            "rule": "self.exportType in ['zip', 'tar', 'tar.gz'] || has(self.config)",
+            "rule": f"self.exportType in {_CEL_ARCHIVE_TYPES} || has(self.config)",
             "message": "exportType github and gitlab need config.credentialsSecretRef",
             "fieldPath": ".config",
         },
         {
-            "rule": "self.exportType in ['zip', 'tar', 'tar.gz'] || has(self.repositoryName)",
+            "rule": f"self.exportType in {_CEL_ARCHIVE_TYPES} || has(self.repositoryName)",
             "message": "exportType github and gitlab need repositoryName",
             "fieldPath": ".repositoryName",
         },

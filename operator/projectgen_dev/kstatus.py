@@ -174,7 +174,7 @@ def compute(objects: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def main() -> int:
-    """`python -m projectgen.devtools.kstatus < objects.json` (an object, an array or a List)."""
+    """`python -m projectgen_dev.kstatus < objects.json` (an object, an array or a List)."""
     data = json.loads(sys.stdin.read())
     objs = data if isinstance(data, list) else data.get("items", []) if data.get("kind") == "List" else [data]
     for r in results(objs):

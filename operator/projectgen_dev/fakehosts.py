@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from projectgen.devtools.gitserver import GitHTTPServer
+from projectgen_dev.gitserver import GitHTTPServer
 
 _DEFAULT: Any = object()
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")

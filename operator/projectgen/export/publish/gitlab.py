@@ -17,7 +17,10 @@ import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 
-from projectgen.export.publish import (
+from projectgen import outbound
+from projectgen.api.v1alpha1.repositoryexport import ExportType
+from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.model import (
     GIT_USERNAMES,
     REFUSED_401,
     Owner,
@@ -25,8 +28,6 @@ from projectgen.export.publish import (
     PublishRequest,
     PublishSettings,
     RemoteRepository,
-    retry_after_from,
-    transport_error,
 )
 
 DEFAULT_URL = "https://gitlab.com"
@@ -83,13 +84,13 @@ def _api_error(exc: GitlabError, doing: str, headers: dict[str, str]) -> Publish
 
 
 class GitLabHost:
-    git_username = GIT_USERNAMES["gitlab"]
+    git_username = GIT_USERNAMES[ExportType.GITLAB]
 
     def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
         url = (req.api_url or DEFAULT_URL).rstrip("/")
         self.url = url.removesuffix("/api/v4")
         self._headers: dict[str, str] = {}
-        session = requests.Session()
+        session = outbound.session(req.guard)  # checked, pinned, answers capped
         session.hooks["response"].append(self._remember)
         self._gl = gitlab.Gitlab(
             url=self.url,
@@ -107,7 +108,7 @@ class GitLabHost:
         self._headers = {}
         try:
             yield
-        except PublishError:
+        except (PublishError, outbound.Refused):
             raise
         except GitlabError as exc:
             raise _api_error(exc, doing, self._headers) from None
@@ -147,7 +148,7 @@ class GitLabHost:
         data: dict[str, Any] = {
             "name": req.name,
             "path": req.name,
-            "visibility": req.visibility,
+            "visibility": str(req.visibility),
             "default_branch": req.default_branch,
             "initialize_with_readme": False,
         }

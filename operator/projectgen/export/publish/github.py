@@ -16,7 +16,10 @@ from github.AuthenticatedUser import AuthenticatedUser
 from github.Organization import Organization
 from github.Repository import Repository
 
-from projectgen.export.publish import (
+from projectgen import outbound
+from projectgen.api.v1alpha1.repositoryexport import ExportType, Visibility
+from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.model import (
     GIT_USERNAMES,
     REFUSED_401,
     Owner,
@@ -24,8 +27,6 @@ from projectgen.export.publish import (
     PublishRequest,
     PublishSettings,
     RemoteRepository,
-    retry_after_from,
-    transport_error,
 )
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -95,11 +96,12 @@ def _api_error(exc: GithubException, doing: str) -> PublishError:
 
 
 class GitHubHost:
-    git_username = GIT_USERNAMES["github"]
+    git_username = GIT_USERNAMES[ExportType.GITHUB]
 
     def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
         self.api_url = (req.api_url or DEFAULT_API_URL).rstrip("/")
         spacing = settings.github_request_spacing
+        self._bound = outbound.bind(req.guard)  # PyGithub's connections go through the policy
         self._gh = Github(
             auth=Auth.Token(req.token),
             base_url=self.api_url,
@@ -113,7 +115,7 @@ class GitHubHost:
     def _api(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except PublishError:
+        except (PublishError, outbound.Refused):
             raise
         except GithubException as exc:
             raise _api_error(exc, doing) from None
@@ -150,14 +152,14 @@ class GitHubHost:
     def create(self, owner: Owner, req: PublishRequest) -> RemoteRepository:
         full_name = f"{owner.path}/{req.name}"
         extra: dict[str, Any] = {"description": req.description} if req.description else {}
-        private = req.visibility != "public"
+        private = req.visibility != Visibility.PUBLIC
         with self._api(f"creating repository {full_name}"):
             if isinstance(owner.handle, Organization):
                 repo = owner.handle.create_repo(
-                    req.name, private=private, visibility=req.visibility, auto_init=False, **extra
+                    req.name, private=private, visibility=str(req.visibility), auto_init=False, **extra
                 )
             elif isinstance(owner.handle, AuthenticatedUser):
-                if req.visibility == "internal":
+                if req.visibility == Visibility.INTERNAL:
                     raise PublishError(
                         "visibility internal needs an organisation owner on GitHub: set config.owner",
                         permanent=True,
@@ -180,6 +182,7 @@ class GitHubHost:
 
     def close(self) -> None:
         self._gh.close()
+        outbound.unbind(self._bound)
 
     @staticmethod
     def _remote(repo: Repository) -> RemoteRepository:

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from projectgen.export.publish import PublishError, redact, secret_forms
+from projectgen import outbound
+from projectgen.export.publish.model import PublishError
+from projectgen.export.publish.redaction import redact, secret_forms
 from projectgen.generation.manifest import ProjectFile
 
 LOCAL_REF = "refs/heads/projectgen-export"
@@ -112,7 +114,15 @@ class PushOutcome:
 class _Git:
     """git commands in one private directory, with the credentials in the environment only."""
 
-    def __init__(self, url: str, credentials: Credentials, *, workdir: Path, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials,
+        *,
+        workdir: Path,
+        timeout: float,
+        guard: outbound.Guard | None = None,
+    ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PublishError(f"the clone URL {url!r} is not an http(s) URL", permanent=True)
@@ -131,6 +141,8 @@ class _Git:
             ("gc.auto", "0"),
             ("init.defaultBranch", "main"),
         ]
+        if guard is not None:  # checks the push remote (raises outbound.Refused) and pins it
+            config += outbound.git_config(guard, "forge", url)
         env = {name: os.environ[name] for name in _PASS_ENV if name in os.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update(
@@ -206,9 +218,16 @@ def _tail(text: str) -> str:
     return "; ".join(lines[-3:])[-500:] or "no output"
 
 
-def list_heads(url: str, credentials: Credentials, *, workdir: Path, timeout: float) -> dict[str, str]:
+def list_heads(
+    url: str,
+    credentials: Credentials,
+    *,
+    workdir: Path,
+    timeout: float,
+    guard: outbound.Guard | None = None,
+) -> dict[str, str]:
     """Branch name -> commit of the remote; empty for a repository without commits."""
-    return _Git(url, credentials, workdir=workdir, timeout=timeout).heads()
+    return _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard).heads()
 
 
 def push_tree(
@@ -223,9 +242,10 @@ def push_tree(
     author_email: str,
     workdir: Path,
     timeout: float,
+    guard: outbound.Guard | None = None,
 ) -> PushOutcome:
     """Commit exactly `files` (read from `tree`) on top of the remote `branch` and push it."""
-    git = _Git(url, credentials, workdir=workdir, timeout=timeout)
+    git = _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard)
     git.run("init", "--quiet", "--bare", what="init")
     heads = git.heads()
     parent: str | None = None

@@ -10,10 +10,10 @@ per-user cache that is filled by ``hack/build-controlplane.sh`` from the Go modu
 Usage::
 
     with ControlPlane() as cp:
-        cp.install_crds(Path("crds"))
+        cp.install(Path("crds"), Path("manifests/created-by"))  # CRDs, policies, then admissible
         api = kubernetes.client.CoreV1Api(cp.api_client())
 
-or from a shell: ``python -m projectgen.controlplane [--crds DIR]``.
+or from a shell: ``python -m projectgen_dev.controlplane [--crds DIR] [--policies DIR]``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ ETCD_VERSION = "v3.6.5"
 
 BINARIES = ("kube-apiserver", "etcd")
 ADMIN_USER = "projectgen-admin"
-SERVICE_CIDR = "10.0.0.0/24"
+# The benchmarking range (RFC 2544), never a private one: a ClusterIP is an address something will dial.
+SERVICE_CIDR = "198.19.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 _LOOPBACK = "127.0.0.1"
@@ -653,6 +654,146 @@ class ControlPlane:
                 _wait_crd_served(client, crd, timeout)
         return [crd["metadata"]["name"] for _, crd in crds]
 
+    def install(self, crds: Path, policies: Path | None = None, timeout: float = 60.0) -> None:
+        """Install the CRDs and (optionally) the createdBy admission policies of ``policies`` (a
+        kustomize directory), then wait until both kinds can really be admitted.
+
+        The one readiness rule of the demo, the test fixtures and `projectgen controlplane`.
+        """
+        self.install_crds(crds)
+        if policies is not None:
+            _kubectl(self.kubeconfig, "apply", "-k", str(policies))
+        with self.api_client() as client:
+            wait_admissible(client, created_by=policies is not None, timeout=timeout)
+
+
+# -- admission readiness ----------------------------------------------------------------------
+
+CRD_NOT_READY = (
+    "There can be a delay between when CustomResourceDefinitions are created and when they are available"
+)
+"""kube-apiserver's text for the 503 of a CRD whose schema the admission chain does not know yet.
+
+Seen from MutatingAdmissionPolicy's dispatcher for a moment after the CRD is Established and in
+discovery (k8s.io/apiserver/pkg/admission/plugin/policy/mutating/dispatcher.go, v0.34)."""
+
+PROBE_NAMESPACE = "default"
+_PROBE_NAME = "projectgen-admission-probe"
+
+
+def is_crd_not_ready(status: int | None, text: str) -> bool:
+    """True for the passing 503 a client should retry right after installing the CRDs."""
+    return (status in (None, 503)) and CRD_NOT_READY in text
+
+
+def admission_probes() -> list[tuple[str, dict[str, Any]]]:
+    """One minimal object of each kind, as ``(plural, body)``."""
+    meta = {"name": _PROBE_NAME, "namespace": PROBE_NAMESPACE}
+    project = {
+        "apiVersion": "projectgen.io/v1alpha1",
+        "kind": "GeneratedProject",
+        "metadata": {**meta, "annotations": {"projectgen.io/created-by": "forged"}},
+        "spec": {
+            "projectRef": {"name": "probe"},
+            "sources": [{"inline": {"files": [{"path": "a", "content": "a"}]}}],
+        },
+    }
+    export = {
+        "apiVersion": "projectgen.io/v1alpha1",
+        "kind": "RepositoryExport",
+        "metadata": dict(meta),
+        "spec": {"generatedProjectRef": {"name": _PROBE_NAME}, "exportType": "zip"},
+    }
+    return [("generatedprojects", project), ("repositoryexports", export)]
+
+
+def wait_admissible(client: kubernetes.client.ApiClient, *, created_by: bool, timeout: float = 60.0) -> None:
+    """Wait until a server-side dry-run create of each kind succeeds and, with ``created_by``,
+    until both createdBy policies act (the forged annotation is overwritten on create; a change
+    is refused on update). Policies take effect a moment after they are created, and the admission
+    chain learns a new CRD's schema a moment after it is Established."""
+    custom = kubernetes.client.CustomObjectsApi(client)
+    deadline = time.monotonic() + timeout
+    last = ""
+
+    def attempt(call: Callable[[], Any]) -> Any:
+        nonlocal last
+        while True:
+            try:
+                return call()
+            except ApiException as exc:
+                last = f"HTTP {exc.status}: {_api_error_causes(exc)}"
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"resources not admissible after {timeout:.0f}s (last: {last})")
+            time.sleep(0.2)
+
+    for plural, body in admission_probes():
+
+        def dry_run(plural: str = plural, body: dict[str, Any] = body) -> Any:
+            made: Any = custom.create_namespaced_custom_object(
+                "projectgen.io", "v1alpha1", PROBE_NAMESPACE, plural, body, dry_run="All"
+            )
+            stamped = (made.get("metadata", {}).get("annotations") or {}).get("projectgen.io/created-by")
+            if created_by and plural == "generatedprojects" and stamped == "forged":
+                raise ApiException(status=0, reason="the createdBy policy does not act yet")
+            return made
+
+        attempt(dry_run)
+    if not created_by:
+        return
+    plural, body = admission_probes()[0]
+    attempt(
+        lambda: _create_ignoring_conflict(custom, plural, body),
+    )
+    try:
+
+        def change_refused() -> None:
+            try:
+                custom.patch_namespaced_custom_object(
+                    "projectgen.io",
+                    "v1alpha1",
+                    PROBE_NAMESPACE,
+                    plural,
+                    _PROBE_NAME,
+                    {"metadata": {"annotations": {"projectgen.io/created-by": "changed"}}},
+                    dry_run="All",
+                )
+            except ApiException as exc:
+                if exc.status in (400, 403, 422):
+                    return
+                raise
+            raise ApiException(status=0, reason="the createdBy immutability policy does not act yet")
+
+        attempt(change_refused)
+    finally:
+        with contextlib.suppress(ApiException):
+            custom.delete_namespaced_custom_object(
+                "projectgen.io", "v1alpha1", PROBE_NAMESPACE, plural, _PROBE_NAME
+            )
+
+
+def _create_ignoring_conflict(
+    custom: kubernetes.client.CustomObjectsApi, plural: str, body: dict[str, Any]
+) -> None:
+    try:
+        custom.create_namespaced_custom_object("projectgen.io", "v1alpha1", PROBE_NAMESPACE, plural, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def _kubectl(kubeconfig: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
 
 def _api_error_causes(exc: ApiException) -> str:
     """One line per cause of a Status error body (or the raw body)."""
@@ -746,7 +887,7 @@ def _stop_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def serve(crds: Path | None = None, out: IO[str] | None = None) -> int:
+def serve(crds: Path | None = None, out: IO[str] | None = None, policies: Path | None = None) -> int:
     """Run a control plane until SIGINT/SIGTERM; print ``export KUBECONFIG=...`` to ``out``.
 
     Returns the process exit code (0 on a requested stop, 1 if a component died).
@@ -756,8 +897,10 @@ def serve(crds: Path | None = None, out: IO[str] | None = None) -> int:
         bin_dir = find_binaries()
         with _stop_signals() as stop, ControlPlane(bin_dir) as cp:
             if crds is not None:
-                names = cp.install_crds(crds)
-                _log(f"installed {len(names)} CRD(s) from {crds}")
+                cp.install(crds, policies)
+                _log(
+                    f"installed the CRDs of {crds}" + (f" and the policies of {policies}" if policies else "")
+                )
             print(f"export KUBECONFIG={cp.kubeconfig}", file=out, flush=True)
             _log(f"logs in {cp.log_dir}; Ctrl-C to stop")
             while not stop.wait(0.5):
@@ -775,10 +918,11 @@ def serve(crds: Path | None = None, out: IO[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m projectgen.controlplane",
+        prog="python -m projectgen_dev.controlplane",
         description=f"Run a local etcd {ETCD_VERSION} + kube-apiserver {K8S_VERSION} until Ctrl-C.",
     )
     parser.add_argument("--crds", type=Path, help="directory of CRD *.yaml files to install")
+    parser.add_argument("--policies", type=Path, help="kustomize directory of admission policies to apply")
     parser.add_argument(
         "--ensure", action="store_true", help="only find or build the binaries, print where, and exit"
     )
@@ -790,7 +934,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[controlplane] {exc}", file=sys.stderr)
             return 1
         return 0
-    return serve(args.crds)
+    return serve(args.crds, policies=args.policies)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`projectgen demo`: the whole loop on one machine, no cluster needed.
+"""`python -m projectgen_dev demo` (`make demo`): the whole loop on one machine, no cluster needed.
 
 Starts a local kube-apiserver + etcd (built once from the Go module proxy), installs the CRDs and
 the createdBy admission policies, starts the operator with a local data directory and a loopback
@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -26,7 +27,10 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from projectgen_dev.controlplane import ControlPlane, find_binaries, is_crd_not_ready
+from projectgen_dev.fakehosts import FakeGitHub
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "manifests" / "samples"
 NAMESPACE = "demo"
 
@@ -36,21 +40,25 @@ def _say(message: str) -> None:
 
 
 def _kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    deadline = time.monotonic() + 60
+    while True:
+        proc = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        # Right after installing, the API server may briefly answer 503 for our kinds: retry that only.
+        if proc.returncode == 0 or not is_crd_not_ready(None, proc.stderr) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     if check and proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -141,14 +149,11 @@ def _show_archives(kubeconfig: Path) -> None:
 
 
 def demo_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="projectgen demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m projectgen_dev demo", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave everything running (print KUBECONFIG)")
     parser.add_argument("--data-dir", type=Path, help="operator volume (default: a temporary directory)")
     parser.add_argument("--timeout", type=int, default=180, help="seconds to wait for Ready")
     args = parser.parse_args(argv)
-
-    from projectgen.controlplane import ControlPlane, find_binaries
-    from projectgen.devtools.fakehosts import FakeGitHub
 
     _say("finding kube-apiserver and etcd (the first run builds them from the Go module proxy: minutes)")
     binaries = find_binaries()
@@ -160,12 +165,21 @@ def demo_command(argv: list[str]) -> int:
     with ControlPlane(binaries) as cp, FakeGitHub(tokens={token}, user="demo-user", orgs=["acme"]) as github:
         kubeconfig = cp.kubeconfig
         _say(f"control plane ready at {cp.url}")
-        cp.install_crds(REPO_ROOT / "crds")
-        _kubectl(kubeconfig, "apply", "-k", str(REPO_ROOT / "manifests" / "created-by"))
+        cp.install(REPO_ROOT / "crds", REPO_ROOT / "manifests" / "created-by")
         _say(f"GitHub API stand-in at {github.api_url}")
         port = _free_port()
         log_path = workdir / "operator.log"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PROJECTGEN_DATA_DIR": str(data_dir)}
+        # The GitHub stand-in listens on loopback: the demo's policy allows it, as an admin would.
+        policy = workdir / "policy.yaml"
+        policy.write_text(
+            'forges: [{urlPrefix: "https://"}, {urlPrefix: "http://127.0.0.1:"}]\ninternal: [{cidr: 127.0.0.0/8}]\n'
+        )
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PROJECTGEN_DATA_DIR": str(data_dir),
+            "PROJECTGEN_POLICY_FILE": str(policy),
+        }
         with open(log_path, "ab") as log:
             operator = subprocess.Popen(
                 [sys.executable, "-m", "projectgen", "run", "--log-format=plain", f"--liveness-port={port}"],
