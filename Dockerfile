@@ -32,11 +32,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     HOME=/tmp \
     PROJECTGEN_DATA_DIR=/var/lib/projectgen
-# git: templates are cloned, and exports pushed, with the git CLI. Debian's version is whatever the
-# base image's release ships (security updates come with rebuilds), so it is not pinned.
+# git: templates are cloned, and exports pushed, with the git CLI. libseccomp2: the render
+# sandbox's seccomp filter (pyseccomp loads it). Debian's versions are whatever the base image's
+# release ships (security updates come with rebuilds), so they are not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git ca-certificates \
+    && apt-get install -y --no-install-recommends git ca-certificates libseccomp2 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 projectgen \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \

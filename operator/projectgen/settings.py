@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from projectgen.outbound.addresses import parse_networks
@@ -53,6 +53,42 @@ class Settings:
         default_factory=lambda: int(_env("WORKERS", "4")),
         metadata={"env": "WORKERS", "doc": "Generations / exports run at once (threads)."},
     )
+    sandbox_cpu_seconds: int = field(
+        default_factory=lambda: int(_env("SANDBOX_CPU_SECONDS", "60")),
+        metadata={"env": "SANDBOX_CPU_SECONDS", "doc": "CPU seconds one template render may use."},
+    )
+    sandbox_wall_seconds: int = field(
+        default_factory=lambda: int(_env("SANDBOX_WALL_SECONDS", "120")),
+        metadata={"env": "SANDBOX_WALL_SECONDS", "doc": "Wall-clock seconds before a render is killed."},
+    )
+    sandbox_memory_mib: int = field(
+        default_factory=lambda: int(_env("SANDBOX_MEMORY_MIB", "1024")),
+        metadata={"env": "SANDBOX_MEMORY_MIB", "doc": "Address space of one render process, in MiB."},
+    )
+    sandbox_file_size_mib: int = field(
+        default_factory=lambda: int(_env("SANDBOX_FILE_SIZE_MIB", "256")),
+        metadata={"env": "SANDBOX_FILE_SIZE_MIB", "doc": "Largest file a render may write, in MiB."},
+    )
+    sandbox_output_mib: int = field(
+        default_factory=lambda: int(_env("SANDBOX_OUTPUT_MIB", "1024")),
+        metadata={"env": "SANDBOX_OUTPUT_MIB", "doc": "Total bytes a render may write, in MiB."},
+    )
+    sandbox_output_files: int = field(
+        default_factory=lambda: int(_env("SANDBOX_OUTPUT_FILES", "50000")),
+        metadata={"env": "SANDBOX_OUTPUT_FILES", "doc": "Files and directories a render may write."},
+    )
+    sandbox_open_files: int = field(
+        default_factory=lambda: int(_env("SANDBOX_OPEN_FILES", "256")),
+        metadata={"env": "SANDBOX_OPEN_FILES", "doc": "File descriptors a render may hold open."},
+    )
+    sandbox_processes: int = field(
+        default_factory=lambda: int(_env("SANDBOX_PROCESSES", "512")),
+        metadata={
+            "env": "SANDBOX_PROCESSES",
+            "doc": "RLIMIT_NPROC of a render (the kernel counts every task of the operator's user); "
+            "a render cannot fork at all (seccomp), so this bounds its threads.",
+        },
+    )
 
     policy_file: Path | None = field(
         default_factory=lambda: Path(v) if (v := _env("POLICY_FILE", "")) else None,
@@ -97,6 +133,9 @@ class Settings:
             raise ValueError(f"{PREFIX}LOG_FORMAT must be json or plain, not {self.log_format!r}")
         if self.workers < 1:
             raise ValueError(f"{PREFIX}WORKERS must be at least 1")
+        for f in fields(self):
+            if f.name.startswith("sandbox_") and getattr(self, f.name) < 1:
+                raise ValueError(f"{PREFIX}{f.metadata['env']} must be at least 1")
         for name in ("template_max_bytes", "template_max_files", "forge_max_answer_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be at least 1")

@@ -76,7 +76,9 @@ def bad_template(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     )
     client.CoreV1Api(api).create_namespaced_config_map(namespace, body)
     items = [{"key": "copier", "path": "copier.yml"}, {"key": "readme", "path": "README.md.jinja"}]
-    return {"template": {"configMap": {"name": "tpl", "items": items}, "data": {"name": "x"}}}
+    return {
+        "template": {"configMap": {"name": "tpl", "items": items}, "data": {"name": "x"}, "tasks": "Fail"}
+    }
 
 
 def test_kstatus_of_live_resources(
@@ -93,7 +95,7 @@ def test_kstatus_of_live_resources(
     assert good["status"]["phase"] == "Completed", good["status"]
     bad = wait_phase(api_client, PROJECTS, ns, "bad", "Completed", "Failed")
     assert bad["status"]["phase"] == "Failed", bad["status"]
-    assert "unsafe features (tasks)" in bad["status"]["errorMessage"]
+    assert "_tasks (touch /tmp/pwned) and tasks is Fail" in bad["status"]["errorMessage"]
     pending = wait_for(api_client, PROJECTS, ns, "waiting", waiting, what="waiting for its ConfigMap")
     orphan = wait_for(api_client, EXPORTS, ns, "orphan", waiting, what="waiting for its project")
     good_zip = wait_phase(api_client, EXPORTS, ns, "good-zip", "Completed", "Failed")
@@ -104,7 +106,7 @@ def test_kstatus_of_live_resources(
     assert [r.status for r in results] == ["Current", "Failed", "InProgress", "InProgress", "Current"], (
         results
     )
-    assert "unsafe features (tasks)" in results[1].message
+    assert "tasks is Fail" in results[1].message
     assert "not-there-yet" in results[2].message
     assert "no-such-project" in results[3].message
 

@@ -361,39 +361,6 @@ def test_template_configmap_missing_is_temporary(tmp_path: Path) -> None:
         render(tmp_path, spec)
 
 
-@pytest.mark.parametrize(
-    ("setting", "feature"),
-    [
-        ("_tasks:\n  - touch {marker}\n", "tasks"),
-        ("_migrations:\n  - version: v1\n    before:\n      - touch {marker}\n", "migrations"),
-        ("_jinja_extensions:\n  - jinja2.ext.do\n", "jinja_extensions"),
-    ],
-)
-def test_unsafe_features_refused(tmp_path: Path, setting: str, feature: str) -> None:
-    marker = tmp_path / "ran"
-    spec, cms = configmap_template(
-        "tpl", COPIER_YML + setting.format(marker=marker), data={"project_name": "x"}
-    )
-    with pytest.raises(GenerationError) as err:
-        render(tmp_path, spec, cms)
-    assert err.value.permanent
-    assert err.value.message == (
-        f"sources[0].template: template uses copier's unsafe features ({feature}); projectgen refuses them"
-    )
-    assert not marker.exists()
-    assert outside_tree(tmp_path) == ["stage", "stage/tree"]
-
-
-def test_unsafe_features_refused_from_git(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
-    marker = tmp_path / "ran"
-    url = publish(
-        server, work, "tasks", [("v1", {"copier.yml": f"_tasks:\n  - touch {marker}\n", "a.txt": "a"})]
-    )
-    with pytest.raises(GenerationError, match=r"unsafe features \(tasks\); projectgen refuses them"):
-        render(tmp_path, template(url=url))
-    assert not marker.exists()
-
-
 def test_invalid_copier_yml_is_permanent(tmp_path: Path) -> None:
     spec, cms = configmap_template("tpl", "project_name: [unclosed\n")
     with pytest.raises(GenerationError, match=r"^sources\[0\]\.template: copier") as err:

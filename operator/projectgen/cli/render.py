@@ -29,8 +29,11 @@ from projectgen.api.v1alpha1.generatedproject import KIND, GeneratedProject, Gen
 from projectgen.api.validation import field_errors
 from projectgen.cli.output import CommandError, warn
 from projectgen.generation.errors import GenerationError
-from projectgen.generation.render import render_project
+from projectgen.generation.render import TemplateOptions, render_project
+from projectgen.generation.sandbox import Limits
 from projectgen.generation.sources import ConfigMapData, decode_configmap
+from projectgen.generation.template import generation_clock
+from projectgen.settings import Settings
 from projectgen.storage import TREE
 
 STAGING_PREFIX = ".projectgen-staging-"
@@ -77,7 +80,7 @@ def main(argv: list[str]) -> int:
             guard = outbound.Guard(
                 outbound.load_policy(args.policy), namespace, labels, origin=f"the policy {args.policy}"
             )
-        spec, configmaps = _load_spec(args.file)
+        spec, configmaps, created_at = _load_spec(args.file)
         for path in args.configmap:
             configmaps.update(_load_configmaps(path))
         _check_configmaps_given(spec, configmaps)
@@ -96,7 +99,18 @@ def main(argv: list[str]) -> int:
     staging = Path(os.path.abspath(out / f"{STAGING_PREFIX}{os.urandom(4).hex()}"))
     try:
         staging.mkdir()
-        result = render_project(spec, staging / TREE, configmaps=configmaps.get, workdir=staging, guard=guard)
+        templates = TemplateOptions(
+            limits=Limits.from_settings(Settings.from_env()),
+            clock=generation_clock(created_at, os.environ.get("SOURCE_DATE_EPOCH")),
+        )
+        result = render_project(
+            spec,
+            staging / TREE,
+            configmaps=configmaps.get,
+            workdir=staging,
+            templates=templates,
+            guard=guard,
+        )
         for entry in sorted(os.listdir(staging / TREE)):
             os.rename(staging / TREE / entry, out / entry)
     except BaseException as exc:
@@ -158,8 +172,9 @@ def _namespace_of(path: Path) -> str:
     return "default"
 
 
-def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapData]]:
-    """The one GeneratedProject of the file (ConfigMaps in the same file are used too)."""
+def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapData], str | None]:
+    """The one GeneratedProject of the file (ConfigMaps in the same file are used too), and its
+    metadata.creationTimestamp if it has one."""
     found: list[dict[str, Any]] = []
     configmaps: dict[str, ConfigMapData] = {}
     for doc in _documents(path):
@@ -176,7 +191,9 @@ def _load_spec(path: Path) -> tuple[GeneratedProjectSpec, dict[str, ConfigMapDat
     except ValidationError as exc:
         lines = field_errors(exc, root="")
         raise CommandError(f"{path}: invalid {KIND}:\n  " + "\n  ".join(lines)) from exc
-    return spec, configmaps
+    metadata = found[0].get("metadata")
+    created = metadata.get("creationTimestamp") if isinstance(metadata, dict) else None
+    return spec, configmaps, str(created) if created else None
 
 
 def _load_configmaps(path: Path) -> dict[str, ConfigMapData]:

@@ -17,7 +17,7 @@ from projectgen.generation.sources import (
     apply_configmap,
     apply_inline,
 )
-from projectgen.generation.template import apply_template
+from projectgen.generation.template import TemplateOptions, apply_template
 from projectgen.generation.tree import TreeWriter
 
 
@@ -34,6 +34,7 @@ def render_project(
     configmaps: ConfigMapLoader,
     max_preview: int = PREVIEW_CHARS,
     workdir: Path | None = None,
+    templates: TemplateOptions | None = None,
     guard: outbound.Guard | None = None,
 ) -> RenderResult:
     """Apply the sources of `spec` in order into `dest`, a later source overriding a file of an
@@ -47,6 +48,8 @@ def render_project(
     Raises GenerationError (permanent) for what the spec or its inputs got wrong, and
     SourceUnavailable (temporary) for what may heal: a missing ConfigMap, an unreachable
     template repository. Anything else is a bug or the environment (disk full).
+
+    `templates` sets the sandbox limits, the clock templates see and cancellation.
     `guard` applies the outbound policy to template URLs (None: no policy, as offline).
     """
     dest = Path(os.path.abspath(dest))
@@ -66,7 +69,9 @@ def render_project(
         elif source.config_map is not None and source.inline is None and source.template is None:
             apply_configmap(writer, source.config_map, f"{where}.configMap", loaded)
         elif source.template is not None and source.inline is None and source.config_map is None:
-            warnings += apply_template(writer, source.template, f"{where}.template", loaded, workdir, guard)
+            warnings += apply_template(
+                writer, source.template, f"{where}.template", loaded, workdir, guard, templates
+            )
         else:
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")
     warnings += writer.case_collisions()
@@ -79,5 +84,6 @@ __all__ = [
     "GenerationError",
     "RenderResult",
     "SourceUnavailable",
+    "TemplateOptions",
     "render_project",
 ]

@@ -1,63 +1,55 @@
-"""Template sources: a copier template rendered with copier's Python API, safely.
+"""Template sources: a copier template, fetched here and rendered in a sandboxed child.
 
-- copier's unsafe features (tasks, migrations, Jinja extensions) are refused before
-  anything runs: the template's configuration is read and checked first.
-- Symlinks in the template pointing outside it are refused (Jinja's `include` would
-  follow them and read the operator's files); symlinks in the rendered output are refused
-  too: projectgen does not support symlinks in a project.
-- Every rendered file name is checked like any other path, then the file is taken into
-  the tree by `TreeWriter` (hard link + one read pass).
-- copier runs with explicit settings (no user settings file, so no "trusted" prefixes),
-  `defaults=True` (never prompts), and git with no user or system configuration, no
-  credential prompts, only http(s) transports (submodules included), a low-speed abort,
-  and copier's mirror cache in a temporary directory of this render (a cache shared
-  between renders would let one namespace reuse another's credentials).
-- With a guard (the operator always passes one), the URL passes the outbound policy first
-  and git is pinned to the checked addresses, follows no redirect, fetches submodules only
-  from the template's own origin, and is stopped past the clone's size cap
-  (`projectgen.outbound`).
+- The parent (this module) fetches the template before the child starts: a git clone with its
+  submodules (`fetch_git`, the one place a template is cloned), or the ConfigMap's files. git
+  runs with no user or system configuration, no credential prompts, only http(s) transports
+  (submodules included) and a low-speed abort. With a guard (the operator always passes one),
+  the URL passes the outbound policy first and git is pinned to the checked addresses, follows
+  no redirect, fetches submodules only from the template's own origin, and is stopped past the
+  clone's size cap (`projectgen.outbound`). Then every VCS metadata entry (`.git`, at any
+  depth) is removed from the checkout, so no `_exclude` can let one into a project.
+- The child (`sandbox/`, `templaterender.py`) renders as `copier copy --trust --skip-tasks`
+  does, confined by Landlock, seccomp and rlimits, with a clock fixed per generation.
+- Symlinks in the template pointing outside it are refused; symlinks in the rendered output
+  are refused too: projectgen does not support symlinks in a project.
+- Every rendered file name is checked like any other path, then the file is taken into the
+  tree by `TreeWriter` (hard link + one read pass).
 
-copier changes the process' working directory and reads its environment, so renders
-are serialised by a module lock; the rest of generation runs concurrently.
+Nothing here touches process-wide state (cwd, environment, tempfile's directory): renders of
+different resources run in parallel.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import datetime as dt
 import errno
-import io
+import json
 import logging
 import os
 import re
+import shutil
 import stat
+import subprocess
 import tempfile
-import threading
-import warnings
-from collections.abc import Iterator
-from functools import cached_property
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from copier._main import Worker
-from copier._settings import SettingsModel
-from copier.errors import CopierError, CopierWarning, ForbiddenPathError, UnsafeTemplateError
-from plumbum import local
-from plumbum.commands.processes import ProcessExecutionError
+import dunamai
+from packaging.version import InvalidVersion, Version
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import TemplateSource
+from projectgen.generation import sandbox
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.paths import check_path, is_within, path_problem, printable_name, segment_problem
 from projectgen.generation.sources import ConfigMaps, configmap_files
 from projectgen.generation.tree import TreeWriter
 
 log = logging.getLogger(__name__)
-
-_LOCK = threading.Lock()
-UNSAFE_FEATURES = ("jinja_extensions", "migrations", "tasks")
-"""copier.yml settings (without their leading '_') that make a template run code."""
 
 GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -72,10 +64,9 @@ GIT_ENV = {
     "LC_ALL": "C",
 }
 _GIT_UNSET = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_CONFIG_PARAMETERS")
-_ENVIRONMENT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO}
-)
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+VCS_METADATA = frozenset({".git", ".hg", ".svn", ".bzr"})
+"""Entries never taken from a template checkout or its output, whatever `_exclude` says."""
+GIT_TIMEOUT = 600.0
 
 _GIT_UNREACHABLE = re.compile(
     r"could not resolve|failed to connect|couldn't connect|connection refused|connection reset|"
@@ -94,29 +85,43 @@ _GIT_BAD_REF = re.compile(
     r"bad revision|not a commit",
     re.IGNORECASE,
 )
+_SUBMODULE_URL = re.compile(r"(?:unable to access|clone of) '([^']+)'")
 
 
-HOST_FILTERS = ("expandvars", "expanduser", "realpath", "fileglob")
-"""Filters copier adds (from jinja2-ansible-filters) that read the operator's environment
-variables and file system: a template could copy them into the project it renders."""
+@dataclass(frozen=True)
+class TemplateOptions:
+    """How templates render for one generation."""
+
+    limits: sandbox.Limits = field(default_factory=sandbox.Limits)
+    clock: dt.datetime | None = None
+    """What `now()` says to templates; None: the time the render starts (not reproducible)."""
+    forbidden: tuple[str, ...] = ()
+    """Directories the render must not be able to read even if the runtime lives under them."""
+    should_stop: Callable[[], bool] | None = None
+    git_env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment for the template clone (the outbound URL policy's git configuration)."""
 
 
-class _Worker(Worker):
-    """copier's Worker, minus one step that does not apply here and costs a `git config`
-    subprocess per rendered file (about two thirds of copier's time on a big template), and
-    minus the Jinja filters that look at the operator's host."""
+def generation_clock(created: str | None, source_date_epoch: str | None = None) -> dt.datetime | None:
+    """The clock templates see: the resource's metadata.creationTimestamp (the same for every
+    render of the resource, so the same spec gives the same bytes), else SOURCE_DATE_EPOCH (the
+    reproducible-builds convention, for `projectgen render` on a file without metadata), else
+    None (the current time)."""
+    if created:
+        try:
+            return dt.datetime.fromisoformat(created.replace("Z", "+00:00")).astimezone(dt.UTC)
+        except ValueError:
+            pass
+    if source_date_epoch and source_date_epoch.strip().isdigit():
+        return dt.datetime.fromtimestamp(int(source_date_epoch), dt.UTC)
+    return None
 
-    @cached_property
-    def jinja_env(self) -> Any:
-        env = super().jinja_env
-        for name in HOST_FILTERS:
-            env.filters.pop(name, None)
-        return env
 
-    def _sync_git_index_executable_bit(self, dst_relpath: Path, src_mode: int) -> None:
-        # It mirrors executable bits into the destination's git index when the destination is
-        # a git repository with core.fileMode=false; ours is always a fresh temporary directory.
-        return None
+class _GitFailed(Exception):
+    def __init__(self, stderr: str, returncode: int) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+        self.returncode = returncode
 
 
 def apply_template(
@@ -126,44 +131,257 @@ def apply_template(
     configmaps: ConfigMaps,
     workdir: Path,
     guard: outbound.Guard | None = None,
+    options: TemplateOptions | None = None,
 ) -> list[str]:
-    """Render `source` and take its files into `writer`. Returns warnings (copier's, if any).
+    """Render `source` and take its files into `writer`. Returns warnings (skipped tasks, if any).
     With a `guard`, the URL is checked and pinned and the clone capped (projectgen.outbound)."""
+    options = options or TemplateOptions()
     if (source.url is None) == (source.config_map is None):
         raise GenerationError(f"{where}: set exactly one of url and configMap")
     subdirectory = check_path(source.subdirectory, f"{where}.subdirectory") if source.subdirectory else None
     data = source.data or {}
     if not isinstance(data, dict):
         raise GenerationError(f"{where}.data: must be a mapping of answers")
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise GenerationError(f"{where}.data: not representable as JSON ({exc})") from None
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix=".projectgen-template-", dir=workdir) as tmp:
-        out = Path(tmp, "out")
+        revision: dict[str, Any] | None = None
         if source.config_map is not None:
             at = f"{where}.configMap"
             cm = configmaps.get(source.config_map.name, at)
-            # The template directory is named after the ConfigMap and given to copier as a
-            # relative path, so `_src_path` in a rendered answers file does not name a
-            # temporary directory (which would change the contentHash on every render).
-            src_name = f"configmap-{source.config_map.name}"
-            if src_name.endswith(".git"):  # copier would take it for a git repository
-                src_name += "-template"
-            src_dir = Path(tmp, src_name)
-            src_dir.mkdir()
-            materialise = TreeWriter(src_dir, max_preview=0)
+            # Named after the ConfigMap and given to copier as a relative path, so `_src_path` in a
+            # rendered answers file does not name a temporary directory.
+            src = f"configmap-{source.config_map.name}"
+            if src.endswith(".git"):  # copier would take it for a git repository
+                src += "-template"
+            checkout = Path(tmp, src)
+            checkout.mkdir()
+            materialise = TreeWriter(checkout, max_preview=0)
             for path, content, item in configmap_files(cm, source.config_map, at):
                 materialise.write_bytes(path, content, executable=False, where=item)
-            found = _run_copier(src_name, out, Path(tmp), data, None, where, cwd=Path(tmp))
             if source.ref is not None:
-                found.append(f"{where}.ref: ignored for a template from a ConfigMap")
+                notes.append(f"{where}.ref: ignored for a template from a ConfigMap")
         else:
             url = source.url or ""
             src = url if url.endswith(".git") else f"git+{url}"
+            checkout = Path(tmp, "template")
             with _outbound(guard, url, Path(tmp), where) as env:
-                found = _run_copier(src, out, Path(tmp, "cache"), data, source.ref, where, cwd=None, env=env)
+                revision = fetch_git(url, source.ref, checkout, where, Path(tmp), {**options.git_env, **env})
+        strip_vcs_metadata(checkout)
+        check_checkout(checkout, where)
+        box = Path(tmp, "box")
+        out, scratch = box / "out", box / "tmp"
+        out.mkdir(parents=True)
+        scratch.mkdir()
+        clock = options.clock or dt.datetime.now(dt.UTC)
+        request = {
+            "src": src,
+            "checkout": str(checkout),
+            "cwd": tmp,
+            "out": str(out),
+            "tmp": str(scratch),
+            "data": data,
+            "ref": source.ref,
+            "revision": revision,
+            "tasks": str(source.tasks),
+            "clock": clock.isoformat(),
+            "forbidden": list(options.forbidden),
+        }
+        limits = _limits(options.limits, source)
+        result = sandbox.run(request, box, limits, where, should_stop=options.should_stop)
+        error = result.get("error")
+        if error is not None:
+            raise _child_error(result, limits, where, scrub=(str(out), str(checkout), str(tmp)))
+        tasks = [str(t) for t in result.get("tasks") or []]
+        if tasks:
+            notes.append(
+                f"{where}: the template's _tasks were skipped (projectgen never runs them): {'; '.join(tasks)}"
+            )
         root = out
         if subdirectory is not None:
             root = _subdirectory(out, subdirectory, where)
         import_tree(writer, root, where)
-        return found
+        return notes
+
+
+def _limits(operator: sandbox.Limits, source: TemplateSource) -> sandbox.Limits:
+    """The operator's limits, lowered where the source asks (`spec...template.limits`)."""
+    asked = source.limits
+    if asked is None:
+        return operator
+    mib = sandbox.limits.MIB
+    return operator.lowered(
+        cpu_seconds=asked.cpu_seconds,
+        wall_seconds=asked.wall_seconds,
+        memory_bytes=asked.memory_mib * mib if asked.memory_mib else None,
+        file_size_bytes=asked.file_size_mib * mib if asked.file_size_mib else None,
+        output_bytes=asked.output_mib * mib if asked.output_mib else None,
+        output_files=asked.output_files,
+    )
+
+
+@contextlib.contextmanager
+def _outbound(guard: outbound.Guard | None, url: str, scratch: Path, where: str) -> Iterator[dict[str, str]]:
+    """The git environment that pins `url` (Refused: GenerationError), and the clone's size cap."""
+    if guard is None:
+        yield {}
+        return
+    try:
+        env = outbound.config_env(outbound.git_config(guard, "template", url, submodules=True))
+        limits = guard.limits
+        with outbound.watch_size(
+            scratch, limits.template_max_bytes, limits.template_max_files, "the template repository"
+        ) as watch:
+            yield {**env, **watch.env}
+    except (outbound.Refused, outbound.CapExceeded) as exc:
+        raise GenerationError(f"{where}.url: {exc}") from None
+
+
+def fetch_git(
+    url: str, ref: str | None, dest: Path, where: str, scratch: Path, extra_env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Clone `url` at `ref` (default: the latest PEP 440 tag, else HEAD) with its submodules into
+    `dest`; return what copier records of it (commit description, hash, version).
+
+    The one place a template is cloned: the outbound URL policy adds its git configuration
+    through `extra_env`."""
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_UNSET and not k.startswith("KUBERNETES_")}
+    env.update(GIT_ENV, TMPDIR=str(scratch), **extra_env)
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(dest), *args], env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT
+        )
+        if done.returncode:
+            raise _GitFailed(done.stderr, done.returncode)
+        return done.stdout
+
+    try:
+        dest.mkdir()
+        git("clone", "--no-checkout", "--quiet", "--", url, ".")
+        target = ref if ref is not None else _latest_tag(git("tag", "--list").split())
+        commit = _resolve(git, target)
+        git("checkout", "--quiet", "--detach", commit)
+    except _GitFailed as exc:
+        raise _git_error(exc, url, ref, where, scrub=str(scratch)) from None
+    except subprocess.TimeoutExpired:
+        raise SourceUnavailable(
+            f"{where}: cloning template repository {_redact(url)} timed out; will retry"
+        ) from None
+    if (dest / ".gitmodules").is_file():
+        try:
+            git("submodule", "update", "--init", "--recursive", "--checkout", "--force")
+        except _GitFailed as exc:
+            raise _submodule_error(exc, url, where, scrub=str(scratch)) from None
+        except subprocess.TimeoutExpired:
+            raise SourceUnavailable(
+                f"{where}: cloning the template's submodules timed out; will retry"
+            ) from None
+    try:
+        described = git("describe", "--tags", "--always").strip()
+        commit_hash = git("rev-parse", "HEAD").strip()
+    except _GitFailed as exc:
+        raise _git_error(exc, url, ref, where, scrub=str(scratch)) from None
+    return {"commit": described, "commit_hash": commit_hash, "version": _version(dest, described)}
+
+
+def _latest_tag(tags: list[str]) -> str:
+    """copier's default ref: the highest PEP 440 tag that is not a pre-release, else HEAD."""
+    versions = []
+    for tag in tags:
+        try:
+            version = Version(tag)
+        except InvalidVersion:
+            continue
+        if not version.is_prerelease:
+            versions.append((version, tag))
+    return max(versions)[1] if versions else "HEAD"
+
+
+def _resolve(git: Callable[..., str], target: str) -> str:
+    for candidate in (f"refs/remotes/origin/{target}", f"refs/tags/{target}", target):
+        try:
+            return git(
+                "rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}"
+            ).strip()
+        except _GitFailed:
+            continue
+    raise _GitFailed(f"fatal: invalid reference: {target}", 128)
+
+
+def _version(checkout: Path, described: str) -> str | None:
+    """The template's version as copier computes it (dunamai, else the description)."""
+    try:
+        return str(
+            dunamai.Version.from_git(pattern=dunamai.Pattern.DefaultUnprefixed, path=checkout).serialize(
+                style=dunamai.Style.Pep440
+            )
+        )
+    except (ValueError, RuntimeError):
+        pass
+    if re.match(r"^.+-\d+-g\w+$", described):
+        base, count, git_hash = described.rsplit("-", 2)
+        return f"{base}.post{count}+{git_hash}"
+    try:
+        return str(Version(described))
+    except InvalidVersion:
+        return None
+
+
+def strip_vcs_metadata(root: Path) -> None:
+    """Remove every `.git` (and other VCS metadata) entry under `root`, submodules' included."""
+    for directory, dirs, files in os.walk(root):
+        for name in list(dirs):
+            if name in VCS_METADATA:
+                full = os.path.join(directory, name)
+                if os.path.islink(full):
+                    os.unlink(full)
+                else:
+                    shutil.rmtree(full)
+                dirs.remove(name)
+        for name in files:
+            if name in VCS_METADATA:
+                os.unlink(os.path.join(directory, name))
+
+
+def check_checkout(root: Path, where: str) -> None:
+    """Refuse symlinks pointing outside the template before anything renders."""
+    real = os.path.realpath(root)
+    for directory, dirs, files in os.walk(real):
+        for name in dirs + files:
+            full = os.path.join(directory, name)
+            if os.path.islink(full) and not is_within(real, full):
+                rel = printable_name(os.path.relpath(full, real))
+                raise GenerationError(
+                    f"{where}: the template contains a symlink {rel!r} pointing outside the template; refused"
+                )
+
+
+def _child_error(
+    result: dict[str, Any], limits: sandbox.Limits, where: str, scrub: tuple[str, ...]
+) -> GenerationError:
+    code = result.get("errno")
+    if result.get("limit"):
+        return GenerationError(
+            f"{where}: the template went over its memory limit of {limits.memory_bytes // sandbox.limits.MIB} MiB"
+        )
+    if code == errno.EFBIG:
+        return GenerationError(
+            f"{where}: the template wrote a file over the file size limit of {limits.file_size_bytes // sandbox.limits.MIB} MiB"
+        )
+    if code in (errno.EMFILE, errno.ENFILE):
+        return GenerationError(f"{where}: the template went over the limit of {limits.open_files} open files")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        raise OSError(code, os.strerror(code))
+    message = str(result.get("error"))
+    for path in scrub:
+        message = message.replace(path + os.sep, "").replace(path, ".")
+    if code is not None:
+        message = f"the template failed: {message}"
+    return GenerationError(f"{where}: {message}")
 
 
 def import_tree(writer: TreeWriter, root: Path, where: str) -> None:
@@ -174,6 +392,8 @@ def import_tree(writer: TreeWriter, root: Path, where: str) -> None:
         rel, directory = stack.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
+                if entry.name in VCS_METADATA:
+                    continue  # never part of a project, whatever the template's _exclude says
                 path = f"{rel}/{entry.name}" if rel else entry.name
                 problem = segment_problem(entry.name) or path_problem(path)
                 if problem is not None:
@@ -210,174 +430,63 @@ def _subdirectory(out: Path, subdirectory: str, where: str) -> Path:
     return current
 
 
-@contextlib.contextmanager
-def _outbound(guard: outbound.Guard | None, url: str, scratch: Path, where: str) -> Iterator[dict[str, str]]:
-    """The git environment that pins `url` (Refused: GenerationError), and the clone's size cap."""
-    if guard is None:
-        yield {}
-        return
-    try:
-        env = outbound.config_env(outbound.git_config(guard, "template", url, submodules=True))
-        limits = guard.limits
-        with outbound.watch_size(
-            scratch, limits.template_max_bytes, limits.template_max_files, "the template repository"
-        ) as watch:
-            yield {**env, **watch.env}
-    except (outbound.Refused, outbound.CapExceeded) as exc:
-        raise GenerationError(f"{where}.url: {exc}") from None
-
-
-def _run_copier(
-    src: str,
-    out: Path,
-    cache: Path,
-    data: dict[str, Any],
-    ref: str | None,
-    where: str,
-    *,
-    cwd: Path | None,
-    env: dict[str, str] | None = None,
-) -> list[str]:
-    stderr = io.StringIO()
-    with (
-        _LOCK,
-        _process_state(cache, cwd, scratch=out.parent, env=env or {}),
-        contextlib.redirect_stderr(stderr),
-        warnings.catch_warnings(record=True) as caught,
-    ):
-        warnings.simplefilter("always")
-        try:
-            with _Worker(
-                src_path=src,
-                dst_path=out,
-                data=copy.deepcopy(data),
-                vcs_ref=ref,
-                settings=SettingsModel(),
-                user_defaults={},
-                defaults=True,
-                overwrite=True,
-                quiet=True,
-                unsafe=False,
-                cleanup_on_error=False,
-            ) as worker:
-                _check_template(worker, where)
-                worker.run_copy()
-        except GenerationError:
-            raise
-        except Exception as exc:
-            if (
-                isinstance(exc, OSError)
-                and not isinstance(exc, ProcessExecutionError)
-                and exc.errno in _ENVIRONMENT_ERRNOS
-            ):
-                raise
-            log.debug("copier failed on %s", _redact(src), exc_info=True)
-            raise _copier_error(exc, src, ref, where) from exc
-    notes = [f"{where}: copier: {w.message}" for w in caught if issubclass(w.category, CopierWarning)]
-    for line in _ANSI.sub("", stderr.getvalue()).splitlines():
-        if line.strip():
-            notes.append(f"{where}: copier: {line.strip()}")
-    return notes
-
-
-@contextlib.contextmanager
-def _process_state(cache: Path, cwd: Path | None, scratch: Path, env: dict[str, str]) -> Iterator[None]:
-    """Process-wide state copier reads: the mirror cache location, git's environment (copier
-    runs git through plumbum, whose environment is its own copy), the working directory, and the
-    temporary directory (copier's own clones and checks go there): `scratch`, inside this
-    render's staging directory, so a crash leaves nothing in the pod's /tmp."""
-    saved_cache = os.environ.get("COPIER_CACHE_DIR")
-    saved_tempdir = tempfile.tempdir
-    try:
-        saved_cwd: str | None = os.getcwd()
-    except OSError:
-        saved_cwd = None
-    os.environ["COPIER_CACHE_DIR"] = str(cache)
-    tempfile.tempdir = str(scratch)
-    try:
-        with local.env(**GIT_ENV, **env, TMPDIR=str(scratch)):
-            for name in _GIT_UNSET:
-                if name in local.env:
-                    del local.env[name]
-            if cwd is not None:
-                os.chdir(cwd)
-            yield
-    finally:
-        tempfile.tempdir = saved_tempdir
-        if saved_cache is None:
-            os.environ.pop("COPIER_CACHE_DIR", None)
-        else:
-            os.environ["COPIER_CACHE_DIR"] = saved_cache
-        with contextlib.suppress(OSError):
-            os.chdir(saved_cwd or "/")
-
-
-def _check_template(worker: _Worker, where: str) -> None:
-    """Refuse what would run code or read outside the template, before copier renders."""
-    config = worker.template.config_data
-    used = [f for f in UNSAFE_FEATURES if config.get(f)]
-    if used:
-        raise GenerationError(
-            f"{where}: template uses copier's unsafe features ({', '.join(used)}); projectgen refuses them"
-        )
-    root = os.path.realpath(worker.template.local_abspath)
-    for directory, dirs, files in os.walk(root):
-        for name in dirs + files:
-            full = os.path.join(directory, name)
-            if os.path.islink(full) and not is_within(root, full):
-                rel = printable_name(os.path.relpath(full, root))
-                raise GenerationError(
-                    f"{where}: the template contains a symlink {rel!r} pointing outside the template; refused"
-                )
-        dirs[:] = [d for d in dirs if d != ".git"]
-
-
-def _copier_error(exc: Exception, src: str, ref: str | None, where: str) -> GenerationError:
-    if isinstance(exc, ProcessExecutionError):
-        return _git_error(exc, src, ref, where)
-    if isinstance(exc, UnsafeTemplateError):
+def _git_error(exc: _GitFailed, url: str, ref: str | None, where: str, scrub: str) -> GenerationError:
+    shown = _redact(url)
+    detail = _git_detail(exc, url, scrub)
+    if outbound.REFUSED_TRANSPORT in exc.stderr:
         return GenerationError(
-            f"{where}: template uses copier's unsafe features; projectgen refuses them ({_one_line(exc)})"
-        )
-    if isinstance(exc, ForbiddenPathError):
-        return GenerationError(
-            f"{where}: copier refused a path outside the project or the template ({_one_line(exc)})"
-        )
-    if isinstance(exc, (CopierError, ValueError)):
-        return GenerationError(f"{where}: copier: {_one_line(exc)}")
-    return GenerationError(f"{where}: copier failed: {type(exc).__name__}: {_one_line(exc)}")
-
-
-def _git_error(exc: ProcessExecutionError, src: str, ref: str | None, where: str) -> GenerationError:
-    url = _redact(src.removeprefix("git+"))
-    stderr = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    important = [ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith(("fatal:", "error:"))]
-    detail = _redact_text("; ".join(important or lines[-1:]) or f"git exited with {exc.retcode}", src)
-    if outbound.REFUSED_TRANSPORT in stderr:
-        return GenerationError(
-            f"{where}: template repository {url} has a submodule on another origin; only submodules on "
+            f"{where}: template repository {shown} has a submodule on another origin; only submodules on "
             "the template's own scheme, host and port are fetched (rule submodules): move it there"
         )
-    if "redirect" in stderr.lower() or re.search(r"returned error: 30\d", stderr):
+    if "redirect" in exc.stderr.lower() or re.search(r"returned error: 30\d", exc.stderr):
         return GenerationError(
-            f"{where}: template repository {url} answered with a redirect; redirects are not followed "
+            f"{where}: template repository {shown} answered with a redirect; redirects are not followed "
             "(rule redirects): use the URL it redirects to, if the policy allows it"
         )
-    if _GIT_AUTH.search(stderr):
-        anonymous = (
-            "" if "@" in urlsplit(src.removeprefix("git+")).netloc else "; templates are cloned anonymously"
-        )
+    if _GIT_AUTH.search(exc.stderr):
+        anonymous = "" if "@" in urlsplit(url).netloc else "; templates are cloned anonymously"
         return GenerationError(
-            f"{where}: template repository {url} needs credentials or refused them ({detail}){anonymous}"
+            f"{where}: template repository {shown} needs credentials or refused them ({detail}){anonymous}"
         )
-    if _GIT_NOT_FOUND.search(stderr):
-        return GenerationError(f"{where}: template repository {url} not found ({detail})")
-    if _GIT_BAD_REF.search(stderr):
-        return GenerationError(f"{where}: ref {ref!r} not found in template repository {url} ({detail})")
-    if _GIT_UNREACHABLE.search(stderr):
-        return SourceUnavailable(f"{where}: template repository {url} is unreachable ({detail}); will retry")
-    return GenerationError(f"{where}: git failed on template repository {url}: {detail}")
+    if _GIT_NOT_FOUND.search(exc.stderr):
+        return GenerationError(f"{where}: template repository {shown} not found ({detail})")
+    if _GIT_BAD_REF.search(exc.stderr):
+        return GenerationError(f"{where}: ref {ref!r} not found in template repository {shown} ({detail})")
+    if _GIT_UNREACHABLE.search(exc.stderr):
+        return SourceUnavailable(
+            f"{where}: template repository {shown} is unreachable ({detail}); will retry"
+        )
+    return GenerationError(f"{where}: git failed on template repository {shown}: {detail}")
+
+
+def _submodule_error(exc: _GitFailed, url: str, where: str, scrub: str) -> GenerationError:
+    """Name the submodule's URL (as git resolved it), never a local path."""
+    found = _SUBMODULE_URL.search(exc.stderr)
+    sub = _redact(found.group(1)) if found else "(unknown URL)"
+    detail = _git_detail(exc, found.group(1) if found else url, scrub)
+    if outbound.REFUSED_TRANSPORT in exc.stderr:
+        return GenerationError(
+            f"{where}: template repository {_redact(url)} has a submodule on another origin ({sub}); only "
+            "submodules on the template's own scheme, host and port are fetched (rule submodules): move it there"
+        )
+    if _GIT_NOT_FOUND.search(exc.stderr):
+        return GenerationError(f"{where}: template submodule {sub} not found ({detail})")
+    if _GIT_AUTH.search(exc.stderr):
+        return GenerationError(
+            f"{where}: template submodule {sub} needs credentials or refused them ({detail})"
+        )
+    if _GIT_UNREACHABLE.search(exc.stderr):
+        return SourceUnavailable(f"{where}: template submodule {sub} is unreachable ({detail}); will retry")
+    return GenerationError(f"{where}: git failed on template submodule {sub}: {detail}")
+
+
+def _git_detail(exc: _GitFailed, url: str, scrub: str) -> str:
+    lines = [ln.strip() for ln in exc.stderr.splitlines() if ln.strip()]
+    important = [ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith(("fatal:", "error:"))]
+    important = [ln for ln in important if scrub not in ln] or important[:1]
+    detail = "; ".join(important or lines[-1:]) or f"git exited with {exc.returncode}"
+    detail = re.sub(re.escape(scrub) + r"[^\s':]*", "<template>", detail)
+    return _redact_text(detail, url)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -394,5 +503,5 @@ def _redact(url: str) -> str:
 
 
 def _redact_text(text: str, url: str) -> str:
-    userinfo = urlsplit(url.removeprefix("git+")).netloc.rpartition("@")[0]
+    userinfo = urlsplit(url).netloc.rpartition("@")[0]
     return text.replace(userinfo, "***") if userinfo else text

@@ -15,6 +15,7 @@ import kopf
 from projectgen.api.v1alpha1 import GROUP, VERSION
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
 from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
+from projectgen.generation import sandbox
 from projectgen.handlers import generatedproject, repositoryexport
 from projectgen.handlers.context import Context
 from projectgen.handlers.diffbase import CompactDiffBaseStorage
@@ -73,6 +74,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     if removed:
         logger.info("removed %d staging leftovers of an earlier run", removed)
     memo.ctx = ctx
+    sandbox.start_server()  # the first render then costs a fork, not copier's imports
 
 
 def _ctx(memo: Any) -> Context:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import Manifest
-from projectgen.generation.render import render_project
+from projectgen.generation.render import TemplateOptions, render_project
+from projectgen.generation.sandbox import Limits, RenderCancelled
+from projectgen.generation.template import generation_clock
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
 from projectgen.handlers.retry import retry_delay
@@ -37,6 +41,32 @@ def is_current(body: kopf.Body | dict[str, Any]) -> bool:
     if status.get("phase") != GeneratedProjectPhase.COMPLETED or not status.get("outputDirectory"):
         return False
     return (Path(status["outputDirectory"]) / TREE).is_dir()
+
+
+def superseded(kube: Kube, name: str, uid: str, generation: int, every: float = 2.0) -> Callable[[], bool]:
+    """A check, run while a template renders (at most every `every` s), that the resource still
+    wants this render: not deleted, not being deleted, not changed since. kopf delivers the delete
+    or the new spec only after this handler returns, so the render asks."""
+    last = [time.monotonic()]
+
+    def check() -> bool:
+        if time.monotonic() - last[0] < every:
+            return False
+        last[0] = time.monotonic()
+        try:
+            current = kube.get_object(PLURAL, name)
+        except (ApiUnavailable, Forbidden):
+            return False
+        if current is None:
+            return True
+        meta = current.get("metadata") or {}
+        return bool(
+            meta.get("uid") != uid
+            or meta.get("deletionTimestamp")
+            or int(meta.get("generation") or 1) != generation
+        )
+
+    return check
 
 
 def reconcile(
@@ -96,10 +126,21 @@ def reconcile(
             tree = staging / TREE
             tree.mkdir()
             guard = ctx.outbound.guard(namespace, kube.namespace_labels)
-            result = render_project(spec, tree, configmaps=kube.configmap, workdir=staging, guard=guard)
+            templates = TemplateOptions(
+                limits=Limits.from_settings(ctx.settings),
+                clock=generation_clock(meta.get("creationTimestamp")),
+                forbidden=(str(ctx.settings.data_dir),),
+                should_stop=superseded(kube, name, uid, generation),
+            )
+            result = render_project(
+                spec, tree, configmaps=kube.configmap, workdir=staging, templates=templates, guard=guard
+            )
             manifest: Manifest = result.manifest
             manifest.dump(staging / MANIFEST)
             output = ctx.storage.place_project(staging, namespace, name, uid, manifest.content_hash)
+    except RenderCancelled as exc:
+        logger.info(exc.message)
+        return
     except SourceUnavailable as exc:
         _wait(write, body, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
@@ -115,6 +156,9 @@ def reconcile(
     cap = ctx.settings.status_file_cap
     records = [f.status_record() for f in manifest.files[:cap]]
     message = f"{manifest.total_files} files, {manifest.total_size} bytes"
+    skipped = [w for w in result.warnings if "_tasks were skipped" in w]
+    if skipped:
+        message += "; " + "; ".join(skipped)
     write(
         GeneratedProjectPhase.COMPLETED,
         State.READY,

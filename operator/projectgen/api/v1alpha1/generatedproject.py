@@ -109,9 +109,60 @@ class ConfigMapSource(Model):
     )
 
 
+class TaskPolicy(StrEnum):
+    """What to do with a template's `_tasks`, which never run in projectgen."""
+
+    SKIP = "Skip"
+    FAIL = "Fail"
+
+
+class TemplateLimits(Model):
+    """Lower limits for one template's render; a value above the operator's own is ignored."""
+
+    cpu_seconds: int | None = Field(
+        default=None, alias="cpuSeconds", ge=1, le=86400, description="CPU seconds of the render."
+    )
+    wall_seconds: int | None = Field(
+        default=None,
+        alias="wallSeconds",
+        ge=1,
+        le=86400,
+        description="Wall-clock seconds before the render is killed.",
+    )
+    memory_mib: int | None = Field(
+        default=None,
+        alias="memoryMiB",
+        ge=64,
+        le=1 << 20,
+        description="Address space of the render process, in MiB.",
+    )
+    file_size_mib: int | None = Field(
+        default=None,
+        alias="fileSizeMiB",
+        ge=1,
+        le=1 << 20,
+        description="Largest file the render may write, in MiB.",
+    )
+    output_mib: int | None = Field(
+        default=None,
+        alias="outputMiB",
+        ge=1,
+        le=1 << 20,
+        description="Total bytes the render may write, in MiB.",
+    )
+    output_files: int | None = Field(
+        default=None,
+        alias="outputFiles",
+        ge=1,
+        le=10**8,
+        description="Files and directories the render may write.",
+    )
+
+
 class TemplateSource(Model):
-    """A copier template, rendered with the given answers. Tasks, migrations and Jinja
-    extensions (copier's unsafe features) are refused."""
+    """A copier template, rendered with the given answers in a sandboxed process, as
+    `copier copy --trust --skip-tasks` renders it: Jinja extensions load, migrations do not
+    apply to a copy, tasks never run."""
 
     url: str | None = Field(
         default=None,
@@ -146,6 +197,15 @@ class TemplateSource(Model):
         default=None,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description="Answers to the template's questions.",
+    )
+    tasks: TaskPolicy = Field(
+        default=TaskPolicy.SKIP,
+        description="What to do with a template that has _tasks, which never run here: Skip renders "
+        "without them (a Warning Event names them), Fail fails the source.",
+    )
+    limits: TemplateLimits | None = Field(
+        default=None,
+        description="Lower the operator's sandbox limits for this template's render (never raise them).",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,83 @@
+"""The render process: `main()`, in a process the render server (`forkserver.py`) forked for
+one render (or `python -I -m projectgen.generation.sandbox.child` on its own).
+
+It reads one request (JSON) on stdin, confines itself (`confine.py`), then renders with copier
+(`generation/templaterender.py`) and writes one result line (JSON) to the stdout it had at start;
+anything the template prints goes to stderr, which the parent reads but never reports. copier
+and its dependencies are imported before confinement (by the server, once: they are the image's
+own code); nothing of the template is read before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import os
+import resource
+import sys
+import tempfile
+from typing import Any, TextIO
+
+from projectgen.generation import templaterender
+from projectgen.generation.sandbox.confine import ConfinementError, confine
+from projectgen.generation.sandbox.limits import Limits
+
+
+def _result(out: TextIO, payload: dict[str, Any]) -> None:
+    out.write(json.dumps(payload) + "\n")
+    out.flush()
+
+
+def main() -> int:
+    result = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    request = json.load(sys.stdin)
+    # The pod's OOM killer takes a render, never the operator.
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
+        fh.write("1000")
+    limits = Limits.from_json(request["limits"])
+    box_tmp = request["tmp"]
+    try:
+        found = confine(
+            limits,
+            read=[request["checkout"]],
+            write=[request["box"]],
+            forbidden=request.get("forbidden", []),
+        )
+    except (ConfinementError, OSError) as exc:
+        _result(result, {"error": f"the render sandbox could not be set up: {exc}", "sandbox": True})
+        return 0
+    os.environ.clear()
+    os.environ.update(
+        {"TMPDIR": box_tmp, "HOME": box_tmp, "TZ": "UTC", "LC_ALL": "C.UTF-8", "PATH": "/nonexistent"}
+    )
+    tempfile.tempdir = box_tmp
+    os.chdir(request["cwd"])
+    templaterender.freeze_clock(dt.datetime.fromisoformat(request["clock"]))
+    try:
+        done = templaterender.render(
+            request, extensions_allowed=found.landlock_abi > 0, why_not=found.landlock_reason
+        )
+    except templaterender.RenderFailed as exc:
+        _result(result, {"error": str(exc)})
+        return 0
+    except MemoryError:
+        _result(result, {"error": "memory", "limit": True})
+        return 0
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            what = f" to {exc.filename!r}" if exc.filename else ""
+            text = f"the sandbox denied it access{what} ({exc.strerror}): a template may read only itself"
+        else:
+            text = f"{exc.strerror or exc}" + (f": {exc.filename!r}" if exc.filename else "")
+        _result(result, {"error": text, "errno": exc.errno})
+        return 0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _result(result, {"ok": True, "landlock": found.landlock_abi, "peak_mb": peak_mb, **done})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""What a render process does to itself before it loads a template: rlimits, Landlock, seccomp.
+
+Runs in the child only (`sandbox/child.py`), which is a fresh interpreter with a scrubbed
+environment. Everything here is unprivileged: `PR_SET_NO_NEW_PRIVS` (set by both bindings) is
+what lets an ordinary process load a Landlock ruleset and a seccomp filter, so the operator pod
+keeps `runAsNonRoot`, no capabilities, no privilege escalation and its RuntimeDefault profile.
+
+- **Landlock** (binding: `landlock`): read the template checkout and the Python runtime and
+  its packages (plus system libraries), write only the render's own directory. Every right the
+  kernel's ABI knows is handled, so whatever is not listed is denied, the data volume, other
+  renders and `/var/run/secrets` included. A Landlock domain also stops `ptrace` of anything
+  outside it.
+- **seccomp** (binding: `pyseccomp`, over Debian's libseccomp2): no sockets at all (rendering
+  needs none), no new processes (only threads: `clone` with `CLONE_THREAD`; `clone3` answers
+  ENOSYS so the C library falls back to `clone`), no `execve`, no signals to other processes, no
+  io_uring (its operations bypass seccomp), no namespaces, mounts, BPF, keyrings or ptrace.
+- **rlimits**: CPU seconds (SIGXCPU, then SIGKILL a second later), address space, file size
+  (Python ignores SIGXFSZ, so a write fails with EFBIG), open files, tasks, no core dumps.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import landlock as ll
+
+try:  # pyseccomp looks for libseccomp.so.2 (ldconfig) as it is imported: before confinement
+    import pyseccomp as sc
+except (ImportError, OSError, RuntimeError) as exc:  # libseccomp2 missing from the image
+    sc = None
+    SECCOMP_MISSING = str(exc)
+
+from projectgen.generation.sandbox.limits import Limits
+
+CLONE_THREAD = 0x00010000
+
+DENIED_SYSCALLS = (
+    "fork",
+    "vfork",
+    "execve",
+    "execveat",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "tkill",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pidfd_getfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "socketpair",
+)
+
+SYSTEM_LIBRARIES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/share/zoneinfo")
+
+
+class ConfinementError(Exception):
+    """The sandbox could not be set up: nothing of the template was loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Confinement:
+    landlock_abi: int
+    """0 when the kernel has no Landlock: only seccomp and the rlimits confine the render."""
+    landlock_reason: str = ""
+
+
+def set_rlimits(limits: Limits) -> None:
+    cpu = max(1, int(limits.cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def runtime_paths(forbidden: Iterable[str]) -> list[str]:
+    """Where the interpreter, its packages and system libraries live, minus any directory that
+    holds a forbidden one (the data volume): allowing a parent would allow what is under it."""
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, *SYSTEM_LIBRARIES}
+    candidates.update(p for p in sys.path if p)
+    no = [os.path.realpath(f) for f in forbidden]
+    found = []
+    for path in sorted(candidates):
+        real = os.path.realpath(path)
+        if not os.path.isdir(real):
+            continue
+        if any(os.path.commonpath([real, f]) == real for f in no):
+            continue
+        found.append(real)
+    return found
+
+
+def landlock(read: Iterable[str], write: Iterable[str]) -> Confinement:
+    try:
+        abi = int(ll.landlock_abi_version())
+    except ll.SyscallError as exc:
+        if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
+            return Confinement(0, exc.reason or os.strerror(exc.errno or 0))
+        raise ConfinementError(f"Landlock: {exc}") from exc
+    reading = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR
+    ruleset = ll.Ruleset()
+    for path in read:
+        ruleset.allow(path, rules=reading)
+    for path in write:
+        ruleset.allow(path)
+    ruleset.apply()
+    return Confinement(abi)
+
+
+def seccomp() -> None:
+    if sc is None:
+        raise ConfinementError(f"seccomp is unavailable ({SECCOMP_MISSING}); install libseccomp2")
+    me = os.getpid()
+    filt = sc.SyscallFilter(defaction=sc.ALLOW)
+    eperm = sc.ERRNO(errno.EPERM)
+    filt.add_rule(sc.ERRNO(errno.EACCES), "socket")
+    filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
+    filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    for name in DENIED_SYSCALLS:
+        filt.add_rule(eperm, name)
+    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        filt.add_rule(eperm, name, sc.Arg(0, sc.NE, me))
+    filt.load()
+
+
+def confine(limits: Limits, read: list[str], write: list[str], forbidden: list[str]) -> Confinement:
+    """Confine this process for good. Call before anything of the template is read."""
+    read = read + runtime_paths(forbidden)
+    found = landlock(read, write)
+    seccomp()
+    set_rlimits(limits)
+    return found

@@ -1,0 +1,291 @@
+"""The parent side of a render: start the child, watch it, kill it, read its result.
+
+Renders are forked by the render server (`forkserver.py`, started on first use and again if it
+died), so a render costs a fork, not an interpreter start and copier's imports.
+
+The child runs in its own session (process group) with a scrubbed environment (no token, no
+`KUBERNETES_*`, no proxy settings: nothing of the operator's), so one `killpg` ends it and
+anything it might have left. The parent enforces what the kernel cannot: the wall-clock timeout,
+the output caps (files and total bytes, checked every `poll` seconds and once more at the end;
+the file size rlimit bounds what one file can add between two checks), and cancellation.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from projectgen.generation.errors import GenerationError
+from projectgen.generation.sandbox.limits import MIB, Limits
+
+log = logging.getLogger(__name__)
+
+SERVER = "projectgen.generation.sandbox.forkserver"
+READ_CAP = 256 * 1024
+ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "TZ": "UTC"}
+"""The whole environment of a render process."""
+
+
+class RenderCancelled(GenerationError):
+    """The render was stopped because its resource went away or changed: not a failure of it."""
+
+    permanent = False
+
+
+class _Reader(threading.Thread):
+    """Drains a pipe, keeping its first `READ_CAP` bytes (a child cannot fill the parent's memory)."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.data = bytearray()
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError, ValueError), self.pipe:
+            while chunk := self.pipe.read(65536):
+                if len(self.data) < READ_CAP:
+                    self.data += chunk[: READ_CAP - len(self.data)]
+
+
+def output_usage(root: Path, max_files: int, max_bytes: int) -> tuple[int, int]:
+    """Entries and bytes under `root`, stopping early once past either cap."""
+    files = size = 0
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            files += 1
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    size += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            if files > max_files or size > max_bytes:
+                return files, size
+    return files, size
+
+
+class _Render:
+    """One render process, as the server reported it."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.returncode: int | None = None
+        self.started = threading.Event()
+        self.done = threading.Event()
+
+    def kill(self) -> None:
+        if self.pid and not self.done.is_set():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+
+class _Server:
+    """The parent's end of the render server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[socket.socket, _Render]] = {}
+        self._pid = 0
+
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._pid if self._sock is not None else None
+
+    def _start(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-m", SERVER, str(theirs.fileno())],
+            # The running interpreter itself (argv[0] still names the venv, so its packages load):
+            # its path may pass through a directory the operator's user cannot traverse.
+            executable="/proc/self/exe",
+            env=ENV,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,
+        )
+        theirs.close()
+        self._pid = proc.pid
+        threading.Thread(target=self._read, args=(ours, proc), daemon=True, name="render-server").start()
+        return ours
+
+    def _read(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+        while True:
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            message = json.loads(data)
+            with self._lock:
+                sock_render = self._waiting.get(message["id"])
+                if sock_render is not None and "status" in message:
+                    del self._waiting[message["id"]]
+            if sock_render is None:
+                continue
+            render = sock_render[1]
+            if "pid" in message:
+                render.pid = int(message["pid"])
+                render.started.set()
+            else:
+                render.returncode = int(message["status"])
+                render.done.set()
+        with self._lock:  # the server died: its renders are lost, the next render starts a new one
+            if self._sock is sock:
+                self._sock = None
+            lost = [rid for rid, (s, _) in self._waiting.items() if s is sock]
+            for rid in lost:
+                render = self._waiting.pop(rid)[1]
+                render.kill()
+                render.returncode = -signal.SIGKILL if render.returncode is None else render.returncode
+                render.started.set()
+                render.done.set()
+        sock.close()
+        proc.wait()
+
+    def ensure(self) -> None:
+        with self._lock:
+            if self._sock is None:
+                self._sock = self._start()
+
+    def spawn(self, fds: tuple[int, int, int]) -> _Render:
+        render = _Render()
+        with self._lock:
+            if self._sock is None:
+                self._sock = self._start()
+            rid = next(self._ids)
+            self._waiting[rid] = (self._sock, render)
+            self._sock.sendmsg(
+                [json.dumps({"id": rid}).encode()],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
+            )
+        if not render.started.wait(60):
+            raise OSError("the render server did not start a render within 60 s")
+        return render
+
+
+SERVER_PROCESS = _Server()
+
+
+def start_server() -> None:
+    """Start the render server now rather than at the first render (which would pay its imports)."""
+    SERVER_PROCESS.ensure()
+
+
+def server_pid() -> int | None:
+    """The render server's process id, if it runs (renders are its children)."""
+    return SERVER_PROCESS.pid()
+
+
+def run(
+    request: dict[str, Any],
+    box: Path,
+    limits: Limits,
+    where: str,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    poll: float = 0.2,
+) -> dict[str, Any]:
+    """Render `request` in a confined process writing only under `box`; return its result.
+
+    Raises GenerationError with a message naming the limit a template went over."""
+    request = {**request, "limits": limits.to_json(), "box": str(box)}
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        render = SERVER_PROCESS.spawn((in_r, out_w, err_w))
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    out, err = _Reader(os.fdopen(out_r, "rb")), _Reader(os.fdopen(err_r, "rb"))
+    out.start()
+    err.start()
+    killed: str | None = None
+    started = time.monotonic()
+    try:
+        with contextlib.suppress(BrokenPipeError), os.fdopen(in_w, "wb") as stdin:
+            stdin.write(json.dumps(request).encode())
+        deadline = started + limits.wall_seconds
+        while killed is None and not render.done.wait(poll):
+            if time.monotonic() > deadline:
+                killed = f"did not finish within the wall-clock limit of {limits.wall_seconds:g} s"
+            elif should_stop is not None and should_stop():
+                killed = "cancelled"
+            else:
+                killed = _over_output(box, limits)
+    finally:
+        render.kill()
+        render.done.wait(30)
+        out.join(5)
+        err.join(5)
+    if err.data:
+        # The template's own output, for whoever debugs the operator; never in status.
+        log.debug("render process stderr: %s", bytes(err.data[-4096:]).decode("utf-8", "replace"))
+    if killed == "cancelled":
+        raise RenderCancelled(f"{where}: render stopped: the resource was deleted or changed")
+    if killed is not None:
+        raise GenerationError(f"{where}: the template {killed}; it was stopped")
+    result = _last_json(bytes(out.data))
+    if result is None:
+        elapsed = time.monotonic() - started
+        returncode = render.returncode if render.returncode is not None else -signal.SIGKILL
+        raise GenerationError(f"{where}: the template {_died(returncode, limits, elapsed)}")
+    over = _over_output(box, limits)
+    if over is not None:
+        raise GenerationError(f"{where}: the template {over}")
+    return result
+
+
+def _over_output(box: Path, limits: Limits) -> str | None:
+    files, size = output_usage(box, limits.output_files, limits.output_bytes)
+    if files > limits.output_files:
+        return f"wrote more than the limit of {limits.output_files} files"
+    if size > limits.output_bytes:
+        return f"wrote more than the output limit of {limits.output_bytes // MIB} MiB"
+    return None
+
+
+def _died(returncode: int, limits: Limits, elapsed: float) -> str:
+    # SIGXCPU at the soft CPU limit, SIGKILL at the hard one (a second later); a SIGKILL before
+    # the CPU limit could be reached is the OOM killer's (the pod's memory limit).
+    if returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL and elapsed >= limits.cpu_seconds):
+        return f"used more than its CPU limit of {limits.cpu_seconds} s; it was stopped"
+    if returncode == -signal.SIGKILL:
+        return "render process was killed by the kernel (out of memory: the pod's memory limit)"
+    if returncode < 0:
+        return f"render process was ended by signal {signal.Signals(-returncode).name}"
+    return f"render process exited with code {returncode} without a result"
+
+
+def _last_json(data: bytes) -> dict[str, Any] | None:
+    for line in reversed(data.decode("utf-8", "replace").splitlines()):
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                return value
+    return None
