@@ -24,8 +24,8 @@ if ! command -v gcc >/dev/null 2>&1 && ! command -v cc >/dev/null 2>&1; then
   echo "[gitea] a C compiler is needed (go-sqlite3 uses cgo); Debian: apt-get install gcc" >&2
   exit 1
 fi
-# `gitea --version` prints "Gitea version 1.26.0 built with ...".
-if [ -x "$out/gitea" ] && ! "$out/gitea" --version 2>/dev/null | grep -q "^Gitea version ${version#v} "; then
+# `gitea --version` prints "gitea version 1.26.0 built with ...".
+if [ -x "$out/gitea" ] && ! "$out/gitea" --version 2>/dev/null | grep -qi "^gitea version ${version#v} "; then
   echo "[gitea] $out/gitea is not $version: rebuilding" >&2
   rm -f "$out/gitea"
 fi
