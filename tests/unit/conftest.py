@@ -248,13 +248,18 @@ class HostEnv:
 
 @pytest.fixture
 def fake_github(tmp_path: Path) -> Iterator[FakeGitHub]:
+    """github.com: `acme` is on the free plan, `bigcorp` belongs to an enterprise."""
     with FakeGitHub(tokens={TOKEN}, orgs=["acme"], root=tmp_path / "github") as fake:
+        fake.add_org("bigcorp", enterprise=True)
         yield fake
 
 
 @pytest.fixture
 def fake_gitlab(tmp_path: Path) -> Iterator[FakeGitLab]:
-    with FakeGitLab(tokens={TOKEN}, groups=["acme/platform"], root=tmp_path / "gitlab") as fake:
+    """A self-managed GitLab: public group `acme/platform`, private group `acme/secret`."""
+    with FakeGitLab(tokens={TOKEN}, root=tmp_path / "gitlab") as fake:
+        fake.add_group("acme/platform", visibility="public")
+        fake.add_group("acme/secret", visibility="private")
         yield fake
 
 

@@ -227,6 +227,7 @@ def _publish(job: Job) -> None:
         author_email=author[1],
         if_exists=config.if_exists,
         claimed=status.get("repository"),
+        retries=job.retry,
         tree=job.tree,
         files=job.manifest.files,
         content_hash=job.content_hash,
