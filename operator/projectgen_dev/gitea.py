@@ -17,6 +17,7 @@ users, organisations and tokens made through Gitea's own REST API::
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import fcntl
@@ -440,8 +441,11 @@ def _current_user() -> str:
         return os.environ.get("USER", "root")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """`python -m projectgen_dev.gitea --ensure`: find or build the binary, print where."""
+    parser = argparse.ArgumentParser(prog="python -m projectgen_dev.gitea", description=main.__doc__)
+    parser.add_argument("--ensure", action="store_true", required=True, help="find or build the binary")
+    parser.parse_args(argv)
     try:
         _log(f"binary: {find_gitea()}")
     except GiteaError as exc:

@@ -10,8 +10,8 @@ import requests
 
 from conftest import TOKEN, Guard, HostEnv, Project
 from projectgen.api.v1alpha1 import forges
-from projectgen.devtools.fakehosts import FakeGitLab
 from projectgen.export.publish import REFUSED_401
+from projectgen_dev.fakehosts import FakeGitLab
 
 
 def test_user_namespace_private_project_gets_the_tree(gl: HostEnv, project: Project) -> None:
