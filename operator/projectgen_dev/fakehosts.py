@@ -669,11 +669,15 @@ class FakeGitLab(_FakeHost):
         user: str = "root",
         groups: Iterable[str] = (),
         gitlab_com: bool = False,
+        oauth_tokens: Iterable[str] = (),
         root: Path | None = None,
     ) -> None:
         """`groups` are private, as GitLab's default; add_group() makes others. `gitlab_com`:
-        behave like gitlab.com, where internal is disabled for new projects."""
-        super().__init__(tokens=tokens, root=root)
+        behave like gitlab.com, where internal is disabled for new projects. `oauth_tokens`: OAuth 2.0
+        access tokens, accepted only as `Authorization: Bearer` (docs.gitlab.com api/rest/authentication:
+        PRIVATE-TOKEN is for personal, project and group access tokens), and by git as `oauth2:<token>`."""
+        self.oauth_tokens = set(oauth_tokens)
+        super().__init__(tokens=[*tokens, *self.oauth_tokens], root=root)
         self.gitlab_com = gitlab_com
         self.instance_default_branch = "main"
         self.user: dict[str, Any] = {"id": 1, "username": user, "name": user.title(), "namespace_id": 1}
@@ -862,8 +866,9 @@ class FakeGitLab(_FakeHost):
         return bodies.get(status, {"message": f"{status}"})
 
     def token_of(self, headers: Mapping[str, str]) -> str | None:
-        if headers.get("private-token"):
-            return headers["private-token"]
+        private = headers.get("private-token")
+        if private:
+            return None if private in self.oauth_tokens else private
         scheme, _, value = (headers.get("authorization") or "").partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
 

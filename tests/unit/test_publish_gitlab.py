@@ -10,6 +10,7 @@ import requests
 
 from conftest import TOKEN, Guard, HostEnv, Project
 from projectgen.api.v1alpha1 import forges
+from projectgen.api.v1alpha1.repositoryexport import TokenType
 from projectgen.export.publish import REFUSED_401
 from projectgen_dev.fakehosts import FakeGitLab
 
@@ -224,3 +225,15 @@ def test_adopted_project_gets_topics(gl: HostEnv, project: Project) -> None:
     assert result.pushed and not result.created
     assert gl.fake.project("root/demo")["topics"] == ["generated", "demo"]
     assert gl.fake.count("PUT", "/projects/*") == 1
+
+
+def test_oauth_token_is_sent_as_bearer(tmp_path: Path, project: Project, guard: Guard) -> None:
+    with FakeGitLab(tokens=(), oauth_tokens={TOKEN}, root=tmp_path / "oauth") as fake:
+        fake.add_group("acme/platform", visibility="public")
+        env = HostEnv("gitlab", fake, "root", "acme/platform", "/projects", "/projects/*", guard, tmp_path)
+        # As PRIVATE-TOKEN, GitLab does not take an OAuth token.
+        err = env.fail(env.request(project))
+        assert err.permanent and str(err) == REFUSED_401
+        result = env.run(env.request(project, token_type=TokenType.OAUTH))
+        assert result.created and result.pushed
+        assert env.tree("root/demo") == project.expected()

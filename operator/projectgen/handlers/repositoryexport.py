@@ -216,6 +216,7 @@ def _publish(job: Job) -> None:
         host=job.spec.export_type,
         api_url=config.api_url,
         token=token,
+        token_type=config.token_type,
         owner=config.owner,
         name=job.spec.repository_name,
         description=config.description,

@@ -54,6 +54,11 @@ class Visibility(StrEnum):
     PUBLIC = "public"
 
 
+class TokenType(StrEnum):
+    ACCESS = "access"
+    OAUTH = "oauth"
+
+
 class IfExists(StrEnum):
     FAIL = "Fail"
     ADOPT = "Adopt"
@@ -121,6 +126,13 @@ class PublishConfig(Model):
     credentials_secret_ref: SecretKeySelector = Field(
         alias="credentialsSecretRef",
         description="Secret (same namespace) holding the API token; the token also authenticates the push.",
+    )
+    token_type: TokenType = Field(
+        default=TokenType.ACCESS,
+        alias="tokenType",
+        description="access (default): a personal, group or project access token. oauth: a GitLab OAuth 2.0 "
+        "access token, sent as 'Authorization: Bearer' (GitLab refuses it as PRIVATE-TOKEN). GitHub and "
+        "Gitea take either kind the same way.",
     )
     commit_message: str | None = Field(
         default=None,

@@ -27,7 +27,7 @@ from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.forges import VISIBILITY_RANK, is_gitlab_com
-from projectgen.api.v1alpha1.repositoryexport import ExportType
+from projectgen.api.v1alpha1.repositoryexport import ExportType, TokenType
 from projectgen.export.publish.http import retry_after_from, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
@@ -101,9 +101,12 @@ class GitLabHost:
         self._headers: dict[str, str] = {}
         session = outbound.session(req.guard)  # checked, pinned, answers capped
         session.hooks["response"].append(self._remember)
+        oauth = req.token_type == TokenType.OAUTH
         self._gl = gitlab.Gitlab(
             url=self.url,
-            private_token=req.token,
+            # An OAuth token goes as `Authorization: Bearer`; access tokens as PRIVATE-TOKEN.
+            private_token=None if oauth else req.token,
+            oauth_token=req.token if oauth else None,
             retry_transient_errors=False,
             timeout=settings.http_timeout,
             session=session,

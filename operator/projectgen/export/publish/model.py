@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists, Visibility
+from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists, TokenType, Visibility
 from projectgen.generation.manifest import ProjectFile
 
 GIT_USERNAMES: dict[ExportType, str] = {
@@ -30,6 +30,8 @@ REFUSED_401 = "the token was refused (401): it is invalid or expired"
 class PublishRequest:
     host: ExportType
     token: str = field(repr=False)
+    token_type: TokenType = TokenType.ACCESS
+    """oauth: GitLab gets it as `Authorization: Bearer` instead of PRIVATE-TOKEN."""
     name: str
     """Repository name (GitHub, Gitea) / project path (GitLab)."""
     tree: Path
