@@ -12,7 +12,7 @@
 # pnpm) is not in the zip either: the web UI renders unstyled, the REST API and git over HTTP
 # (all the tests use) do not need it.
 # The version is stamped like Gitea's Makefile (-X main.Version). On success OUTDIR/VERSION
-# records what was built; projectgen.devtools.gitea only trusts the cache with it.
+# records what was built; projectgen_dev.gitea only trusts the cache with it.
 set -euo pipefail
 out=${1:?outdir}; version=${2:?gitea version, e.g. v1.26.0}
 tags="sqlite sqlite_unlock_notify"
