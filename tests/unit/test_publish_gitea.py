@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import FAST, Guard, Project, pushed_tree
+from projectgen import outbound
 from projectgen.export.publish import (
     REFUSED_401,
     PublishError,
@@ -222,3 +223,21 @@ def test_the_push_is_refused_for_a_token_that_cannot_write(gitea: GiteaEnv, proj
     assert err.permanent and "the token was refused by the git server" in str(err)
     assert gitea.claims == [full]  # adopted, then the push was refused
     assert gitea.repo(full)[1]["empty"] is True
+
+
+def _guard(policy: str) -> outbound.Guard:
+    return outbound.Guard(outbound.parse_policy(policy, "test policy"), "team-a")
+
+
+def test_the_outbound_policy_refuses_gitea_on_loopback_before_any_request(
+    gitea: GiteaEnv, project: Project
+) -> None:
+    err = gitea.fail(gitea.request(project, guard=_guard("forges: [{urlPrefix: 'http://'}]\n")))
+    assert err.permanent and "rule internal" in err.message and "loopback" in err.message
+    assert gitea.claims == [] and gitea.repo(f"{gitea.owner.name}/demo")[0] == 404
+
+
+def test_the_outbound_policy_lets_gitea_through_when_allowed(gitea: GiteaEnv, project: Project) -> None:
+    policy = "forges: [{urlPrefix: 'http://'}]\ninternal: [{cidr: 127.0.0.0/8}]\n"
+    result = gitea.run(gitea.request(project, guard=_guard(policy)))
+    assert result.created and gitea.clone(result.repository, "main") == project.expected()
