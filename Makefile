@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit integration demo dev bench crds controlplane clean
+.PHONY: test lint unit integration demo dev bench crds controlplane gitea clean
 
 $(STAMP): pyproject.toml
 	@bash hack/ensure-tools.sh
@@ -22,10 +22,14 @@ lint: $(STAMP)
 controlplane: $(STAMP)
 	@$(BIN)/python -m projectgen_dev.controlplane --ensure
 
-test: lint controlplane
+# A real Gitea for the publish tests, built once from the Go module proxy into the cache.
+gitea: $(STAMP)
+	@$(BIN)/python -m projectgen_dev.gitea --ensure
+
+test: lint controlplane gitea
 	$(BIN)/pytest -q -ra
 
-unit: $(STAMP)
+unit: $(STAMP) gitea
 	$(BIN)/pytest -q tests/unit
 
 integration: controlplane

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The system tools the tests use (real git, real archive tools). Installed with apt when missing.
+# The system tools the tests use (real git, real archive tools, a C compiler for Gitea's cgo SQLite).
+# Installed with apt when missing.
 # `--bench` adds the peers the benchmarks compare against (pigz, GNU time).
 set -euo pipefail
-tools=(git unzip zip tar)
+tools=(git unzip zip tar gcc)
 [ "${1:-}" = "--bench" ] && tools+=(pigz /usr/bin/time)
 missing=()
 for tool in "${tools[@]}"; do

@@ -381,9 +381,16 @@ class FakeGitHub(_FakeHost):
             self.add_org(org)
 
     # state -------------------------------------------------------------------------------
-    def add_org(self, login: str) -> None:
+    def add_org(self, login: str, *, enterprise: bool = False, plan_visible: bool = True) -> None:
+        """`enterprise`: the organisation belongs to an enterprise account (GitHub Enterprise Cloud).
+        `plan_visible`: the token sees the org's `plan` (GitHub shows it to organisation owners)."""
         with self._lock:
-            self.orgs[login.lower()] = {"login": login, "id": next(self._ids)}
+            self.orgs[login.lower()] = {
+                "login": login,
+                "id": next(self._ids),
+                "enterprise": enterprise,
+                "plan_visible": plan_visible,
+            }
 
     def add_repo(
         self, full_name: str, *, private: bool = True, description: str | None = None
@@ -461,6 +468,11 @@ class FakeGitHub(_FakeHost):
             "public_repos": 0,
             "created_at": "2015-01-01T00:00:00Z",
             "updated_at": _now(),
+            **(
+                {"plan": {"name": "enterprise" if org["enterprise"] else "free", "space": 976562499}}
+                if org["plan_visible"]
+                else {}
+            ),
         }
 
     def _repo_json(self, r: Mapping[str, Any]) -> dict[str, Any]:
@@ -532,9 +544,15 @@ class FakeGitHub(_FakeHost):
         self.fail_next(method, path, status=403, body=body, headers=headers, times=times)
 
     def secondary_rate_limit_next(
-        self, method: str, path: str, *, retry_after: int = 60, times: int = 1
+        self, method: str, path: str, *, retry_after: int | None = 60, times: int = 1
     ) -> None:
-        """GitHub's secondary rate limit: 403 with Retry-After."""
+        """GitHub's secondary rate limit: 403, with Retry-After or (retry_after None) without.
+
+        Without it the reply still carries the primary window's headers, X-RateLimit-Remaining
+        above 0 and X-RateLimit-Reset up to an hour away, as GitHub's do: a client must not wait
+        for that reset ("If the retry-after response header is not present and the
+        x-ratelimit-remaining header is not 0, wait at least one minute", docs.github.com
+        rest/using-the-rest-api/best-practices-for-using-the-rest-api)."""
         body = {
             "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
             "If you reach out to GitHub Support for help, please include the request ID 0000:1111:2222:3333:4444.",
@@ -542,9 +560,8 @@ class FakeGitHub(_FakeHost):
             "#about-secondary-rate-limits",
             "status": "403",
         }
-        self.fail_next(
-            method, path, status=403, body=body, headers={"Retry-After": str(retry_after)}, times=times
-        )
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self.fail_next(method, path, status=403, body=body, headers=headers, times=times)
 
     def token_of(self, headers: Mapping[str, str]) -> str | None:
         scheme, _, value = (headers.get("authorization") or "").partition(" ")
@@ -613,6 +630,12 @@ class FakeGitHub(_FakeHost):
             return Reply(
                 422, {"message": "Only organization-owned repositories can be internal.", "status": "422"}
             )
+        # api.github.com.yaml, POST /orgs/{org}/repos: visibility enum [public, private]; internal
+        # only for organisations of an enterprise (GHEC), and on GHES (`enterprise=True`) for all.
+        org = self.orgs.get(owner.lower())
+        if visibility == "internal" and org is not None and not (self.enterprise or org["enterprise"]):
+            err = {"resource": "Repository", "code": "invalid", "field": "visibility"}
+            return Reply(422, {"message": "Validation Failed", "errors": [err], "status": "422"})
         record = self._new_repo(owner, name, body)
         self.created.append(f"{owner}/{name}")
         return Reply(201, self._repo_json(record))
@@ -622,6 +645,8 @@ class FakeGitHub(_FakeHost):
 # GitLab
 # --------------------------------------------------------------------------------------------
 
+_GL_RANK = {"private": 0, "internal": 1, "public": 2}
+_GL_SLUG_RE = re.compile(r"[A-Za-z0-9]+([._-][A-Za-z0-9]+)*")
 _GL_TAKEN = {
     "message": {
         "project_namespace.name": ["has already been taken"],
@@ -643,9 +668,18 @@ class FakeGitLab(_FakeHost):
         tokens: Iterable[str],
         user: str = "root",
         groups: Iterable[str] = (),
+        gitlab_com: bool = False,
+        oauth_tokens: Iterable[str] = (),
         root: Path | None = None,
     ) -> None:
-        super().__init__(tokens=tokens, root=root)
+        """`groups` are private, as GitLab's default; add_group() makes others. `gitlab_com`:
+        behave like gitlab.com, where internal is disabled for new projects. `oauth_tokens`: OAuth 2.0
+        access tokens, accepted only as `Authorization: Bearer` (docs.gitlab.com api/rest/authentication:
+        PRIVATE-TOKEN is for personal, project and group access tokens), and by git as `oauth2:<token>`."""
+        self.oauth_tokens = set(oauth_tokens)
+        super().__init__(tokens=[*tokens, *self.oauth_tokens], root=root)
+        self.gitlab_com = gitlab_com
+        self.instance_default_branch = "main"
         self.user: dict[str, Any] = {"id": 1, "username": user, "name": user.title(), "namespace_id": 1}
         self.namespaces: dict[int, dict[str, Any]] = {
             1: {"id": 1, "name": user, "path": user, "kind": "user", "full_path": user, "parent_id": None}
@@ -659,7 +693,8 @@ class FakeGitLab(_FakeHost):
         return self.base_url
 
     # state -------------------------------------------------------------------------------
-    def add_group(self, full_path: str) -> dict[str, Any]:
+    def add_group(self, full_path: str, *, visibility: str = "private") -> dict[str, Any]:
+        """The group and its missing parents, with `visibility` (a parent is at least as visible)."""
         with self._lock:
             parent: dict[str, Any] | None = None
             segments = full_path.split("/")
@@ -675,8 +710,11 @@ class FakeGitLab(_FakeHost):
                         "kind": "group",
                         "full_path": path,
                         "parent_id": parent["id"] if parent else None,
+                        "visibility": visibility,
                     }
                     self.namespaces[nid] = ns
+                elif _GL_RANK[ns["visibility"]] < _GL_RANK[visibility]:
+                    ns["visibility"] = visibility
                 parent = ns
             assert parent is not None
             return parent
@@ -704,7 +742,10 @@ class FakeGitLab(_FakeHost):
     def _new_project(self, ns: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
         path = body.get("path") or body["name"]
         full_path = f"{ns['full_path']}/{path}"
-        branch = body.get("default_branch") or "main"
+        # "default_branch: ... Requires initialize_with_readme to be true." (docs.gitlab.com
+        # api/projects, Create a project): without a README the instance default applies.
+        readme = bool(body.get("initialize_with_readme"))
+        branch = (body.get("default_branch") if readme else None) or self.instance_default_branch
         record: dict[str, Any] = {
             "id": next(self._ids),
             "name": body.get("name") or path,
@@ -761,7 +802,7 @@ class FakeGitLab(_FakeHost):
         return {
             **self._namespace_json(ns),
             "description": "",
-            "visibility": "private",
+            "visibility": ns["visibility"],
             "full_name": " / ".join(ns["full_path"].split("/")),
             "web_url": f"{self.base_url}/groups/{ns['full_path']}",
             "created_at": "2020-01-01T00:00:00Z",
@@ -825,8 +866,9 @@ class FakeGitLab(_FakeHost):
         return bodies.get(status, {"message": f"{status}"})
 
     def token_of(self, headers: Mapping[str, str]) -> str | None:
-        if headers.get("private-token"):
-            return headers["private-token"]
+        private = headers.get("private-token")
+        if private:
+            return None if private in self.oauth_tokens else private
         scheme, _, value = (headers.get("authorization") or "").partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
 
@@ -892,11 +934,25 @@ class FakeGitLab(_FakeHost):
         if ns is None:
             return Reply(404, {"message": "404 Namespace Not Found"})
         path = body.get("path") or body["name"]
-        if not _NAME_RE.match(path) or path.startswith("-") or path.endswith((".git", ".atom")):
+        if not _NAME_RE.match(path) or path.endswith((".git", ".atom")):
             msg = "can contain only letters, digits, '_', '-' and '.'. Cannot start with '-', end in '.git' or end in '.atom'"
             return Reply(400, {"message": {"path": [msg]}})
-        if body.get("visibility", "private") not in ("private", "internal", "public"):
+        # docs.gitlab.com user/reserved_names: a slug starts and ends with a letter or digit and has
+        # no consecutive special characters (gitlab-org/gitlab!80055).
+        if not _GL_SLUG_RE.fullmatch(path):
+            msg = "must not start or end with a special character and must not contain consecutive special characters."
+            return Reply(400, {"message": {"path": [msg]}})
+        visibility = body.get("visibility", "private")
+        if visibility not in ("private", "internal", "public"):
             return Reply(400, {"error": "visibility does not have a valid value"})
+        # docs.gitlab.com user/public_access: internal is disabled for new projects on gitlab.com ...
+        if self.gitlab_com and visibility == "internal":
+            msg = "internal has been restricted by your GitLab administrator"
+            return Reply(400, {"message": {"visibility_level": [msg]}})
+        # ... and a project cannot be more visible than its group (Project#visibility_level_allowed_by_group).
+        if ns["kind"] == "group" and _GL_RANK[visibility] > _GL_RANK[ns["visibility"]]:
+            msg = f"{visibility} is not allowed in a {ns['visibility']} group."
+            return Reply(400, {"message": {"visibility_level": [msg]}})
         if f"{ns['full_path']}/{path}".lower() in self.projects:
             return Reply(400, _GL_TAKEN)
         record = self._new_project(ns, body)

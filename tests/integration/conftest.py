@@ -19,6 +19,7 @@ import pytest
 from support import OperatorProcess
 
 from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
+from projectgen_dev.gitea import GiteaError, GiteaServer, find_gitea
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -140,3 +141,16 @@ def solo_namespace(request: pytest.FixtureRequest, api_client: kubernetes.client
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
     )
     return name
+
+
+@pytest.fixture(scope="session")
+def gitea_server() -> Iterator[GiteaServer]:
+    """One real Gitea on loopback for the session (built into the cache the first time)."""
+    try:
+        binary = find_gitea()
+    except GiteaError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Gitea unavailable: {exc}")
+        pytest.skip(f"Gitea unavailable: {exc}")
+    with GiteaServer(binary) as server:
+        yield server

@@ -11,6 +11,9 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from projectgen.api.v1alpha1 import RepositoryExportSpec
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 SHA = "a" * 64
@@ -152,7 +155,7 @@ BAD_OBJECTS: list[tuple[str, dict[str, Any], str]] = [
     (
         "bad-export-type",
         export(exportType="rar"),
-        'supported values: "zip", "tar", "tar.gz", "github", "gitlab"',
+        'supported values: "zip", "tar", "tar.gz", "github", "gitlab", "gitea"',
     ),
     ("github-without-config", export(exportType="github"), "config.credentialsSecretRef"),
     ("bad-visibility", github_export(visibility="secret"), "spec.config.visibility"),
@@ -282,3 +285,61 @@ def test_references_are_immutable(
             GROUP, VERSION, namespace, plural, body["metadata"]["name"], change
         )
     assert err.value.status == 422 and expected in err.value.body
+
+
+def forge_export(export_type: str, name: str, **config: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"credentialsSecretRef": {"name": "creds"}}
+    if export_type == "gitea":
+        cfg["apiUrl"] = "https://gitea.example.com"
+    cfg.update(config)
+    body = export(
+        exportType=export_type,
+        repositoryName=name,
+        config={k: v for k, v in cfg.items() if v is not None},  # None: leave the field out
+    )
+    body["metadata"]["name"] = f"{export_type}-x"
+    return body
+
+
+# Each forge's documented rules (see projectgen.api.v1alpha1.forges), refused at `kubectl apply`.
+FORGE_CASES: list[tuple[str, dict[str, Any], str | None]] = [
+    ("gitlab-ok", forge_export("gitlab", "a.b_c-d9"), None),
+    ("gitlab-trailing-dash", forge_export("gitlab", "api-"), "not a valid GitLab repository name"),
+    ("gitlab-leading-underscore", forge_export("gitlab", "_api"), "not a valid GitLab repository name"),
+    ("gitlab-consecutive", forge_export("gitlab", "a..b"), "never two of"),
+    ("gitlab-dot-git", forge_export("gitlab", "demo.Git"), "not end in .git or .atom"),
+    (
+        "gitlab-com-internal",
+        forge_export("gitlab", "demo", visibility="internal"),
+        "gitlab.com does not allow",
+    ),
+    (
+        "gitlab-self-managed-internal",
+        forge_export("gitlab", "demo", visibility="internal", apiUrl="https://git.example.com"),
+        None,
+    ),
+    ("github-trailing-dash-ok", forge_export("github", "api-"), None),
+    ("github-user-internal", forge_export("github", "demo", visibility="internal"), "needs config.owner"),
+    ("github-org-internal", forge_export("github", "demo", visibility="internal", owner="acme"), None),
+    ("github-owner-slash", forge_export("github", "demo", owner="acme/team"), "no '/'"),
+    ("gitea-ok", forge_export("gitea", "demo", visibility="public", owner="acme"), None),
+    ("gitea-dotdot", forge_export("gitea", "a..b"), "not a valid Gitea repository name"),
+    ("gitea-wiki", forge_export("gitea", "notes.wiki"), "not a valid Gitea repository name"),
+    ("gitea-internal", forge_export("gitea", "demo", visibility="internal"), "there is no internal"),
+    ("gitea-no-api-url", forge_export("gitea", "demo", apiUrl=None), "needs config.apiUrl"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "expected"), FORGE_CASES, ids=[c[0] for c in FORGE_CASES])
+def test_forge_rules_at_apply_and_in_the_model_agree(
+    kubectl: Callable[..., Any], namespace: str, case: str, body: dict[str, Any], expected: str | None
+) -> None:
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body), check=False)
+    if expected is None:
+        assert result.returncode == 0, result.stderr
+        RepositoryExportSpec.model_validate(body["spec"])
+    else:
+        assert result.returncode != 0, f"{case} was accepted"
+        assert expected in result.stderr, result.stderr
+        with pytest.raises(ValidationError):
+            RepositoryExportSpec.model_validate(body["spec"])

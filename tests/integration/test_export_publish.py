@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,7 +31,9 @@ from support import (
     wait_phase,
 )
 
+from projectgen.export.publish import secret_forms
 from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
+from projectgen_dev.gitea import GiteaServer, GiteaUser
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 TOKEN = "ghp_IntegrationS3cret0123456789abcdef"
@@ -51,7 +54,8 @@ def github() -> Iterator[FakeGitHub]:
 
 @pytest.fixture
 def gitlab() -> Iterator[FakeGitLab]:
-    with FakeGitLab(tokens={TOKEN}, user="root", groups=["platform/services"]) as fake:
+    with FakeGitLab(tokens={TOKEN}, user="root") as fake:
+        fake.add_group("platform/services", visibility="internal")
         yield fake
 
 
@@ -85,9 +89,9 @@ def finished(api: client.ApiClient, namespace: str, name: str, timeout: float = 
     return wait_phase(api, EXPORTS, namespace, name, "Completed", "Failed", timeout=timeout)
 
 
-def clone(url: str, dest: Path, user: str) -> dict[str, tuple[str, str]]:
+def clone(url: str, dest: Path, user: str, token: str = TOKEN) -> dict[str, tuple[str, str]]:
     """path -> (sha256, git mode) of the default branch, cloned with the real git."""
-    auth = url.replace("http://", f"http://{user}:{TOKEN}@")
+    auth = url.replace("http://", f"http://{user}:{token}@")
     subprocess.run(["git", "clone", "-q", auth, str(dest)], check=True, capture_output=True)
     listing = subprocess.run(
         ["git", "-C", str(dest), "ls-tree", "-r", "HEAD"], check=True, capture_output=True, text=True
@@ -107,7 +111,11 @@ def expected_tree(project: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def assert_no_leak(
-    api: client.ApiClient, namespace: str, names: list[str], operator: OperatorProcess
+    api: client.ApiClient,
+    namespace: str,
+    names: list[str],
+    operator: OperatorProcess,
+    forms: tuple[str, ...] = SECRET_FORMS,
 ) -> None:
     """The token appears in no status, Event, operator log line, or file of the data directory."""
     haystacks = [operator.logs()]
@@ -115,12 +123,12 @@ def assert_no_leak(
         obj = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, EXPORTS, name)
         haystacks.append(repr(obj))
         haystacks += [f"{e.reason} {e.message}" for e in events(api, namespace, name)]
-    for form in SECRET_FORMS:
+    for form in forms:
         assert not any(form in text for text in haystacks), "token leaked into status, events or logs"
     for path in operator.data_dir.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert not any(form.encode() in data for form in SECRET_FORMS), f"token leaked into {path}"
+            assert not any(form.encode() in data for form in forms), f"token leaked into {path}"
 
 
 @pytest.mark.parametrize("owner", [None, "acme"])
@@ -303,3 +311,73 @@ def test_restart_between_create_and_push_creates_one_repository(
         assert github.created == ["octocat/billing-api"]
         assert status["commitSha"]
         assert_no_leak(api_client, namespace, ["gh"], op2)
+
+
+@pytest.fixture
+def gitea(gitea_server: GiteaServer) -> tuple[GiteaServer, GiteaUser, GiteaUser, str]:
+    """The session's real Gitea with a fresh owner, another user and an organisation."""
+    n = secrets.token_hex(3)
+    owner, other = gitea_server.create_user(f"dev{n}"), gitea_server.create_user(f"guest{n}")
+    gitea_server.create_org(f"team{n}", owner=owner)
+    return gitea_server, owner, other, f"team{n}"
+
+
+def test_gitea_publish_through_the_operator_and_repush_after_regeneration(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    server, owner, other, org = gitea
+    forms = tuple(secret_forms(owner.token))
+    project = make_project(api_client, namespace)
+    secret(api_client, namespace, value=owner.token)
+    body = publish_body(
+        "gt",
+        "gitea",
+        server.url,
+        owner=org,
+        description="Billing API",
+        topics=["billing"],
+        defaultBranch="trunk",
+    )
+    create(api_client, EXPORTS, namespace, body)
+    obj = finished(api_client, namespace, "gt")
+    first = obj["status"]
+    full = f"{org}/billing-api"
+    assert first["phase"] == "Completed", first
+    assert first["repository"] == full and first["repositoryUrl"] == f"{server.url}/{full}"
+    assert clone(f"{server.url}/{full}.git", tmp_path / "c1", owner.name, owner.token) == expected_tree(
+        project
+    )
+    status, repo = server.api("GET", f"/repos/{full}", token=owner.token)
+    assert status == 200 and repo["private"] is True and repo["default_branch"] == "trunk"
+    assert repo["description"] == "Billing API"
+    assert server.api("GET", f"/repos/{full}", token=other.token)[0] == 404  # private: not for others
+    project = regenerate(api_client, namespace, "billing", [inline_source({"README.md": "# v2\n"})])
+    second = wait_exported(api_client, namespace, "gt", project, timeout=90)["status"]
+    assert second["commitSha"] != first["commitSha"]
+    status, commit = server.api("GET", f"/repos/{full}/git/commits/{second['commitSha']}", token=owner.token)
+    assert status == 200 and [p["sha"] for p in commit["parents"]] == [first["commitSha"]]
+    assert_no_leak(api_client, namespace, ["gt"], operator, forms)
+
+
+def test_gitea_existing_repository_fails_with_a_clear_message(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+) -> None:
+    server, owner, _, org = gitea
+    server.create_repo(org, "billing-api", token=owner.token)
+    make_project(api_client, namespace)
+    secret(api_client, namespace, value=owner.token)
+    create(api_client, EXPORTS, namespace, publish_body("gt", "gitea", server.url, owner=org))
+    obj = finished(api_client, namespace, "gt")
+    assert obj["status"]["phase"] == "Failed"
+    assert "already exists and was not created by this export" in obj["status"]["errorMessage"]
+    wait_event(
+        api_client, namespace, "gt", lambda e: e.type == "Warning" and "already exists" in (e.message or "")
+    )
+    assert_no_leak(api_client, namespace, ["gt"], operator, tuple(secret_forms(owner.token)))

@@ -19,6 +19,7 @@ import pytest
 from projectgen.export.publish import PublishError, PublishRequest, PublishResult, PublishSettings, publish
 from projectgen.generation.manifest import Manifest, ProjectFile
 from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
+from projectgen_dev.gitea import GiteaError, GiteaServer, find_gitea
 
 TOKEN = "tok_S3cretValue-0123456789abcdef"
 SECRETS = (
@@ -107,10 +108,14 @@ def git(bare: Path, *args: str) -> str:
     return subprocess.run(["git", *args], env=env, capture_output=True, check=True).stdout.decode()
 
 
-def pushed_tree(bare: Path, branch: str, scratch: Path) -> dict[str, tuple[str, bool]]:
-    """Clone with the real git and read back paths, SHA-256 and executable bits (checkout and index)."""
+def pushed_tree(
+    bare: Path | str, branch: str, scratch: Path, env: dict[str, str] | None = None
+) -> dict[str, tuple[str, bool]]:
+    """Clone with the real git and read back paths, SHA-256 and executable bits (checkout and index).
+
+    `bare`: a path or a URL; `env`: extra environment (credentials as GIT_CONFIG_* stay out of argv)."""
     dest = scratch / f"clone-{uuid.uuid4().hex[:8]}"
-    env = _git_env(scratch)
+    env = {**_git_env(scratch), **(env or {})}
     subprocess.run(["git", "clone", "-q", "--branch", branch, str(bare), str(dest)], env=env, check=True)
     modes = {}
     out = subprocess.run(
@@ -142,13 +147,15 @@ class Guard:
         self.texts: list[str] = []
         self.workdirs = 0
         self.leaks: list[str] = []
+        self.secrets: list[str] = list(SECRETS)
+        """What must never appear; tests against a real forge add the tokens it issued."""
 
     def on_workdir(self, path: Path) -> None:
         self.workdirs += 1
         for p in path.rglob("*"):
             if p.is_file() and not p.is_symlink():
                 data = p.read_bytes()
-                self.leaks.extend(f"{p}: {s[:6]}..." for s in SECRETS if s.encode() in data)
+                self.leaks.extend(f"{p}: {s[:6]}..." for s in self.secrets if s.encode() in data)
 
     def exception(self, exc: BaseException) -> None:
         self.texts.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
@@ -160,7 +167,7 @@ class Guard:
             if record.exc_info:
                 texts.append("".join(traceback.format_exception(*record.exc_info)))
         leaks = list(self.leaks)
-        leaks.extend(t[:200] for t in texts if any(s in t for s in SECRETS))
+        leaks.extend(t[:200] for t in texts if any(s in t for s in self.secrets))
         assert not leaks, f"the token leaked: {leaks}"
 
 
@@ -248,13 +255,18 @@ class HostEnv:
 
 @pytest.fixture
 def fake_github(tmp_path: Path) -> Iterator[FakeGitHub]:
+    """github.com: `acme` is on the free plan, `bigcorp` belongs to an enterprise."""
     with FakeGitHub(tokens={TOKEN}, orgs=["acme"], root=tmp_path / "github") as fake:
+        fake.add_org("bigcorp", enterprise=True)
         yield fake
 
 
 @pytest.fixture
 def fake_gitlab(tmp_path: Path) -> Iterator[FakeGitLab]:
-    with FakeGitLab(tokens={TOKEN}, groups=["acme/platform"], root=tmp_path / "gitlab") as fake:
+    """A self-managed GitLab: public group `acme/platform`, private group `acme/secret`."""
+    with FakeGitLab(tokens={TOKEN}, root=tmp_path / "gitlab") as fake:
+        fake.add_group("acme/platform", visibility="public")
+        fake.add_group("acme/secret", visibility="private")
         yield fake
 
 
@@ -280,3 +292,17 @@ def gl(fake_gitlab: FakeGitLab, guard: Guard, tmp_path: Path) -> HostEnv:
 def env(request: pytest.FixtureRequest) -> HostEnv:
     value: HostEnv = request.getfixturevalue("gh" if request.param == "github" else "gl")
     return value
+
+
+# --- a real Gitea ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def gitea_server() -> Iterator[GiteaServer]:
+    """One real Gitea for the session (built into the cache the first time); fails under CI."""
+    try:
+        binary = find_gitea()
+    except GiteaError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Gitea unavailable: {exc}")
+        pytest.skip(f"Gitea unavailable: {exc}")
+    with GiteaServer(binary) as server:
+        yield server

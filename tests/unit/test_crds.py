@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,63 @@ def test_publish_needs_credentials() -> None:
     assert spec.config is not None
     assert spec.config.visibility == "private" and spec.config.default_branch == "main"
     assert spec.config.credentials_secret_ref.key == "token"
+
+
+def _export(export_type: str, name: str, **config: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"credentialsSecretRef": {"name": "t"}}
+    if export_type == "gitea":
+        cfg["apiUrl"] = "https://gitea.example.com"
+    cfg.update(config)
+    cfg = {k: v for k, v in cfg.items() if v is not None}  # None: leave the field out
+    return {
+        "generatedProjectRef": {"name": "p"},
+        "exportType": export_type,
+        "repositoryName": name,
+        "config": cfg,
+    }
+
+
+# (exportType, repositoryName, config, accepted): each forge's documented name and visibility rules.
+FORGE_CASES: list[tuple[str, str, dict[str, Any], bool]] = [
+    ("gitlab", "billing-api", {}, True),
+    ("gitlab", "a.b_c-d9", {}, True),
+    ("gitlab", "api-", {}, False),  # ends with a special character
+    ("gitlab", "-api", {}, False),
+    ("gitlab", "_api", {}, False),
+    ("gitlab", "a..b", {}, False),  # consecutive special characters
+    ("gitlab", "a-_b", {}, False),
+    ("gitlab", "demo.git", {}, False),
+    ("gitlab", "demo.ATOM", {}, False),
+    ("gitlab", "demo", {"visibility": "internal"}, False),  # gitlab.com: no internal for new projects
+    ("gitlab", "demo", {"visibility": "internal", "apiUrl": "https://gitlab.com"}, False),
+    ("gitlab", "demo", {"visibility": "internal", "apiUrl": "https://git.example.com"}, True),
+    ("github", "api-", {}, True),
+    ("github", "_a..b", {}, True),
+    ("github", "demo", {"visibility": "internal"}, False),  # a user's repository cannot be internal
+    ("github", "demo", {"visibility": "internal", "owner": "acme"}, True),
+    ("github", "demo", {"owner": "acme/team"}, False),
+    ("gitea", "demo", {"visibility": "public", "owner": "acme"}, True),
+    ("gitea", "a..b", {}, False),
+    ("gitea", "-", {}, False),
+    ("gitea", "notes.wiki", {}, False),
+    ("gitea", "feed.RSS", {}, False),
+    ("gitea", "demo", {"visibility": "internal"}, False),
+    ("gitea", "demo", {"apiUrl": None}, False),
+]
+
+
+@pytest.mark.parametrize(("export_type", "name", "config", "accepted"), FORGE_CASES)
+def test_models_apply_each_forges_rules(
+    export_type: str, name: str, config: dict[str, Any], accepted: bool
+) -> None:
+    body = _export(export_type, name, **config)
+    if accepted:
+        RepositoryExportSpec.model_validate(body)
+    else:
+        with pytest.raises(ValidationError):
+            RepositoryExportSpec.model_validate(body)
+
+
+def test_gitlab_name_error_says_what_is_allowed() -> None:
+    with pytest.raises(ValidationError, match=re.escape("never two of '_', '.', '-' in a row")):
+        RepositoryExportSpec.model_validate(_export("gitlab", "a..b"))

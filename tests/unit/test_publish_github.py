@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
 
 from projectgen.export.publish import REFUSED_401, publish
 from projectgen_dev.fakehosts import FakeGitHub
@@ -44,13 +45,15 @@ def test_claim_happens_before_create(gh: HostEnv, project: Project) -> None:
     assert seen == [0]
 
 
-@pytest.mark.parametrize("visibility", ["public", "internal"])
-def test_organisation_owner_and_visibility(gh: HostEnv, project: Project, visibility: str) -> None:
-    result = gh.run(gh.request(project, owner="acme", visibility=visibility))
+@pytest.mark.parametrize(("owner", "visibility"), [("acme", "public"), ("bigcorp", "internal")])
+def test_organisation_owner_and_visibility(
+    gh: HostEnv, project: Project, owner: str, visibility: str
+) -> None:
+    result = gh.run(gh.request(project, owner=owner, visibility=visibility))
 
-    assert result.repository == "acme/demo"
-    assert gh.fake.created == ["acme/demo"]
-    repo = gh.fake.repo("acme/demo")
+    assert result.repository == f"{owner}/demo"
+    assert gh.fake.created == [f"{owner}/demo"]
+    repo = gh.fake.repo(f"{owner}/demo")
     assert repo["visibility"] == visibility
     assert repo["request"]["private"] is (visibility != "public")
     assert repo["request"]["visibility"] == visibility
@@ -66,6 +69,50 @@ def test_internal_visibility_needs_an_organisation(gh: HostEnv, project: Project
     err = gh.fail(gh.request(project, visibility="internal"))
     assert err.permanent and "config.owner" in str(err)
     assert gh.fake.created == []
+
+
+# Difference 2: `internal` only for organisations of an enterprise (POST /orgs/{org}/repos
+# enumerates public and private on github.com).
+def test_internal_outside_an_enterprise_is_refused_before_anything_is_created(
+    gh: HostEnv, project: Project
+) -> None:
+    err = gh.fail(gh.request(project, owner="acme", visibility="internal"))
+    assert err.permanent
+    assert "organisation acme" in str(err) and "'free' plan" in str(err)
+    assert "allowed: private, public" in str(err)
+    assert gh.claims == [] and gh.fake.count("POST", "/orgs/*") == 0 and gh.fake.created == []
+
+
+def test_internal_when_the_plan_is_hidden_is_refused_by_github_with_a_hint(
+    gh: HostEnv, project: Project
+) -> None:
+    gh.fake.add_org("quiet", plan_visible=False)  # the token is no owner: GitHub hides the plan
+    err = gh.fail(gh.request(project, owner="quiet", visibility="internal"))
+    assert (
+        err.permanent
+        and "422" in str(err)
+        and "only for organisations that belong to an enterprise" in str(err)
+    )
+    assert gh.fake.count("POST", "/orgs/quiet/repos") == 1 and gh.fake.created == []
+
+
+def test_stand_in_refuses_internal_outside_an_enterprise(gh: HostEnv) -> None:
+    reply = requests.post(
+        f"{gh.fake.api_url}/orgs/acme/repos",
+        json={"name": "x", "visibility": "internal"},
+        headers={"Authorization": f"token {gh.token}"},
+        timeout=10,
+    )
+    assert reply.status_code == 422 and reply.json()["errors"][0]["field"] == "visibility"
+
+
+def test_internal_on_enterprise_server_for_any_organisation(
+    tmp_path: Path, project: Project, github_env: Callable[[FakeGitHub], HostEnv], gh: HostEnv
+) -> None:
+    with FakeGitHub(tokens={gh.token}, orgs=["acme"], enterprise=True, root=tmp_path / "ghes") as fake:
+        env = github_env(fake)
+        env.run(env.request(project, owner="acme", visibility="internal", api_url=fake.api_url))
+        assert fake.repo("acme/demo")["visibility"] == "internal"
 
 
 def test_enterprise_base_url(
@@ -125,6 +172,20 @@ def test_secondary_rate_limit_honours_retry_after(gh: HostEnv, project: Project)
     result = gh.run(gh.request(project))
     assert time.monotonic() - start >= 1.0
     assert result.created and gh.fake.created == ["octocat/demo"]
+
+
+# Difference 3: a secondary limit without Retry-After while x-ratelimit-remaining is not 0: at least
+# a minute, then exponentially longer; never until x-ratelimit-reset (an hour away in the stand-in).
+@pytest.mark.parametrize(("retries", "wait"), [(0, 60), (1, 120), (2, 240), (10, 960)])
+def test_secondary_rate_limit_without_retry_after_waits_a_minute_then_backs_off(
+    gh: HostEnv, project: Project, retries: int, wait: float
+) -> None:
+    gh.fake.secondary_rate_limit_next("POST", "/user/repos", retry_after=None)
+    start = time.monotonic()
+    err = gh.fail(gh.request(project, retries=retries))
+    assert not err.permanent and err.retry_after == wait
+    assert "secondary rate limit" in str(err)
+    assert gh.fake.count("POST", "/user/repos") == 1 and time.monotonic() - start < 5
 
 
 def test_429_retry_after_then_success(gh: HostEnv, project: Project) -> None:

@@ -1,4 +1,4 @@
-"""RepositoryExport: ship one GeneratedProject as an archive or a new GitHub/GitLab repository."""
+"""RepositoryExport: ship one GeneratedProject as an archive or a new GitHub/GitLab/Gitea repository."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, model_validator
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 
 from projectgen.api.v1alpha1.common import (
     CONFIGMAP_KEY_PATTERN,
@@ -18,6 +18,7 @@ from projectgen.api.v1alpha1.common import (
     ObjectName,
     Sha256,
 )
+from projectgen.api.v1alpha1.forges import NAME_RULES, VISIBILITIES, is_gitlab_com
 
 KIND = "RepositoryExport"
 PLURAL = "repositoryexports"
@@ -34,6 +35,7 @@ class ExportType(StrEnum):
     TAR_GZ = "tar.gz"
     GITHUB = "github"
     GITLAB = "gitlab"
+    GITEA = "gitea"
 
     @property
     def is_archive(self) -> bool:
@@ -50,6 +52,11 @@ class Visibility(StrEnum):
     PRIVATE = "private"
     INTERNAL = "internal"
     PUBLIC = "public"
+
+
+class TokenType(StrEnum):
+    ACCESS = "access"
+    OAUTH = "oauth"
 
 
 class IfExists(StrEnum):
@@ -80,18 +87,20 @@ class CommitAuthor(Model):
 
 
 class PublishConfig(Model):
-    """Where and how to publish to GitHub or GitLab."""
+    """Where and how to publish to GitHub, GitLab or Gitea."""
 
     owner: str | None = Field(
         default=None,
         max_length=255,
         pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
-        description="Organisation (GitHub) or group path (GitLab) to create the repository in. "
+        description="Organisation (GitHub, Gitea) or group path (GitLab) to create the repository in. "
         "Default: the token's user.",
     )
     visibility: Visibility = Field(
         default=Visibility.PRIVATE,
-        description="private (default), internal (GitHub Enterprise / GitLab) or public.",
+        description="private (default), internal or public. internal: GitHub organisations that belong to "
+        "an enterprise, self-managed GitLab; not gitlab.com (new projects), not Gitea. On GitLab a project "
+        "is never more visible than its group.",
     )
     description: str | None = Field(default=None, max_length=350, description="Repository description.")
     default_branch: str = Field(
@@ -111,12 +120,19 @@ class PublishConfig(Model):
         alias="apiUrl",
         max_length=2048,
         json_schema_extra={"format": "uri", "x-kubernetes-validations": [URL_RULE]},
-        description="API base URL for GitHub Enterprise (https://HOST/api/v3) or self-managed GitLab "
-        "(https://HOST). Default: github.com / gitlab.com.",
+        description="API base URL for GitHub Enterprise (https://HOST/api/v3), self-managed GitLab "
+        "(https://HOST) or Gitea (https://HOST, required). Default: github.com / gitlab.com.",
     )
     credentials_secret_ref: SecretKeySelector = Field(
         alias="credentialsSecretRef",
         description="Secret (same namespace) holding the API token; the token also authenticates the push.",
+    )
+    token_type: TokenType = Field(
+        default=TokenType.ACCESS,
+        alias="tokenType",
+        description="access (default): a personal, group or project access token. oauth: a GitLab OAuth 2.0 "
+        "access token, sent as 'Authorization: Bearer' (GitLab refuses it as PRIVATE-TOKEN). GitHub and "
+        "Gitea take either kind the same way.",
     )
     commit_message: str | None = Field(
         default=None,
@@ -147,7 +163,9 @@ class RepositoryExportSpec(Model):
         },
         description="The GeneratedProject to export, in the same namespace. Immutable.",
     )
-    export_type: ExportType = Field(alias="exportType", description="zip, tar, tar.gz, github or gitlab.")
+    export_type: ExportType = Field(
+        alias="exportType", description="zip, tar, tar.gz, github, gitlab or gitea."
+    )
     repository_name: str | None = Field(
         default=None,
         alias="repositoryName",
@@ -159,8 +177,9 @@ class RepositoryExportSpec(Model):
                 {"rule": "self != '.' && self != '..'", "message": "must not be '.' or '..'"}
             ]
         },
-        description="Name of the repository to create, and of the archive's top-level folder. "
-        "Default for archives: the GeneratedProject's name.",
+        description="Name of the repository to create (checked against the forge's own rules: GitLab "
+        "paths start and end with a letter or digit and have no two special characters in a row), and "
+        "of the archive's top-level folder. Default for archives: the GeneratedProject's name.",
     )
     compression_level: int | None = Field(
         default=None,
@@ -169,32 +188,117 @@ class RepositoryExportSpec(Model):
         le=9,
         description="zip / tar.gz compression level (default 6). Lower is faster and larger.",
     )
-    config: PublishConfig | None = Field(default=None, description="GitHub / GitLab settings.")
+    config: PublishConfig | None = Field(default=None, description="GitHub / GitLab / Gitea settings.")
 
     @model_validator(mode="after")
     def _publish_needs_config(self) -> RepositoryExportSpec:
-        if self.export_type not in ARCHIVE_TYPES:
-            if self.config is None:
-                raise ValueError(f"exportType {self.export_type} needs config.credentialsSecretRef")
-            if self.repository_name is None:
-                raise ValueError(f"exportType {self.export_type} needs repositoryName")
+        if self.export_type in ARCHIVE_TYPES:
+            return self
+        forge = str(self.export_type)
+        if self.config is None:
+            raise ValueError(f"exportType {forge} needs config.credentialsSecretRef")
+        if self.repository_name is None:
+            raise ValueError(f"exportType {forge} needs repositoryName")
+        if forge == "gitea" and self.config.api_url is None:
+            raise ValueError(GITEA_NEEDS_API_URL)
+        problem = publish_problem(forge, self.repository_name, self.config)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
-RepositoryExportSpec.model_config["json_schema_extra"] = {
-    "x-kubernetes-validations": [
+def _visibility_problem(forge: str, visibility: str, owner: str | None, api_url: str | None) -> str | None:
+    if visibility not in VISIBILITIES[forge]:
+        return (
+            f"{_FORGE[forge]} repositories are {' or '.join(VISIBILITIES[forge])}: there is no {visibility}"
+        )
+    if forge == "github" and visibility == "internal" and owner is None:
+        return GITHUB_INTERNAL_NEEDS_OWNER
+    if forge == "gitlab" and visibility == "internal" and is_gitlab_com(api_url):
+        return GITLAB_COM_NO_INTERNAL
+    return None
+
+
+def publish_problem(forge: str, name: str, config: PublishConfig) -> str | None:
+    """What the forge would refuse about this spec, as the CRD's CEL rules say it; None: nothing."""
+    problem = NAME_RULES[forge].check(name)
+    if problem:
+        return problem
+    if forge in ("github", "gitea") and config.owner and "/" in config.owner:
+        return f"config.owner {config.owner!r}: {_FORGE[forge]} owners are one user or organisation, no '/'"
+    return _visibility_problem(forge, str(config.visibility), config.owner, config.api_url)
+
+
+_FORGE = {"github": "GitHub", "gitlab": "GitLab", "gitea": "Gitea"}
+GITHUB_INTERNAL_NEEDS_OWNER = (
+    "visibility internal needs config.owner: an organisation that belongs to an enterprise "
+    "(GitHub Enterprise Cloud or Server); a user's repositories are private or public"
+)
+GITEA_NEEDS_API_URL = "exportType gitea needs config.apiUrl: the Gitea server's URL (https://HOST)"
+GITLAB_COM_NO_INTERNAL = (
+    "gitlab.com does not allow visibility internal for new projects: use private or public, or set "
+    "config.apiUrl to a self-managed GitLab"
+)
+
+
+def _cel_rules() -> list[JsonValue]:
+    rules: list[JsonValue] = [
         {
             "rule": f"self.exportType in {_CEL_ARCHIVE_TYPES} || has(self.config)",
-            "message": "exportType github and gitlab need config.credentialsSecretRef",
+            "message": "exportType github, gitlab and gitea need config.credentialsSecretRef",
             "fieldPath": ".config",
         },
         {
             "rule": f"self.exportType in {_CEL_ARCHIVE_TYPES} || has(self.repositoryName)",
-            "message": "exportType github and gitlab need repositoryName",
+            "message": "exportType github, gitlab and gitea need repositoryName",
             "fieldPath": ".repositoryName",
         },
     ]
-}
+    for forge, rule in NAME_RULES.items():
+        rules.append(
+            {
+                "rule": f"self.exportType != '{forge}' || !has(self.repositoryName) || "
+                f"({rule.cel('self.repositoryName')})",
+                "message": f"not a valid {rule.forge} repository name: {rule.message}",
+                "fieldPath": ".repositoryName",
+            }
+        )
+    has_visibility = "has(self.config) && has(self.config.visibility)"
+    rules += [
+        {
+            "rule": "self.exportType != 'gitea' || (has(self.config) && has(self.config.apiUrl))",
+            "message": GITEA_NEEDS_API_URL,
+            "fieldPath": ".config.apiUrl",
+        },
+        {
+            "rule": f"self.exportType != 'gitea' || !({has_visibility} && self.config.visibility == 'internal')",
+            "message": "Gitea repositories are private or public: there is no internal",
+            "fieldPath": ".config.visibility",
+        },
+        {
+            "rule": f"self.exportType != 'github' || !({has_visibility} && self.config.visibility == 'internal') "
+            "|| has(self.config.owner)",
+            "message": GITHUB_INTERNAL_NEEDS_OWNER,
+            "fieldPath": ".config.visibility",
+        },
+        {
+            "rule": f"self.exportType != 'gitlab' || !({has_visibility} && self.config.visibility == 'internal') "
+            "|| (has(self.config.apiUrl) && !self.config.apiUrl.lowerAscii()"
+            ".matches('^[a-z]+://(www[.])?gitlab[.]com([:/]|$)'))",
+            "message": GITLAB_COM_NO_INTERNAL,
+            "fieldPath": ".config.visibility",
+        },
+        {
+            "rule": "!(self.exportType in ['github', 'gitea']) || !has(self.config) || !has(self.config.owner) "
+            "|| !self.config.owner.contains('/')",
+            "message": "GitHub and Gitea owners are one user or organisation, no '/'",
+            "fieldPath": ".config.owner",
+        },
+    ]
+    return rules
+
+
+RepositoryExportSpec.model_config["json_schema_extra"] = {"x-kubernetes-validations": _cel_rules()}
 
 
 class RepositoryExportPhase(StrEnum):

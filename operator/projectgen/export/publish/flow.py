@@ -1,4 +1,4 @@
-"""Publish a rendered tree as a new GitHub or GitLab repository: the host-neutral flow.
+"""Publish a rendered tree as a new GitHub, GitLab or Gitea repository: the host-neutral flow.
 
 One call creates (or finds) the repository and pushes the tree as one commit. The flow is
 safe to repeat: `claim()` persists the repository's name before it is created, so a run
@@ -8,7 +8,7 @@ creating a second one or failing with "already exists".
 Every message that leaves this package (exception text, log records) is built without
 the token and redacted once more on the way out: it is meant to go into `status`.
 
-The forges (`github`, `gitlab`) and `gitpush` import only `model`, `http` and `redaction`;
+The forges (`github`, `gitlab`, `gitea`) and `gitpush` import only `model`, `http` and `redaction`;
 this module imports them and picks a forge from `HOSTS`.
 """
 
@@ -26,8 +26,10 @@ from pathlib import Path
 import tenacity
 
 from projectgen import outbound
+from projectgen.api.v1alpha1.forges import NAME_RULES
 from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists
 from projectgen.export.publish import gitpush
+from projectgen.export.publish.gitea import GiteaHost
 from projectgen.export.publish.github import GitHubHost
 from projectgen.export.publish.gitlab import GitLabHost
 from projectgen.export.publish.model import (
@@ -47,6 +49,7 @@ _TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
 HOSTS: dict[ExportType, Callable[[PublishRequest, PublishSettings], HostAdapter]] = {
     ExportType.GITHUB: GitHubHost,
     ExportType.GITLAB: GitLabHost,
+    ExportType.GITEA: GiteaHost,
 }
 """The forge behind each export type: a new forge is one module and one line here."""
 
@@ -56,7 +59,7 @@ def _redacted(exc: PublishError, secrets: Sequence[str]) -> PublishError:
 
 
 def _same_repo(a: str | None, b: str) -> bool:
-    # GitHub and GitLab both resolve owner/name case-insensitively.
+    # GitHub, GitLab and Gitea all resolve owner/name case-insensitively.
     return a is not None and a.casefold() == b.casefold()
 
 
@@ -70,8 +73,11 @@ def _check_request(req: PublishRequest) -> None:
             "the token contains whitespace or control characters: store it in the Secret without a trailing newline",
             permanent=True,
         )
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", req.name) or req.name in (".", ".."):
-        raise PublishError(f"repositoryName {req.name!r} is not a valid repository name", permanent=True)
+    rule = NAME_RULES.get(req.host)
+    problem = rule.check(req.name) if rule else f"unknown host {req.host!r}"
+    if problem:
+        # The CRD refuses these at apply; this is for callers that build a request themselves.
+        raise PublishError(problem, permanent=True)
     if content_hash(req.files) != req.content_hash:
         raise PublishError(
             "the file list does not match the project's contentHash: the manifest is damaged; regenerate the project",
@@ -188,6 +194,7 @@ def _attempt(
     full_name = f"{owner.path}/{req.name}"
     repo = host.find(full_name)
     if repo is None:
+        host.check_visibility(owner, req)
         if not _same_repo(progress.claimed, full_name):
             claim(full_name)
             progress.claimed = full_name
@@ -232,8 +239,8 @@ def _attempt(
         guard=req.guard,
     )
     warnings: list[str] = []
-    if outcome.remote_was_empty and req.topics:
-        warnings.extend(host.apply_topics(repo, req.topics))
+    if outcome.remote_was_empty:
+        warnings.extend(host.after_first_push(repo, req))
     if outcome.pushed:
         log.info("pushed commit %s to %s branch %s", outcome.commit_sha, repo.full_name, req.default_branch)
     else:

@@ -2,12 +2,23 @@
 
 API errors become PublishError in one place, `_api_error`. PyGithub's own retries are
 off (`retry=None`): publish() retries, honouring Retry-After, within a bounded budget.
+
+Rate limits, as https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api
+#handle-rate-limit-errors-appropriately says: with `Retry-After`, wait that long; else with
+`x-ratelimit-remaining: 0` (the primary limit), wait until `x-ratelimit-reset`; else (a
+secondary limit) wait at least a minute, then exponentially longer, never until the reset
+(which is the primary window's, up to an hour away).
+
+Visibility: `POST /orgs/{org}/repos` enumerates `public` and `private` on github.com;
+`internal` exists only for organisations that belong to an enterprise (GitHub Enterprise
+Cloud, and every organisation of a GitHub Enterprise Server), never for a user.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,7 +46,18 @@ SCOPE_HINT = (
     "owner's repositories (fine-grained token)"
 )
 SECONDARY_LIMIT_WAIT = 60.0
-"""GitHub's advice when a secondary rate limit names no Retry-After."""
+"""GitHub's advice when a secondary rate limit names no Retry-After: at least a minute, ..."""
+SECONDARY_LIMIT_MAX_WAIT = 960.0
+"""... then doubling on each further hit, up to this."""
+ENTERPRISE_PLAN = "enterprise"
+INTERNAL_HINT = (
+    "visibility internal exists only for organisations that belong to an enterprise; use private or public"
+)
+
+
+def secondary_limit_wait(hits: int) -> float:
+    """How long to wait after the (hits+1)-th secondary rate limit of one export in a row."""
+    return float(min(SECONDARY_LIMIT_MAX_WAIT, SECONDARY_LIMIT_WAIT * 2 ** max(0, hits)))
 
 
 def _api_message(data: Any) -> str:
@@ -64,7 +86,7 @@ def _rate_limited(status: int, headers: dict[str, str], message: str) -> bool:
     )
 
 
-def _api_error(exc: GithubException, doing: str) -> PublishError:
+def _api_error(exc: GithubException, doing: str, secondary_wait: Callable[[], float]) -> PublishError:
     """The one mapping from GitHub API errors to what the export reports and how it retries."""
     status = exc.status
     headers = {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
@@ -72,15 +94,23 @@ def _api_error(exc: GithubException, doing: str) -> PublishError:
     if status == 401:
         return PublishError(REFUSED_401, permanent=True)
     if _rate_limited(status, headers, message):
-        wait = retry_after_from(headers, "x-ratelimit-reset")
-        if wait is None and "secondary" in message.lower():
-            wait = SECONDARY_LIMIT_WAIT
+        if "retry-after" in headers:
+            wait = retry_after_from({"retry-after": headers["retry-after"]}, "x-ratelimit-reset")
+            kind = "rate limit"
+        elif headers.get("x-ratelimit-remaining") == "0":
+            wait = retry_after_from(headers, "x-ratelimit-reset")
+            kind = "primary rate limit"
+        else:
+            wait = secondary_wait()
+            kind = "secondary rate limit"
         when = f"; retry in {wait:.0f}s" if wait is not None else ""
         return PublishError(
-            f"GitHub rate limit reached while {doing} (HTTP {status}){when}",
+            f"GitHub {kind} reached while {doing} (HTTP {status}){when}",
             permanent=False,
             retry_after=wait,
         )
+    if status == 422 and "visibility" in message.lower():
+        return PublishError(f"GitHub refused {doing} (422): {message}: {INTERNAL_HINT}", permanent=True)
     if status == 403:
         return PublishError(
             f"the token lacks permission for {doing} (403: {message or 'Forbidden'}): {SCOPE_HINT}",
@@ -110,6 +140,12 @@ class GitHubHost:
             seconds_between_requests=Consts.DEFAULT_SECONDS_BETWEEN_REQUESTS if spacing else None,
             seconds_between_writes=Consts.DEFAULT_SECONDS_BETWEEN_WRITES if spacing else None,
         )
+        self._secondary_hits = req.retries
+
+    def _secondary_wait(self) -> float:
+        wait = secondary_limit_wait(self._secondary_hits)
+        self._secondary_hits += 1
+        return wait
 
     @contextmanager
     def _api(self, doing: str) -> Iterator[None]:
@@ -118,7 +154,7 @@ class GitHubHost:
         except (PublishError, outbound.Refused):
             raise
         except GithubException as exc:
-            raise _api_error(exc, doing) from None
+            raise _api_error(exc, doing, self._secondary_wait) from None
         except Exception as exc:  # timeouts, no connection, a proxy's HTML page ...
             raise transport_error(exc, "GitHub", self.api_url, doing) from None
 
@@ -140,6 +176,27 @@ class GitHubHost:
                 return Owner(user.login, is_user=True, handle=user)
         raise PublishError(f"organisation {owner!r} not found or not visible to the token", permanent=True)
 
+    def check_visibility(self, owner: Owner, req: PublishRequest) -> None:
+        if req.visibility != "internal":
+            return
+        if owner.is_user:
+            raise PublishError(
+                f"visibility internal is not available for {owner.path}, a user: a user's repositories are "
+                "private or public; internal needs config.owner, an organisation that belongs to an enterprise",
+                permanent=True,
+            )
+        if urllib.parse.urlsplit(self.api_url).path.rstrip("/").endswith("/api/v3"):
+            return  # GitHub Enterprise Server: every organisation belongs to the enterprise
+        plan = (owner.handle.raw_data.get("plan") or {}) if isinstance(owner.handle, Organization) else {}
+        name = plan.get("name") if isinstance(plan, dict) else None
+        # The plan is shown to the organisation's owners only; without it the create request decides.
+        if name is not None and name != ENTERPRISE_PLAN:
+            raise PublishError(
+                f"visibility internal is not available in organisation {owner.path}: it is on GitHub's "
+                f"{name!r} plan and does not belong to an enterprise; allowed: private, public",
+                permanent=True,
+            )
+
     def find(self, full_name: str) -> RemoteRepository | None:
         with self._api(f"looking up repository {full_name}"):
             try:
@@ -159,23 +216,20 @@ class GitHubHost:
                     req.name, private=private, visibility=str(req.visibility), auto_init=False, **extra
                 )
             elif isinstance(owner.handle, AuthenticatedUser):
-                if req.visibility == Visibility.INTERNAL:
-                    raise PublishError(
-                        "visibility internal needs an organisation owner on GitHub: set config.owner",
-                        permanent=True,
-                    )
                 repo = owner.handle.create_repo(req.name, private=private, auto_init=False, **extra)
             else:
                 raise TypeError(f"unexpected owner {owner.handle!r}")
             return self._remote(repo)
 
-    def apply_topics(self, repo: RemoteRepository, topics: Sequence[str]) -> list[str]:
+    def after_first_push(self, repo: RemoteRepository, req: PublishRequest) -> list[str]:
+        """Topics (not a create parameter). The first branch pushed to an empty repository
+        becomes its default branch on GitHub, so that needs nothing."""
         handle = repo.handle
-        if not isinstance(handle, Repository):
+        if not isinstance(handle, Repository) or not req.topics:
             return []
         try:
             with self._api(f"setting the topics of {repo.full_name}"):
-                handle.replace_topics(list(topics))
+                handle.replace_topics(list(req.topics))
         except PublishError as exc:
             return [f"topics were not set: {exc.message}"]
         return []

@@ -4,11 +4,19 @@ API errors become PublishError in one place, `_api_error`. python-gitlab's own r
 off (`retry_transient_errors=False`, `obey_rate_limit=False` on every call, so a 429 is not
 slept on inside the library); publish() retries, honouring Retry-After, within a budget.
 python-gitlab drops the headers of an error response, so a session hook keeps the last ones.
+
+What GitLab documents and the flow checks before creating anything:
+- a project is never more visible than its group ("public is not allowed in a private group",
+  https://docs.gitlab.com/user/public_access/);
+- gitlab.com disables internal for new projects (same page);
+- `default_branch` on create "requires initialize_with_readme to be true"
+  (https://docs.gitlab.com/api/projects/#create-a-project), which we never send: the default
+  branch is set with `PUT /projects/:id` right after the first push instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +26,8 @@ from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.repositoryexport import ExportType
+from projectgen.api.v1alpha1.forges import VISIBILITY_RANK, is_gitlab_com
+from projectgen.api.v1alpha1.repositoryexport import ExportType, TokenType
 from projectgen.export.publish.http import retry_after_from, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
@@ -92,9 +101,12 @@ class GitLabHost:
         self._headers: dict[str, str] = {}
         session = outbound.session(req.guard)  # checked, pinned, answers capped
         session.hooks["response"].append(self._remember)
+        oauth = req.token_type == TokenType.OAUTH
         self._gl = gitlab.Gitlab(
             url=self.url,
-            private_token=req.token,
+            # An OAuth token goes as `Authorization: Bearer`; access tokens as PRIVATE-TOKEN.
+            private_token=None if oauth else req.token,
+            oauth_token=req.token if oauth else None,
             retry_transient_errors=False,
             timeout=settings.http_timeout,
             session=session,
@@ -135,6 +147,25 @@ class GitLabHost:
             return Owner(user.username, is_user=True, handle=user)
         raise PublishError(f"group {owner!r} not found or not visible to the token", permanent=True)
 
+    def check_visibility(self, owner: Owner, req: PublishRequest) -> None:
+        levels = ["private", "internal", "public"]
+        why: list[str] = []
+        if is_gitlab_com(self.url):
+            levels.remove("internal")
+            why.append("gitlab.com does not allow internal for new projects")
+        group_level = getattr(owner.handle, "visibility", None) if isinstance(owner.handle, Group) else None
+        if group_level in VISIBILITY_RANK:
+            levels = [v for v in levels if VISIBILITY_RANK[v] <= VISIBILITY_RANK[group_level]]
+            why.append(
+                f"group {owner.path} is {group_level} and a project is never more visible than its group"
+            )
+        if req.visibility not in levels:
+            raise PublishError(
+                f"visibility {req.visibility} is not allowed for {owner.path}/{req.name}: {'; '.join(why)}; "
+                f"allowed: {', '.join(levels)}",
+                permanent=True,
+            )
+
     def find(self, full_name: str) -> RemoteRepository | None:
         with self._api(f"looking up project {full_name}"):
             try:
@@ -149,7 +180,6 @@ class GitLabHost:
             "name": req.name,
             "path": req.name,
             "visibility": str(req.visibility),
-            "default_branch": req.default_branch,
             "initialize_with_readme": False,
         }
         if req.description:
@@ -161,18 +191,32 @@ class GitLabHost:
         with self._api(f"creating project {owner.path}/{req.name}"):
             return self._remote(self._gl.projects.create(data, **_NO_LIMIT))
 
-    def apply_topics(self, repo: RemoteRepository, topics: Sequence[str]) -> list[str]:
-        """Topics go with the create request; this catches up an adopted project."""
-        project = repo.handle
-        if not isinstance(project, Project) or sorted(getattr(project, "topics", []) or []) == sorted(topics):
+    def after_first_push(self, repo: RemoteRepository, req: PublishRequest) -> list[str]:
+        """The default branch (ignored on create without a README), and the topics of an adopted
+        project (a new one got them with the create request)."""
+        if not isinstance(repo.handle, Project):
             return []
+        warnings: list[str] = []
         try:
-            with self._api(f"setting the topics of {repo.full_name}"):
-                project.topics = list(topics)
-                project.save(**_NO_LIMIT)
+            with self._api(f"reading project {repo.full_name}"):
+                project = self._gl.projects.get(repo.handle.id, **_NO_LIMIT)
         except PublishError as exc:
-            return [f"topics were not set: {exc.message}"]
-        return []
+            return [f"the default branch and topics were not checked: {exc.message}"]
+        if getattr(project, "default_branch", None) != req.default_branch:
+            try:
+                with self._api(f"setting the default branch of {repo.full_name}"):
+                    project.default_branch = req.default_branch
+                    project.save(**_NO_LIMIT)
+            except PublishError as exc:
+                warnings.append(f"the default branch is not {req.default_branch}: {exc.message}")
+        if req.topics and sorted(getattr(project, "topics", []) or []) != sorted(req.topics):
+            try:
+                with self._api(f"setting the topics of {repo.full_name}"):
+                    project.topics = list(req.topics)
+                    project.save(**_NO_LIMIT)
+            except PublishError as exc:
+                warnings.append(f"topics were not set: {exc.message}")
+        return warnings
 
     def close(self) -> None:
         self._gl.session.close()

@@ -64,6 +64,7 @@ _AUTH_MARKERS = (
     "http basic: access denied",
     "permission to ",
     "you are not allowed to push",
+    "permission denied for writing",  # Gitea's pre-receive answer to a token that may only read
 )
 _DECLINED_MARKERS = ("protected branch", "pre-receive hook declined", "gh006", "gh013")
 _MOVED_MARKERS = ("non-fast-forward", "fetch first", "[rejected]", "stale info", "cannot lock ref")

@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Protocol
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists, Visibility
+from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists, TokenType, Visibility
 from projectgen.generation.manifest import ProjectFile
 
-GIT_USERNAMES: dict[ExportType, str] = {ExportType.GITHUB: "x-access-token", ExportType.GITLAB: "oauth2"}
+GIT_USERNAMES: dict[ExportType, str] = {
+    ExportType.GITHUB: "x-access-token",
+    ExportType.GITLAB: "oauth2",
+    ExportType.GITEA: "oauth2",
+}
+"""The basic-auth user git sends with the token as password (Gitea checks only the password)."""
 DEFAULT_AUTHOR = ("projectgen", "projectgen@users.noreply.local")
 """Author and committer of the pushed commit when the export names none."""
 REFUSED_401 = "the token was refused (401): it is invalid or expired"
@@ -25,14 +30,16 @@ REFUSED_401 = "the token was refused (401): it is invalid or expired"
 class PublishRequest:
     host: ExportType
     token: str = field(repr=False)
+    token_type: TokenType = TokenType.ACCESS
+    """oauth: GitLab gets it as `Authorization: Bearer` instead of PRIVATE-TOKEN."""
     name: str
-    """Repository name (GitHub) / project path (GitLab)."""
+    """Repository name (GitHub, Gitea) / project path (GitLab)."""
     tree: Path
     files: Sequence[ProjectFile]
     content_hash: str
     api_url: str | None = None
     owner: str | None = None
-    """Organisation (GitHub) or group full path (GitLab); None: the token's user."""
+    """Organisation (GitHub, Gitea) or group full path (GitLab); None: the token's user."""
     description: str | None = None
     visibility: Visibility = Visibility.PRIVATE
     topics: Sequence[str] = ()
@@ -45,6 +52,9 @@ class PublishRequest:
     """owner/name this export already created or adopted (status.repository); None on the first run."""
     guard: outbound.Guard | None = field(default=None, repr=False)
     """The outbound policy for apiUrl and the push remote; None: no policy (offline, tests)."""
+    retries: int = 0
+    """How often this export already failed temporarily (kopf's retry count): backoffs that must
+    grow across runs (GitHub's secondary rate limit) start from it."""
 
 
 @dataclass
@@ -115,18 +125,23 @@ class Owner:
 
 
 class HostAdapter(Protocol):
-    """What the flow needs from GitHub or GitLab. Every method raises only PublishError."""
+    """What the flow needs from a forge. Every method raises only PublishError."""
 
     git_username: str
 
     def resolve_owner(self, owner: str | None) -> Owner: ...
 
+    def check_visibility(self, owner: Owner, req: PublishRequest) -> None:
+        """Refuse, before anything is created, a visibility the forge would refuse for this owner,
+        saying which ones it allows."""
+        ...
+
     def find(self, full_name: str) -> RemoteRepository | None: ...
 
     def create(self, owner: Owner, req: PublishRequest) -> RemoteRepository: ...
 
-    def apply_topics(self, repo: RemoteRepository, topics: Sequence[str]) -> list[str]:
-        """Set topics after the first push; return warnings instead of failing."""
+    def after_first_push(self, repo: RemoteRepository, req: PublishRequest) -> list[str]:
+        """Settings that need the pushed branch (default branch, topics); warnings, never failures."""
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,202 @@
+"""Gitea (and Forgejo, which kept its API) through its REST API v1 with requests.
+
+Why requests and not a client library: the Python clients on PyPI are thin, unmaintained or
+generated for one old version (giteapy: 2020), and the flow needs eight endpoints. The
+calls follow Gitea's swagger (`/api/swagger`, templates/swagger/v1_json.tmpl in v1.26.0):
+
+    GET  /user                        the token's user
+    GET  /orgs/{org}                  an organisation owner
+    GET  /repos/{owner}/{repo}        find
+    POST /user/repos, /orgs/{org}/repos   create (CreateRepoOption: name, description,
+                                      private, default_branch, auto_init=false)
+    PATCH /repos/{owner}/{repo}       default branch after the first push
+    PUT  /repos/{owner}/{repo}/topics topics after the first push
+
+API errors become PublishError in one place, `_api_error`. Gitea has no rate limit by default;
+429 and 5xx are temporary anyway, honouring Retry-After. A repository is private or public:
+there is no internal.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import requests
+
+from projectgen import outbound
+from projectgen.api.v1alpha1.repositoryexport import ExportType
+from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.model import (
+    GIT_USERNAMES,
+    REFUSED_401,
+    Owner,
+    PublishError,
+    PublishRequest,
+    PublishSettings,
+    RemoteRepository,
+)
+
+SCOPE_HINT = "it needs the write:repository and read:user scopes (write:organization for an organisation)"
+
+
+def _api_message(body: Any) -> str:
+    if isinstance(body, dict):
+        parts = [str(body.get("message") or "")]
+        errors = body.get("errors")
+        if isinstance(errors, list):
+            parts += [str(e) for e in errors if e]
+        return "; ".join(p for p in parts if p)[:500]
+    return str(body or "").strip()[:200]
+
+
+def _api_error(resp: requests.Response, doing: str) -> PublishError:
+    """The one mapping from Gitea API errors to what the export reports and how it retries."""
+    status = resp.status_code
+    try:
+        message = _api_message(resp.json())
+    except ValueError:
+        message = _api_message(resp.text)
+    if status == 401:
+        return PublishError(REFUSED_401, permanent=True)
+    if status == 429:
+        wait = retry_after_from(resp.headers, "x-ratelimit-reset")
+        when = f"; retry in {wait:.0f}s" if wait is not None else ""
+        return PublishError(
+            f"Gitea rate limit reached while {doing}{when}", permanent=False, retry_after=wait
+        )
+    if status == 403:
+        return PublishError(
+            f"the token lacks permission for {doing} (403: {message or 'Forbidden'}): {SCOPE_HINT}",
+            permanent=True,
+        )
+    if status == 404:
+        return PublishError(f"Gitea answered 404 Not Found while {doing}", permanent=True)
+    if status == 409:
+        return PublishError(f"Gitea refused {doing} (409): {message or 'it already exists'}", permanent=True)
+    if status in (400, 422):
+        return PublishError(f"Gitea refused {doing} ({status}): {message}", permanent=True)
+    if status >= 500 or status == 408:
+        return PublishError(f"Gitea API error {status} while {doing}; will retry", permanent=False)
+    return PublishError(f"Gitea answered {status} while {doing}: {message}", permanent=True)
+
+
+class GiteaHost:
+    git_username = GIT_USERNAMES[ExportType.GITEA]
+
+    def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
+        if not req.api_url:
+            raise PublishError("exportType gitea needs config.apiUrl, the Gitea server's URL", permanent=True)
+        self.url = req.api_url.rstrip("/").removesuffix("/api/v1")
+        self.timeout = settings.http_timeout
+        self._session = outbound.session(req.guard)  # checked, pinned, answers capped
+        self._session.headers.update({"Authorization": f"token {req.token}", "Accept": "application/json"})
+
+    def _call(
+        self, method: str, path: str, doing: str, *, json: Any = None, ok: tuple[int, ...] = (200,)
+    ) -> Any:
+        """One request; the parsed body on an expected status, None on 404 when 404 is expected."""
+        try:
+            resp = self._session.request(method, f"{self.url}/api/v1{path}", json=json, timeout=self.timeout)
+        except outbound.Refused:
+            raise
+        except requests.RequestException as exc:
+            raise transport_error(exc, "Gitea", self.url, doing) from None
+        if resp.status_code not in ok:
+            raise _api_error(resp, doing)
+        if resp.status_code == 404 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise transport_error(ValueError("not JSON"), "Gitea", self.url, doing) from None
+
+    @staticmethod
+    def _q(part: str) -> str:
+        return urllib.parse.quote(part, safe="")
+
+    def resolve_owner(self, owner: str | None) -> Owner:
+        user = self._call("GET", "/user", "reading the token's user")
+        if owner is None or str(user["login"]).casefold() == owner.casefold():
+            return Owner(str(user["login"]), is_user=True, handle=user)
+        org = self._call(
+            "GET", f"/orgs/{self._q(owner)}", f"looking up organisation {owner!r}", ok=(200, 404)
+        )
+        if org is None:
+            raise PublishError(
+                f"organisation {owner!r} not found or not visible to the token (Gitea creates repositories "
+                "for the token's user or an organisation it belongs to)",
+                permanent=True,
+            )
+        return Owner(str(org.get("username") or org.get("name") or owner), is_user=False, handle=org)
+
+    def check_visibility(self, owner: Owner, req: PublishRequest) -> None:
+        if req.visibility == "internal":
+            raise PublishError(
+                f"visibility internal does not exist on Gitea: a repository of {owner.path} is private or public",
+                permanent=True,
+            )
+
+    def find(self, full_name: str) -> RemoteRepository | None:
+        owner, _, name = full_name.partition("/")
+        repo = self._call(
+            "GET",
+            f"/repos/{self._q(owner)}/{self._q(name)}",
+            f"looking up repository {full_name}",
+            ok=(200, 404),
+        )
+        return None if repo is None else self._remote(repo)
+
+    def create(self, owner: Owner, req: PublishRequest) -> RemoteRepository:
+        body: dict[str, Any] = {
+            "name": req.name,
+            "private": req.visibility != "public",
+            "default_branch": req.default_branch,
+            "auto_init": False,
+        }
+        if req.description:
+            body["description"] = req.description
+        path = "/user/repos" if owner.is_user else f"/orgs/{self._q(owner.path)}/repos"
+        repo = self._call("POST", path, f"creating repository {owner.path}/{req.name}", json=body, ok=(201,))
+        return self._remote(repo)
+
+    def after_first_push(self, repo: RemoteRepository, req: PublishRequest) -> list[str]:
+        """Default branch (an adopted repository keeps its own otherwise) and topics."""
+        owner, _, name = repo.full_name.partition("/")
+        path = f"/repos/{self._q(owner)}/{self._q(name)}"
+        warnings: list[str] = []
+        current = repo.handle.get("default_branch") if isinstance(repo.handle, dict) else None
+        if current != req.default_branch:
+            try:
+                self._call(
+                    "PATCH",
+                    path,
+                    f"setting the default branch of {repo.full_name}",
+                    json={"default_branch": req.default_branch},
+                )
+            except PublishError as exc:
+                warnings.append(f"the default branch is not {req.default_branch}: {exc.message}")
+        if req.topics:
+            try:
+                self._call(
+                    "PUT",
+                    f"{path}/topics",
+                    f"setting the topics of {repo.full_name}",
+                    json={"topics": list(req.topics)},
+                    ok=(204,),
+                )
+            except PublishError as exc:
+                warnings.append(f"topics were not set: {exc.message}")
+        return warnings
+
+    def close(self) -> None:
+        self._session.close()
+
+    @staticmethod
+    def _remote(repo: dict[str, Any]) -> RemoteRepository:
+        return RemoteRepository(
+            full_name=str(repo["full_name"]),
+            clone_url=str(repo["clone_url"]),
+            web_url=str(repo["html_url"]),
+            handle=repo,
+        )
