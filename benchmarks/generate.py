@@ -13,7 +13,7 @@ in a rotating order, each run after a `sync` (so no run pays for another's write
 
 Each projectgen run is a child process doing what the GeneratedProject handler does:
 `Storage.staging`, `render_project` (write, SHA-256, type, preview of every file), the manifest
-built and `Manifest.dump`-ed (fsync), `Storage.publish_project` (rename, fsync of the directory).
+built and `Manifest.dump`-ed (fsync), `Storage.place_project` (rename, fsync of the directory).
 The first run of every tool is checked: the same paths and SHA-256 as the input.
 
 - `projectgen configMap`: the files arrive as ConfigMaps held in memory, as the operator has them

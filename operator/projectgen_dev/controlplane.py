@@ -658,7 +658,7 @@ class ControlPlane:
         """Install the CRDs and (optionally) the createdBy admission policies of ``policies`` (a
         kustomize directory), then wait until both kinds can really be admitted.
 
-        The one readiness rule of the demo, the test fixtures and `projectgen controlplane`.
+        The one readiness rule of the demo, the test fixtures and `python -m projectgen_dev controlplane`.
         """
         self.install_crds(crds)
         if policies is not None:

@@ -105,7 +105,7 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 @pytest.fixture(scope="session")
 def admission_policies(control_plane: ControlPlane) -> None:
     """The createdBy admission policies of manifests/created-by, as a user installs them, with
-    both kinds admissible (the same readiness rule as the demo and `projectgen controlplane`)."""
+    both kinds admissible (the same readiness rule as the demo and `python -m projectgen_dev controlplane`)."""
     control_plane.install(CRD_DIR, REPO_ROOT / "manifests" / "created-by")
 
 
