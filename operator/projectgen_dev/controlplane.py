@@ -348,6 +348,7 @@ class ControlPlane:
         self._etcd_peer_port = 0
         self._apiserver_port = 0
         self._atexit_registered = False
+        self._installed = False
 
     # -- properties -------------------------------------------------------------------------
 
@@ -531,6 +532,9 @@ class ControlPlane:
             return
         self._apiserver.start()
         self._wait(self._apiserver, self._apiserver_ready, "kube-apiserver /readyz")
+        if self._installed:  # a restart: /readyz comes before the CRDs are served and admitted again
+            with self.api_client() as client:  # dry runs only: objects of a running test stay untouched
+                wait_admissible(client, created_by=False, timeout=self.startup_timeout)
 
     def stop_apiserver(self, timeout: float = 10.0) -> None:
         """Stop kube-apiserver (SIGTERM, SIGKILL after ``timeout``; 0 simulates a crash).
@@ -665,6 +669,7 @@ class ControlPlane:
             _kubectl(self.kubeconfig, "apply", "-k", str(policies))
         with self.api_client() as client:
             wait_admissible(client, created_by=policies is not None, timeout=timeout)
+        self._installed = True
 
 
 # -- admission readiness ----------------------------------------------------------------------
