@@ -138,15 +138,11 @@ def test_pending_until_the_project_exists_and_completes(api_client: client.ApiCl
 
 
 def broken_project(api: client.ApiClient, namespace: str) -> None:
-    """GeneratedProject `broken`: its template asks for tasks, which are refused: it fails for good."""
+    """GeneratedProject `broken`: its template has tasks and the spec says `tasks: Fail`: it fails for good."""
     configmap(api, namespace, "tpl", {"copier": "_tasks: ['true']\n"})
     items = [{"key": "copier", "path": "copier.yml"}]
-    create(
-        api,
-        PROJECTS,
-        namespace,
-        project_body("broken", [{"template": {"configMap": {"name": "tpl", "items": items}}}]),
-    )
+    source = {"template": {"configMap": {"name": "tpl", "items": items}, "tasks": "Fail"}}
+    create(api, PROJECTS, namespace, project_body("broken", [source]))
 
 
 def test_failed_project_fails_the_export(api_client: client.ApiClient, namespace: str) -> None:
