@@ -14,6 +14,7 @@ import kopf
 
 from projectgen.api.v1alpha1 import GROUP, VERSION
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
+from projectgen.api.v1alpha1.generatedproject import PROJECT_LABEL
 from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.generation import sandbox
 from projectgen.handlers import generatedproject, repositoryexport
@@ -90,10 +91,18 @@ def changes_spec(diff: Any) -> bool:
     return any(tuple(item[1])[:1] == ("spec",) for item in diff or ())
 
 
+def _label_project(body: kopf.Body, patch: kopf.Patch) -> None:
+    """`projectgen.io/project=<spec.projectRef.name>`, in the patch kopf sends after the handler anyway."""
+    project = ((body.get("spec") or {}).get("projectRef") or {}).get("name")
+    if project and (body["metadata"].get("labels") or {}).get(PROJECT_LABEL) != project:
+        patch.metadata.labels[PROJECT_LABEL] = project
+
+
 @kopf.on.resume(GROUP, VERSION, PROJECTS, labels=LABELS)
 def project_resumed(
-    body: kopf.Body, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
+    _label_project(body, patch)
     if changes_spec(diff):  # a spec change interrupted by a restart: project_changed renders it once
         return
     generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True)
@@ -101,7 +110,10 @@ def project_resumed(
 
 @kopf.on.create(GROUP, VERSION, PROJECTS, labels=LABELS)
 @kopf.on.update(GROUP, VERSION, PROJECTS, labels=LABELS, field="spec")
-def project_changed(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+def project_changed(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
+    _label_project(body, patch)
     generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger)
 
 
