@@ -95,11 +95,12 @@ def selectable_fields(schema: dict[str, Any], paths: tuple[str, ...]) -> list[di
         parts = path.split(".")
         if parts[0] != "" or len(parts) < 2 or parts[1] == "metadata" or any(not p for p in parts[1:]):
             raise ValueError(f"selectableFields: {path!r} is not a simple path outside metadata")
-        node = schema
+        node: dict[str, Any] | None = schema
         for part in parts[1:]:
-            node = (node.get("properties") or {}).get(part)
+            node = ((node or {}).get("properties") or {}).get(part)
             if node is None:
                 raise ValueError(f"selectableFields: {path!r} is not in the schema")
+        assert node is not None
         if node.get("type") not in _SELECTABLE_TYPES:
             raise ValueError(f"selectableFields: {path!r} is a {node.get('type')}, not a string/int/bool")
     return [{"jsonPath": path} for path in paths]
