@@ -26,6 +26,7 @@ Usage: python benchmarks/reconcile.py [--sizes 50,200,500,2000 | --quick] [--wor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -92,12 +93,20 @@ def metrics(cp: ControlPlane) -> Counter[tuple[str, str, str]]:
 
 
 def counted(delta: Counter[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
-    """The requests of the actor under test: not the benchmark's own creates, not the watches."""
+    """The requests of the actor under test on the objects it works with (not the API server's own
+    housekeeping): not the benchmark's own creates, not the watches."""
     return {
         k: v
         for k, v in delta.items()
-        if v > 0 and not (k[0] in ("CREATE", "POST") and k[1] in (PROJECTS, EXPORTS)) and k[0] != "WATCH"
+        if v > 0
+        and k[1] in (PROJECTS, EXPORTS, "events", "configmaps", "secrets")
+        and not (k[0] in ("CREATE", "POST") and k[1] in (PROJECTS, EXPORTS))
+        and k[0] != "WATCH"
     }
+
+
+def events_of(requests: dict[tuple[str, str, str], int]) -> int:
+    return sum(v for (verb, resource, _), v in requests.items() if resource == "events")
 
 
 def breakdown(requests: dict[tuple[str, str, str], int]) -> dict[str, int]:
@@ -248,6 +257,10 @@ class Bare:
     def _watch(self, plural: str) -> None:
         api = client.CustomObjectsApi(self.cp.api_client())
         w = watch.Watch()
+        with contextlib.suppress(Exception):  # the control plane stops under the last watch
+            self._events(w, api, plural)
+
+    def _events(self, w: watch.Watch, api: client.CustomObjectsApi, plural: str) -> None:
         for event in w.stream(
             api.list_namespaced_custom_object, GROUP, VERSION, self.ns, plural, timeout_seconds=900
         ):
@@ -442,7 +455,8 @@ def run_size(cp: ControlPlane, n: int, data: Path, workers: int, actor: str) -> 
         "total_s": total,
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p95": statistics.quantiles(latencies, n=20)[-1] if len(latencies) >= 2 else float("nan"),
-        "requests_per_resource": sum(requests.values()) / (2 * n),
+        "requests_per_resource": (sum(requests.values()) - events_of(requests)) / (2 * n),
+        "events_per_resource": events_of(requests) / (2 * n),
         "breakdown": breakdown(requests),
         "rss_mb": rss,
         "load": f"{load_before} -> {load()}",
@@ -594,7 +608,7 @@ def main() -> int:
     )
     head = (
         f"{'N':>5} {'bare s':>7} {'operator s':>10} {'ratio':>6} {'p50 s':>6} {'p95 s':>6} "
-        f"{'bare req/res':>12} {'op req/res':>10} {'RSS MB':>7}  load avg (1/5/15 min) during operator run"
+        f"{'bare req/res':>12} {'op req/res':>10} {'+Events/res':>11} {'RSS MB':>7}  load avg (1/5/15 min) during operator run"
     )
     print(head)
     print("-" * len(head))
@@ -603,7 +617,8 @@ def main() -> int:
         flag = "" if o["ok"] and b["ok"] else " (NOT all Ready)"
         print(
             f"{o['n']:>5} {b['total_s']:>7.2f} {o['total_s']:>10.2f} {o['total_s'] / b['total_s']:>6.2f} {o['p50']:>6.2f} {o['p95']:>6.2f} "
-            f"{b['requests_per_resource']:>12.2f} {o['requests_per_resource']:>10.2f} {o['rss_mb']:>7.0f}  {o['load']}{flag}"
+            f"{b['requests_per_resource']:>12.2f} {o['requests_per_resource']:>10.2f} {o['events_per_resource']:>11.2f} "
+            f"{o['rss_mb']:>7.0f}  {o['load']}{flag}"
         )
     print()
     ops = [p["operator"] for p in rows]
@@ -612,7 +627,13 @@ def main() -> int:
         f"all Ready within 2x the bare client: {'PASS' if worst_ratio <= 2 else 'MISS'} (worst {worst_ratio:.2f}x)"
     )
     worst = max(o["requests_per_resource"] for o in ops)
-    print(f"<= 4 API requests per resource: {'PASS' if worst <= 4 else 'MISS'} (max {worst:.2f})")
+    print(
+        f"<= 4 API requests per resource: {'PASS' if worst <= 4 else 'MISS'} (max {worst:.2f}, Events not counted)"
+    )
+    worst_all = max(o["requests_per_resource"] + o["events_per_resource"] for o in ops)
+    print(
+        f"<= 4 API requests per resource, Events included: {'PASS' if worst_all <= 4 else 'MISS'} (max {worst_all:.2f})"
+    )
     by_n = {o["n"]: o for o in ops}
     if 500 in by_n:
         print(
