@@ -463,6 +463,17 @@ def run_size(cp: ControlPlane, n: int, data: Path, workers: int, actor: str) -> 
     }
 
 
+def quiet(cp: ControlPlane, deadline: float) -> None:
+    """Wait until no request counter of ours moves for 5 s."""
+    last = metrics(cp)
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        now = metrics(cp)
+        if sum(counted(now - last).values()) == 0:
+            return
+        last = now
+
+
 def run_restart(cp: ControlPlane, n: int, data: Path, workers: int) -> dict[str, Any]:
     """N settled resources (projects Completed / Failed / Archived, a zip export each), then a restart."""
     ns = new_namespace(cp, f"restart-{n}")
@@ -479,8 +490,9 @@ def run_restart(cp: ControlPlane, n: int, data: Path, workers: int) -> dict[str,
         create_all(cp, ns, bodies)
         if not finished.wait(max(600, 2 * n)):
             raise RuntimeError("the resources did not settle")
+    # Settled is also kopf's own bookkeeping (diff bases, wake-ups): wait until the operator is quiet.
+    quiet(cp, time.monotonic() + 600)
     settle_s = time.monotonic() - begin
-    time.sleep(3)
     op.stop()
     custom = client.CustomObjectsApi(cp.api_client())
 
@@ -509,14 +521,7 @@ def run_restart(cp: ControlPlane, n: int, data: Path, workers: int) -> dict[str,
             ready_s = time.monotonic() - fresh.started
             break
         time.sleep(0.05)
-    # Quiet: no request counter of ours moves for 5 s (the restart's work is over).
-    last = metrics(cp)
-    while time.monotonic() < deadline:
-        time.sleep(5)
-        now = metrics(cp)
-        if sum(counted(now - last).values()) == 0:
-            break
-        last = now
+    quiet(cp, deadline)
     quiet_s = time.monotonic() - fresh.started - 5
     after = metrics(cp)
     rss = fresh.rss()
