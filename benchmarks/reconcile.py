@@ -378,25 +378,26 @@ def readiness(
     stop = threading.Event()
 
     def watcher(plural: str) -> None:
-        w = watch.Watch()
         api = client.CustomObjectsApi(cp.api_client())
-        try:
-            for event in w.stream(
-                api.list_namespaced_custom_object, GROUP, VERSION, ns, plural, timeout_seconds=1800
-            ):
-                obj = event["object"]
-                key = (plural, obj["metadata"]["name"])
-                if predicate(obj):
-                    with lock:
-                        if key not in done:
-                            done[key] = time.monotonic()
-                            if len(done) >= expected:
-                                finished.set()
-                if stop.is_set():
-                    w.stop()
-                    return
-        except Exception:
-            return
+        while not stop.is_set():  # a watch that ends or breaks (timeout, 410 Gone) lists again
+            w = watch.Watch()
+            try:
+                for event in w.stream(
+                    api.list_namespaced_custom_object, GROUP, VERSION, ns, plural, timeout_seconds=300
+                ):
+                    obj = event["object"]
+                    key = (plural, obj["metadata"]["name"])
+                    if predicate(obj):
+                        with lock:
+                            if key not in done:
+                                done[key] = time.monotonic()
+                                if len(done) >= expected:
+                                    finished.set()
+                    if stop.is_set():
+                        w.stop()
+                        return
+            except Exception:
+                time.sleep(0.5)
 
     threads = [threading.Thread(target=watcher, args=(p,), daemon=True) for p in (PROJECTS, EXPORTS)]
     for t in threads:
