@@ -78,6 +78,34 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
+MAX_SELECTABLE_FIELDS = 8  # the API server's limit per version
+_SELECTABLE_TYPES = ("string", "integer", "boolean")
+
+
+def selectable_fields(schema: dict[str, Any], paths: tuple[str, ...]) -> list[dict[str, str]]:
+    """The `selectableFields` of a version, checked as the API server checks them.
+
+    At most 8, unique, simple paths (no list indexing, not under `metadata`), each to a field of
+    the schema whose type is string, integer or boolean. Checked here so that a model change that
+    breaks one fails `projectgen crds`, not a `kubectl apply` of the CRD.
+    """
+    if len(paths) > MAX_SELECTABLE_FIELDS or len(set(paths)) != len(paths):
+        raise ValueError(f"selectableFields: at most {MAX_SELECTABLE_FIELDS}, unique: {paths!r}")
+    for path in paths:
+        parts = path.split(".")
+        if parts[0] != "" or len(parts) < 2 or parts[1] == "metadata" or any(not p for p in parts[1:]):
+            raise ValueError(f"selectableFields: {path!r} is not a simple path outside metadata")
+        node: dict[str, Any] | None = schema
+        for part in parts[1:]:
+            node = ((node or {}).get("properties") or {}).get(part)
+            if node is None:
+                raise ValueError(f"selectableFields: {path!r} is not in the schema")
+        assert node is not None
+        if node.get("type") not in _SELECTABLE_TYPES:
+            raise ValueError(f"selectableFields: {path!r} is a {node.get('type')}, not a string/int/bool")
+    return [{"jsonPath": path} for path in paths]
+
+
 def _crd(
     *,
     kind: str,
@@ -87,7 +115,23 @@ def _crd(
     status: type[BaseModel],
     description: str,
     columns: list[dict[str, Any]],
+    selectable: tuple[str, ...],
 ) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "description": description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion of the object."},
+            "kind": {"type": "string", "description": "Kind of the object."},
+            "metadata": {"type": "object"},
+            "spec": openapi_schema(spec),
+            # A new object reads back with observedGeneration 0, so kstatus
+            # (Flux, kubectl wait) sees it InProgress, not Current, before the
+            # operator's first status write.
+            "status": {**openapi_schema(status), "default": {"observedGeneration": 0}},
+        },
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -110,23 +154,8 @@ def _crd(
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string", "description": "APIVersion of the object."},
-                                "kind": {"type": "string", "description": "Kind of the object."},
-                                "metadata": {"type": "object"},
-                                "spec": openapi_schema(spec),
-                                # A new object reads back with observedGeneration 0, so kstatus
-                                # (Flux, kubectl wait) sees it InProgress, not Current, before the
-                                # operator's first status write.
-                                "status": {**openapi_schema(status), "default": {"observedGeneration": 0}},
-                            },
-                        }
-                    },
+                    "selectableFields": selectable_fields(schema, selectable),
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },
@@ -145,6 +174,7 @@ def generated_project_crd() -> dict[str, Any]:
         short_names=["gp", "genproj"],
         spec=gp.GeneratedProjectSpec,
         status=gp.GeneratedProjectStatus,
+        selectable=gp.SELECTABLE_FIELDS,
         description="A software project generated from templates, ConfigMaps and inline files into the "
         "operator's volume.",
         columns=[
@@ -167,6 +197,7 @@ def repository_export_crd() -> dict[str, Any]:
         short_names=["rexp"],
         spec=rexp.RepositoryExportSpec,
         status=rexp.RepositoryExportStatus,
+        selectable=rexp.SELECTABLE_FIELDS,
         description="Exports one GeneratedProject as a zip / tar / tar.gz archive in the operator's volume, "
         "or publishes it as a new GitHub or GitLab repository.",
         columns=[

@@ -152,3 +152,48 @@ def test_models_apply_each_forges_rules(
 def test_gitlab_name_error_says_what_is_allowed() -> None:
     with pytest.raises(ValidationError, match=re.escape("never two of '_', '.', '-' in a row")):
         RepositoryExportSpec.model_validate(_export("gitlab", "a..b"))
+
+
+@pytest.mark.parametrize(
+    ("name", "paths"),
+    [
+        (
+            "generatedprojects.projectgen.io.yaml",
+            [".spec.projectRef.name", ".status.phase", ".status.createdBy"],
+        ),
+        (
+            "repositoryexports.projectgen.io.yaml",
+            [".spec.exportType", ".spec.generatedProjectRef.name", ".status.phase"],
+        ),
+    ],
+)
+def test_crds_declare_the_selectable_fields(name: str, paths: list[str]) -> None:
+    version = yaml.safe_load((CRDS / name).read_text())["spec"]["versions"][0]
+    assert [f["jsonPath"] for f in version["selectableFields"]] == paths
+
+
+@pytest.mark.parametrize(
+    ("paths", "why"),
+    [
+        ((".spec.sources",), "not a string/int/bool"),
+        ((".status.files",), "not a string/int/bool"),
+        ((".spec.nothere",), "not in the schema"),
+        ((".metadata.name",), "outside metadata"),
+        (("spec.archived",), "simple path"),
+        ((".spec..archived",), "simple path"),
+        ((".spec.archived", ".spec.archived"), "unique"),
+        (tuple(f".status.f{i}" for i in range(9)), "at most 8"),
+    ],
+)
+def test_selectable_fields_are_refused_as_the_api_server_refuses_them(
+    paths: tuple[str, ...], why: str
+) -> None:
+    schema = crdgen.generated_project_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    with pytest.raises(ValueError, match=why):
+        crdgen.selectable_fields(schema, paths)
+
+
+def test_selectable_fields_accept_strings_integers_and_booleans() -> None:
+    schema = crdgen.generated_project_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    paths = (".spec.archived", ".status.totalFiles", ".status.phase")
+    assert crdgen.selectable_fields(schema, paths) == [{"jsonPath": p} for p in paths]

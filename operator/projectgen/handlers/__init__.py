@@ -14,6 +14,7 @@ import kopf
 
 from projectgen.api.v1alpha1 import GROUP, VERSION
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
+from projectgen.api.v1alpha1.generatedproject import PROJECT_LABEL
 from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.generation import sandbox
 from projectgen.handlers import generatedproject, repositoryexport
@@ -22,6 +23,12 @@ from projectgen.handlers.diffbase import CompactDiffBaseStorage
 from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, wake
 from projectgen.handlers.kube import Kube
 from projectgen.handlers.progress import GenerationalProgressStorage, annotations_token
+from projectgen.handlers.settled import (
+    export_settled,
+    project_settled,
+    reflected_project_state,
+    reflects,
+)
 from projectgen.settings import Settings
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -61,7 +68,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     )
     # Not kopf's own: a spec over the API server's 256 KiB of annotations must not wedge the object.
     settings.persistence.diffbase_storage = CompactDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration", progress=settings.persistence.progress_storage
+        prefix=GROUP,
+        key="last-handled-configuration",
+        progress=settings.persistence.progress_storage,
+        keep=(PROJECT_STATE_ANNOTATION,),
     )
     settings.peering.standalone = True
     settings.execution.max_workers = _settings.workers
@@ -90,18 +100,31 @@ def changes_spec(diff: Any) -> bool:
     return any(tuple(item[1])[:1] == ("spec",) for item in diff or ())
 
 
+def _label_project(body: kopf.Body, patch: kopf.Patch) -> None:
+    """`projectgen.io/project=<spec.projectRef.name>`, in the patch kopf sends after the handler anyway."""
+    project = ((body.get("spec") or {}).get("projectRef") or {}).get("name")
+    if project and (body["metadata"].get("labels") or {}).get(PROJECT_LABEL) != project:
+        patch.metadata.labels[PROJECT_LABEL] = project
+
+
 @kopf.on.resume(GROUP, VERSION, PROJECTS, labels=LABELS)
 def project_resumed(
-    body: kopf.Body, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
-    if changes_spec(diff):  # a spec change interrupted by a restart: project_changed renders it once
+    _label_project(body, patch)
+    if changes_spec(diff) or project_settled(body):
+        # A spec change interrupted by a restart: project_changed renders it once. A settled
+        # project: nothing to do, not even a read.
         return
     generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True)
 
 
 @kopf.on.create(GROUP, VERSION, PROJECTS, labels=LABELS)
 @kopf.on.update(GROUP, VERSION, PROJECTS, labels=LABELS, field="spec")
-def project_changed(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+def project_changed(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
+    _label_project(body, patch)
     generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger)
 
 
@@ -112,11 +135,18 @@ def project_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 @kopf.index(GROUP, VERSION, EXPORTS, labels=LABELS)
 def exports_by_project(
-    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
 ) -> Any:
     project = (spec.get("generatedProjectRef") or {}).get("name")
     seen = (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION)
-    return {(namespace, project): (name, seen, status.get("phase"))} if project else None
+    value = (name, seen, status.get("phase"), reflected_project_state(body))
+    return {(namespace, project): value} if project else None
 
 
 @kopf.on.event(GROUP, VERSION, PROJECTS, labels=LABELS)
@@ -129,9 +159,9 @@ async def project_event(
     body = dict(event["object"])
     signature = "deleted" if event["type"] == "DELETED" else project_signature(body)
     kube = Kube(namespace)
-    for export, seen, phase in exports_by_project.get((namespace, name), []):
+    for export, seen, phase, reflected in exports_by_project.get((namespace, name), []):
         state = wake(signature, seen, phase)
-        if state is not None:
+        if state is not None and not reflects(reflected, state):
             await asyncio.to_thread(
                 kube.patch_annotations, EXPORTS, export, {PROJECT_STATE_ANNOTATION: state}
             )
@@ -146,6 +176,8 @@ def export_resumed(
 ) -> None:
     if diff:  # a change interrupted by a restart: export_changed handles it in the same cycle
         return
+    if export_settled(body):
+        return  # a project that changed meanwhile wakes it (project_event), without a read here
     repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger, resuming=True)
 
 

@@ -7,6 +7,11 @@ files up to 1.5 MiB): kopf's patch is then refused (422 "metadata.annotations: T
 object is rendered again and again, and its finalizer can never be removed. Here an essence
 over `limit` bytes is stored as one SHA-256 per top-level field instead, which is all the
 handlers need to know: whether `spec` (or the metadata) changed, not how.
+
+The essence is also narrower than kopf's: the spec and only the annotations named in `keep`
+(the export's wake-up annotation), not labels or other annotations. A label the operator sets
+(the project and owner labels) or one a user adds never makes kopf wake the object, diff it and
+patch a new diff base: each of those was a full round-trip and a PATCH per resource.
 """
 
 from __future__ import annotations
@@ -34,10 +39,25 @@ class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     before diffing, so the current essence is rebuilt here the same way to compare digests.
     """
 
-    def __init__(self, *, prefix: str, key: str, progress: Any, limit: int = 64 * 1024) -> None:
+    def __init__(
+        self, *, prefix: str, key: str, progress: Any, limit: int = 64 * 1024, keep: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(prefix=prefix, key=key)
         self.progress = progress
         self.limit = limit
+        self.keep = keep
+
+    def _narrow(self, essence: Any) -> Any:
+        """Only the spec and the kept annotations (also of a diff base stored by an older version)."""
+        essence = dict(essence)
+        meta = dict(essence.pop("metadata", None) or {})
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k in self.keep}
+        if annotations:
+            essence["metadata"] = {"annotations": annotations}
+        return essence
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return self._narrow(super().build(body=body, extra_fields=extra_fields))
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
         if len(json.dumps(essence, separators=(",", ":"))) <= self.limit:
@@ -54,7 +74,7 @@ class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
             if encoded is None:
                 continue
             if not encoded.startswith(DIGESTS):
-                return json.loads(encoded)
+                return self._narrow(json.loads(encoded))
             digests: dict[str, str] = json.loads(encoded[len(DIGESTS) :])
             current = self.progress.clear(essence=self.build(body=body))
             # Unchanged fields as they are now (no diff); changed ones as a stand-in that differs.

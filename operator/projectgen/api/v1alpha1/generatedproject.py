@@ -30,6 +30,11 @@ MAX_INLINE_CONTENT = 1_572_864  # the API server refuses requests over 3 MiB any
 MAX_STATUS_FILES = 5000
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 """Standard base64 with padding, as `base64.b64decode(validate=True)` accepts it."""
+# Fields `kubectl get --field-selector` can filter on, served by the API server (the CRD's
+# selectableFields): every generation of a project, every failed one, everything a user created.
+SELECTABLE_FIELDS = (".spec.projectRef.name", ".status.phase", ".status.createdBy")
+# Set by the operator on every GeneratedProject: what label selectors (and kopf sharding) can use.
+PROJECT_LABEL = "projectgen.io/project"
 
 
 class InlineFile(Model):

@@ -22,6 +22,9 @@ from projectgen.api.v1alpha1.forges import NAME_RULES, VISIBILITIES, is_gitlab_c
 
 KIND = "RepositoryExport"
 PLURAL = "repositoryexports"
+# Fields `kubectl get --field-selector` can filter on (the CRD's selectableFields): every export of
+# a project, every failed export, all GitHub exports.
+SELECTABLE_FIELDS = (".spec.exportType", ".spec.generatedProjectRef.name", ".status.phase")
 REPOSITORY_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 URL_RULE: JsonDict = {
     "rule": "self.startsWith('https://') || self.startsWith('http://')",
