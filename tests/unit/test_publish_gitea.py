@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,6 +75,15 @@ class GiteaEnv:
     def repo(self, full_name: str, user: GiteaUser | None = None) -> tuple[int, Any]:
         return self.api("GET", f"/repos/{full_name}", user)
 
+    def pushed_repo(self, full_name: str, timeout: float = 30) -> tuple[int, Any]:
+        """The repository once Gitea has recorded the push: it updates `empty` asynchronously."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, repo = self.repo(full_name)
+            if status != 200 or repo.get("empty") is False or time.monotonic() > deadline:
+                return status, repo
+            time.sleep(0.2)
+
     def anonymous_repo(self, full_name: str) -> int:
         return self.server.api("GET", f"/repos/{full_name}")[0]
 
@@ -118,7 +128,7 @@ def test_private_user_repository_with_its_settings(gitea: GiteaEnv, project: Pro
     assert result.repository_url == f"{gitea.server.url}/{full}"
     assert gitea.claims == [full]
     assert gitea.clone(full, "trunk") == project.expected()
-    status, repo = gitea.repo(full)
+    status, repo = gitea.pushed_repo(full)
     assert status == 200
     assert repo["private"] is True and repo["description"] == "A generated project"
     assert repo["default_branch"] == "trunk" and repo["empty"] is False
