@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from projectgen.diskusage import tree_usage
+
 MARKER = "PROJECTGEN_FETCH"
 INTERVAL = 0.2
 
@@ -42,26 +44,11 @@ class Watch:
         return {MARKER: self.token}
 
     def measure(self) -> str | None:
-        total = files = 0
-        stack = [str(self.root)]
-        while stack:
-            try:
-                entries = list(os.scandir(stack.pop()))
-            except OSError:
-                continue
-            for entry in entries:
-                files += 1
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:
-                        total += entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
-                if total > self.max_bytes:
-                    return f"more than {self.max_bytes} bytes (PROJECTGEN_TEMPLATE_MAX_BYTES)"
-                if files > self.max_files:
-                    return f"more than {self.max_files} files (PROJECTGEN_TEMPLATE_MAX_FILES)"
+        files, total = tree_usage(self.root, self.max_files, self.max_bytes)
+        if total > self.max_bytes:
+            return f"more than {self.max_bytes} bytes (PROJECTGEN_TEMPLATE_MAX_BYTES)"
+        if files > self.max_files:
+            return f"more than {self.max_files} files (PROJECTGEN_TEMPLATE_MAX_FILES)"
         return None
 
     def kill(self) -> int:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from projectgen.diskusage import tree_usage
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.sandbox.limits import MIB, Limits
 
@@ -58,30 +59,6 @@ class _Reader(threading.Thread):
             while chunk := self.pipe.read(65536):
                 if len(self.data) < READ_CAP:
                     self.data += chunk[: READ_CAP - len(self.data)]
-
-
-def output_usage(root: Path, max_files: int, max_bytes: int) -> tuple[int, int]:
-    """Entries and bytes under `root`, stopping early once past either cap."""
-    files = size = 0
-    stack = [str(root)]
-    while stack:
-        directory = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            files += 1
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                else:
-                    size += entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
-            if files > max_files or size > max_bytes:
-                return files, size
-    return files, size
 
 
 class _Render:
@@ -262,7 +239,7 @@ def run(
 
 
 def _over_output(box: Path, limits: Limits) -> str | None:
-    files, size = output_usage(box, limits.output_files, limits.output_bytes)
+    files, size = tree_usage(box, limits.output_files, limits.output_bytes)
     if files > limits.output_files:
         return f"wrote more than the limit of {limits.output_files} files"
     if size > limits.output_bytes:
