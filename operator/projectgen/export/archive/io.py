@@ -173,7 +173,7 @@ class TreeReader:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise ArchiveError(
                         f"file {path}: its parent {where} is a symlink or not a directory; "
-                        "symlinks are not exported, regenerate the project"
+                        "nothing is exported through a symlink, regenerate the project"
                     ) from e
                 if e.errno == errno.ENOENT:
                     raise _changed(path, f"directory {where} is missing") from e
@@ -211,7 +211,7 @@ class TreeReader:
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise ArchiveError(
-                    f"file {m.path} is a symlink; symlinks are not exported, regenerate the project"
+                    f"file {m.path} is a symlink on disk, a regular file in the manifest; regenerate the project"
                 ) from e
             if e.errno == errno.ENOENT:
                 raise _changed(m.path, "file is missing") from e
