@@ -27,7 +27,9 @@ from support import (
     wait_for,
     wait_phase,
 )
-from test_generatedproject import BIG_TEMPLATE, configmap
+from test_generatedproject import BIG_TEMPLATE, configmap, git_server, publish_template
+
+from projectgen_dev.gitserver import GitHTTPServer
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 FILES = {
@@ -36,6 +38,8 @@ FILES = {
     "src/demo/cli.py": "def main() -> None:\n    print('hi')\n",
     "bin/demo": "#!/bin/sh\nexec python -m demo\n",
 }
+
+__all__ = ["git_server"]
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -261,3 +265,44 @@ def test_restart_during_a_large_export(
     assert "big/big.txt" in listing
     assert sorted(p.name for p in archive.parent.iterdir()) == [archive.name]  # no temp files left
     assert status["exportedContentHash"] == project["status"]["contentHash"]
+
+
+def test_template_symlinks_reach_status_and_archives_and_a_swapped_link_fails(
+    api_client: client.ApiClient, namespace: str, git_server: GitHTTPServer, tmp_path: Path
+) -> None:
+    url = publish_template(
+        git_server,
+        f"links-{namespace}",
+        {
+            b"copier.yml": b"_preserve_symlinks: true\n",
+            b"README.md": b"# linked\n",
+            b"src/pkg/a.py": b"A = 1\n",
+        },
+        symlinks={"README": "README.md", "pkg": "src/pkg"},
+    )
+    create(api_client, PROJECTS, namespace, project_body("linked", [{"template": {"url": url}}]))
+    project = wait_phase(api_client, PROJECTS, namespace, "linked", "Completed", timeout=90)
+    records = {f["path"]: f for f in project["status"]["files"]}
+    assert records["pkg"]["type"] == "symlink" and records["pkg"]["target"] == "src/pkg"
+    assert records["README"]["target"] == "README.md"
+    assert records["pkg"]["sha256"] == hashlib.sha256(b"src/pkg").hexdigest()
+    assert "target" not in records["README.md"]
+
+    create(api_client, EXPORTS, namespace, export_body("t", "linked", "tar.gz", repositoryName="linked"))
+    archive = Path(done(api_client, namespace, "t")["status"]["archivePath"])
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], check=True)
+    assert os.readlink(dest / "linked" / "pkg") == "src/pkg"
+    assert (dest / "linked" / "pkg" / "a.py").read_text() == "A = 1\n"
+
+    link = Path(project["status"]["outputDirectory"]) / "tree" / "pkg"
+    link.unlink()
+    os.symlink("/var/run/secrets", link)
+    create(api_client, EXPORTS, namespace, export_body("z", "linked", "zip"))
+    failed = wait_phase(api_client, EXPORTS, namespace, "z", "Failed", timeout=60)
+    assert (
+        "file pkg changed since generation (symlink points to '/var/run/secrets'"
+        in failed["status"]["errorMessage"]
+    )
+    assert "archivePath" not in failed["status"]

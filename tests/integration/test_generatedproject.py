@@ -50,7 +50,13 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHTTPServ
         yield server
 
 
-def publish_template(server: GitHTTPServer, name: str, files: dict[bytes, bytes], tag: str = "v1") -> str:
+def publish_template(
+    server: GitHTTPServer,
+    name: str,
+    files: dict[bytes, bytes],
+    tag: str = "v1",
+    symlinks: dict[str, str] | None = None,
+) -> str:
     """A copier template as a real git repository served over smart HTTP; returns its URL."""
     work = server.root.parent / f"work-{name}"
     os.makedirs(work)
@@ -59,6 +65,9 @@ def publish_template(server: GitHTTPServer, name: str, files: dict[bytes, bytes]
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "wb") as fh:
             fh.write(content)
+    for link, target in (symlinks or {}).items():
+        os.makedirs(os.path.dirname(work / link), exist_ok=True)
+        os.symlink(target, work / link)
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "template"], ["tag", tag]):
         subprocess.run(["git", *args], cwd=work, env=GIT_ENV, check=True, capture_output=True)
     bare = server.repo_path(f"templates/{name}")

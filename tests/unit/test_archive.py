@@ -519,10 +519,15 @@ def test_offline_command_without_manifest(tmp_path: Path, tree, capsys) -> None:
     by_name = {n: (mode, d) for n, mode, _, d in listed}
     assert by_name["tree/run.sh"][0] == 0o755 and by_name["tree/README.md"][0] == 0o644
 
-    (root / "src/link.py").symlink_to("app.py")
+    (root / "src/link.py").symlink_to("app.py")  # inside DIR: archived as a link
+    linked = tmp_path / "linked.tar"
+    assert archive_command(["--format", "tar", "-o", str(linked), str(root)]) == 0
+    with tarfile.open(linked) as tf:
+        assert tf.getmember("tree/src/link.py").linkname == "app.py"
+    (root / "src/leak.py").symlink_to("../../outside.py")
     bad = tmp_path / "bad.tar"
     assert archive_command(["--format", "tar", "-o", str(bad), str(root)]) == 1
-    assert "src/link.py is a symlink" in capsys.readouterr().err
+    assert "symlink 'src/leak.py' -> '../../outside.py' points outside the project" in capsys.readouterr().err
     assert not bad.exists()
 
 

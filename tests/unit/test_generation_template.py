@@ -270,18 +270,21 @@ def test_rendered_name_traversal_stays_inside(tmp_path: Path, server: GitHTTPSer
     assert everything(tmp_path) == ["sandbox"]
 
 
-def test_symlinks_in_template_output_refused(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
+def test_symlinks_in_template_output(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
+    """In-tree links are kept (test_template_symlinks.py has the rest); links out are refused."""
     secret = work / "secret.txt"
     secret.write_text("operator secret\n")
     base = {"copier.yml": "_preserve_symlinks: true\n", "README.md": "hi\n"}
     inside = publish(server, work, "link-inside", [("v1", base)], symlinks={"link": "README.md"})
-    with pytest.raises(GenerationError, match=r"symlink 'link' -> 'README.md'; symlinks are not supported"):
-        render(tmp_path / "a", template(url=inside))
+    kept = render(tmp_path / "a", template(url=inside))
+    assert [(f.path, f.type, f.target) for f in kept.manifest.files if f.target] == [
+        ("link", "symlink", "README.md")
+    ]
+    assert os.readlink(tmp_path / "a" / "stage" / "tree" / "link") == "README.md"
     outside = publish(server, work, "link-outside", [("v1", base)], symlinks={"leak": str(secret)})
     with pytest.raises(GenerationError, match=r"symlink 'leak' pointing outside the template"):
         render(tmp_path / "b", template(url=outside))
-    for sub in ("a", "b"):
-        assert outside_tree(tmp_path / sub) == ["stage", "stage/tree"]
+    assert outside_tree(tmp_path / "b") == ["stage", "stage/tree"]
 
 
 def test_template_symlink_cannot_leak_files_through_include(

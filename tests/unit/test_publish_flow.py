@@ -6,13 +6,16 @@ Tests taking `env` run against both hosts; those about the tree or the token alo
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from projectgen.export.publish import PublishError, PublishRequest, publish, redact, secret_forms
-from projectgen.generation.manifest import Manifest
+from projectgen.generation.manifest import Manifest, ProjectFile
 
 if TYPE_CHECKING:
     from conftest import HostEnv, Project
@@ -244,3 +247,63 @@ def test_publish_request_type_is_frozen(gh: HostEnv, project: Project) -> None:
     with pytest.raises(AttributeError):
         req.name = "other"  # type: ignore[misc]
     assert isinstance(PublishError("x", permanent=True), Exception)
+
+
+# --- symlinks -----------------------------------------------------------------------------------
+def _with_links(project: Project, links: dict[str, str]) -> Manifest:
+    records = []
+    for path, target in links.items():
+        (project.tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (project.tree / path).symlink_to(target)
+        raw = target.encode()
+        records.append(
+            ProjectFile(
+                path=path,
+                name=path.rpartition("/")[2],
+                type="symlink",
+                size=len(raw),
+                sha256=hashlib.sha256(raw).hexdigest(),
+                target=target,
+            )
+        )
+    return Manifest.build([*project.manifest.files, *records])
+
+
+def test_symlinks_are_pushed_with_mode_120000(gh: HostEnv, project: Project, tmp_path: Path) -> None:
+    links = {"README": "README.md", "demo": "src/demo", "docs/readme.md": "../README.md"}
+    manifest = _with_links(project, links)
+    result = gh.run(gh.request(project, files=manifest.files, content_hash=manifest.content_hash))
+    assert result.pushed
+    clone = tmp_path / "clone"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+    subprocess.run(["git", "clone", "-q", str(gh.bare(full(gh))), str(clone)], env=env, check=True)
+    listing = subprocess.run(
+        ["git", "-C", str(clone), "ls-tree", "-r", "HEAD"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    modes = {line.split("\t")[1]: line.split()[0] for line in listing.splitlines()}
+    for path, target in links.items():
+        assert modes[path] == "120000", path
+        assert os.readlink(clone / path) == target
+    assert modes["README.md"] == "100644" and modes["bin/run"] == "100755"
+    assert (clone / "demo" / "__init__.py").read_bytes() == b"VERSION = '1.0'\n"
+
+
+def test_symlink_changed_on_disk_is_not_pushed(gh: HostEnv, project: Project) -> None:
+    manifest = _with_links(project, {"README": "README.md"})
+    (project.tree / "README").unlink()
+    (project.tree / "README").symlink_to("/etc/passwd")
+    err = gh.fail(gh.request(project, files=manifest.files, content_hash=manifest.content_hash))
+    assert err.permanent
+    assert "file 'README' does not match the manifest (symlink points to '/etc/passwd'" in str(err)
+    assert gh.git(full(gh), "for-each-ref") == ""
+
+
+def test_escaping_symlink_in_the_manifest_is_not_pushed(gh: HostEnv, project: Project) -> None:
+    manifest = _with_links(project, {"docs/up": "../../outside"})
+    err = gh.fail(gh.request(project, files=manifest.files, content_hash=manifest.content_hash))
+    assert err.permanent
+    assert "symlink 'docs/up' -> '../../outside' points outside the project" in str(err)

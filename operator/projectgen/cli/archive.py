@@ -4,13 +4,16 @@
 
 With --manifest, the archive holds exactly the manifest's files, each checked against its
 recorded size and SHA-256, as in the operator. Without it, every regular file below DIR goes in
-(empty directories do not), and a symlink or special file is an error. Prints one line:
+(empty directories do not), a symlink goes in as a link when it resolves inside DIR (it is never
+followed; one that leaves DIR or dangles is an error, as in a project), and a special file is
+an error. Prints one line:
 `OUT size=N sha256=HEX entries=N`. On error: a message on stderr, exit status 1, no OUT.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -28,7 +31,7 @@ from projectgen.generation.manifest import Manifest
 
 
 def walk_members(root: Path, *, skip: Path | None = None) -> list[ArchiveMember]:
-    """Every regular file below `root`, sorted, with size and the owner's execute bit.
+    """Every regular file (with size and the owner's execute bit) and symlink below `root`, sorted.
 
     `skip` (the output archive, when it is inside `root`) is left out. The SHA-256 is not
     computed here: `write_archive` reads each file once, and checks the size it recorded.
@@ -49,8 +52,10 @@ def walk_members(root: Path, *, skip: Path | None = None) -> list[ArchiveMember]
             path = f"{rel}{entry.name}"
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
-                raise ArchiveError(f"{path} is a symlink; symlinks are not archived, replace it with a file")
-            if stat.S_ISDIR(st.st_mode):
+                target = os.readlink(entry.path)
+                raw = target.encode("utf-8", "surrogateescape")
+                members.append(ArchiveMember(path, len(raw), hashlib.sha256(raw).hexdigest(), target=target))
+            elif stat.S_ISDIR(st.st_mode):
                 walk(Path(entry.path), f"{path}/")
             elif stat.S_ISREG(st.st_mode):
                 if (st.st_dev, st.st_ino) == skip_id:

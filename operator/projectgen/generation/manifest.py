@@ -1,4 +1,4 @@
-"""The file manifest: one record per regular file of a rendered tree.
+"""The file manifest: one record per regular file or symlink of a rendered tree.
 
 `manifest.json` sits beside the tree in the volume and is the contract between
 generation (which writes it) and export (which trusts nothing that is not in it).
@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from projectgen.generation.links import SYMLINK_TYPE
 
 MANIFEST_VERSION = 1
 PREVIEW_CHARS = 1000
@@ -27,28 +29,35 @@ class ProjectFile:
     sha256: str
     executable: bool = False
     preview: str | None = None
+    target: str | None = None
+    """A symlink's target (type `symlink`; size and sha256 are those of the target's UTF-8
+    bytes, as git stores a link); None for a regular file."""
 
     def status_record(self) -> dict[str, object]:
         """The record as it goes into `status.files` (no preview)."""
-        return {
+        record: dict[str, object] = {
             "path": self.path,
             "name": self.name,
             "type": self.type,
             "size": self.size,
             "sha256": self.sha256,
         }
+        if self.target is not None:
+            record["target"] = self.target
+        return record
 
 
 def content_hash(files: Iterable[ProjectFile]) -> str:
     """One SHA-256 over the sorted manifest: path, mode and content of every file.
 
-    Two trees with the same hash have the same paths, executable bits and bytes.
+    Two trees with the same hash have the same paths, executable bits and bytes, and the same
+    links with the same targets (a link's line holds the SHA-256 of its target and the mode
+    `link`, so a file whose content is a link's target hashes differently).
     """
     h = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
-        h.update(
-            f"{f.sha256} {'755' if f.executable else '644'} {f.path}\n".encode("utf-8", "surrogateescape")
-        )
+        mode = "link" if f.target is not None else "755" if f.executable else "644"
+        h.update(f"{f.sha256} {mode} {f.path}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -105,6 +114,9 @@ class Manifest:
         if not isinstance(raw, list):
             raise ValueError("manifest has no 'files' list")
         files = [ProjectFile(**item) for item in raw]
+        for f in files:
+            if (f.target is None) != (f.type != SYMLINK_TYPE):
+                raise ValueError(f"manifest record {f.path!r}: type symlink and a target go together")
         m = cls.build(files)
         recorded = data.get("contentHash")
         if recorded and recorded != m.content_hash:
@@ -123,5 +135,9 @@ _BATCH = 512
 
 
 def _record(f: ProjectFile) -> dict[str, object]:
-    """`dataclasses.asdict(f)` without its deep copy (every field is a str, int, bool or None)."""
-    return {name: getattr(f, name) for name in _FIELDS}
+    """`dataclasses.asdict(f)` without its deep copy (every field is a str, int, bool or None);
+    `target` only for a link."""
+    record = {name: getattr(f, name) for name in _FIELDS}
+    if f.target is None:
+        del record["target"]
+    return record

@@ -74,6 +74,7 @@ def render_project(
             )
         else:
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")
+    writer.check_links()  # a later source may have replaced a link of a chain
     warnings += writer.case_collisions()
     return RenderResult(manifest=writer.manifest(), warnings=warnings)
 

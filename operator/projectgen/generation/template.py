@@ -10,8 +10,11 @@
   depth) is removed from the checkout, so no `_exclude` can let one into a project.
 - The child (`sandbox/`, `templaterender.py`) renders as `copier copy --trust --skip-tasks`
   does, confined by Landlock, seccomp and rlimits, with a clock fixed per generation.
-- Symlinks in the template pointing outside it are refused; symlinks in the rendered output
-  are refused too: projectgen does not support symlinks in a project.
+- Symlinks in the template pointing outside it are refused. A symlink in the rendered output
+  (copier's `_preserve_symlinks: true`) is kept when it is relative and resolves, over the
+  project's own entries, to a file or directory of the project (`links.py`); any other is
+  refused, naming it. The child writes links only inside its output box; the parent reads each
+  with `readlink`, never following it, and checks it before it enters the tree.
 - Every rendered file name is checked like any other path, then the file is taken into the
   tree by `TreeWriter` (hard link + one read pass).
 
@@ -385,8 +388,10 @@ def _child_error(
 
 
 def import_tree(writer: TreeWriter, root: Path, where: str) -> None:
-    """Take every regular file under `root` into the tree, checking each name; refuse symlinks
-    and special files. Empty directories are not part of a project (as in git)."""
+    """Take every regular file and symlink under `root` into the tree, checking each name, and
+    each link's target once all are in; refuse special files. Empty directories are not part of
+    a project (as in git)."""
+    links: list[str] = []
     stack: list[tuple[str, str]] = [("", str(root))]
     while stack:
         rel, directory = stack.pop()
@@ -399,12 +404,17 @@ def import_tree(writer: TreeWriter, root: Path, where: str) -> None:
                 if problem is not None:
                     raise GenerationError(f"{where}: rendered {problem}")
                 if entry.is_symlink():
-                    target = printable_name(os.readlink(entry.path))
-                    raise GenerationError(
-                        f"{where}: the rendered template contains a symlink {path!r} -> {target!r}; "
-                        "symlinks are not supported in a project"
-                    )
-                if entry.is_dir(follow_symlinks=False):
+                    target = os.readlink(entry.path)
+                    try:
+                        target.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise GenerationError(
+                            f"{where}: rendered symlink {path!r} has a target that is not valid UTF-8 "
+                            f"({printable_name(target)!r})"
+                        ) from None
+                    writer.add_symlink(path, target, where=where)
+                    links.append(path)
+                elif entry.is_dir(follow_symlinks=False):
                     stack.append((path, entry.path))
                 elif entry.is_file(follow_symlinks=False):
                     mode = entry.stat(follow_symlinks=False).st_mode
@@ -413,6 +423,7 @@ def import_tree(writer: TreeWriter, root: Path, where: str) -> None:
                     raise GenerationError(
                         f"{where}: the rendered template contains {path!r}, not a regular file"
                     )
+    writer.check_links(links)
 
 
 def _subdirectory(out: Path, subdirectory: str, where: str) -> Path:

@@ -6,6 +6,10 @@ O_CREAT|O_EXCL|O_NOFOLLOW (an earlier source's file at the same path is removed
 first), and size, SHA-256, type and preview come from the same bytes that are
 written, so nothing is read back. Template output is hard-linked in (same file
 system) and read once.
+
+A symlink (`add_symlink`, from a template that preserves them) is created with `os.symlink`,
+never followed, and recorded with its target; `check_links` resolves the links over the
+project's own entries (`links.py`) and refuses any that leaves it or dangles.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.filetype import SNIFF_BYTES, classify, preview, preview_bytes
+from projectgen.generation.links import SYMLINK_TYPE, LinkError, Tree, describe, target_problem
 from projectgen.generation.manifest import PREVIEW_CHARS, Manifest, ProjectFile
 from projectgen.generation.paths import is_within
 
@@ -101,6 +106,44 @@ class TreeWriter:
         finally:
             os.close(fd)
         return self._record(path, where, size, h.hexdigest(), executable, head)
+
+    def add_symlink(self, path: str, target: str, *, where: str) -> ProjectFile:
+        """A symlink at `path` to `target`, checked on its own (relative, sane); where it leads is
+        checked by `check_links` once the source's entries are all in."""
+        problem = target_problem(target)
+        if problem is not None:
+            raise GenerationError(f"{where}: {describe(path, target)} {problem}")
+        full = self._prepare(path, where)
+        try:
+            os.symlink(target, full)
+        except FileExistsError as exc:
+            raise self._exists_error(path, where) from exc
+        raw = target.encode("utf-8")
+        record = ProjectFile(
+            path=path,
+            name=path.rpartition("/")[2],
+            type=SYMLINK_TYPE,
+            size=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            target=target,
+        )
+        self._files[path] = record
+        self._origin[path] = where
+        return record
+
+    def check_links(self, paths: list[str] | None = None) -> None:
+        """Every link of `paths` (default: all) resolves, over the entries written so far, to a
+        file or directory of the project; else a GenerationError naming the link's source."""
+        links = {p: f.target for p, f in self._files.items() if f.target is not None}
+        if not links:
+            return
+        files = {p for p, f in self._files.items() if f.target is None}
+        tree = Tree(files, self._dirs, links)
+        for path in sorted(links if paths is None else paths):
+            try:
+                tree.resolve(path)
+            except LinkError as exc:
+                raise GenerationError(f"{self._origin[path]}: {exc}") from None
 
     def _copy(
         self, source: str, full: str, path: str, mode: int, executable: bool, where: str
@@ -189,8 +232,9 @@ class TreeWriter:
             if d in self._dirs:
                 continue
             if d in self._files:
+                what = "a symlink" if self._files[d].target is not None else "a file"
                 raise GenerationError(
-                    f"{where}: cannot write {path!r}: {d!r} is a file, written by {self._origin[d]}"
+                    f"{where}: cannot write {path!r}: {d!r} is {what}, written by {self._origin[d]}"
                 )
             full = f"{self.root}/{d}"
             try:

@@ -303,7 +303,12 @@ class FileRecord(Model):
     name: str = Field(max_length=255, description="File name (last path segment).")
     type: str = Field(max_length=64, description="Detected file type (e.g. python, yaml, binary).")
     size: int = Field(ge=0, description="Size in bytes.")
-    sha256: Sha256 = Field(description="SHA-256 of the content, lowercase hex.")
+    sha256: Sha256 = Field(description="SHA-256 of the content (of a symlink: of its target), lowercase hex.")
+    target: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="A symlink's target, relative and inside the project (type symlink); unset for a file.",
+    )
     preview: str | None = Field(
         default=None,
         max_length=1000,

@@ -3,7 +3,11 @@
 The archive holds exactly the members it is given (the manifest), each re-read from the tree
 through directory file descriptors opened with `O_NOFOLLOW`, so no symlink, special file or path
 outside the tree can slip in, and each checked against its recorded size and SHA-256 while it is
-streamed. The same members and bytes give the same archive bytes: entries in UTF-8 byte order of
+streamed. A member recorded as a symlink (from a template with `_preserve_symlinks`) must resolve
+inside the members (`generation/links.py`) and is read with `readlink` relative to its parent's
+descriptor, never followed; its target must be the recorded one. It goes in as a link: tar type
+'2' with the target as linkname, zip mode 0120777 in the external attributes with the target as
+content (as Info-ZIP's `zip -y`). The same members and bytes give the same archive bytes: entries in UTF-8 byte order of
 their path, one fixed timestamp, modes 0644/0755, owner 0:0 with no names, gzip header without
 name or time. The archive is written to a hidden temp file beside the target and renamed into
 place only when complete; on any failure nothing is left behind.
@@ -41,6 +45,7 @@ point that plans the members and drives a format.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -74,6 +79,7 @@ from projectgen.export.archive.model import (
 )
 from projectgen.export.archive.tar import TarFormat
 from projectgen.export.archive.zip import ZipFormat
+from projectgen.generation.links import LinkError, Tree, target_problem
 
 __all__ = [
     "ARCHIVE_TYPES",
@@ -110,6 +116,8 @@ def _plan(members: Iterable[ArchiveMember]) -> list[tuple[ArchiveMember, str, st
             raise ArchiveError(f"file {path}: recorded size {m.size!r} is not a non-negative integer")
         if m.sha256 is not None and not (isinstance(m.sha256, str) and SHA256_RE.fullmatch(m.sha256)):
             raise ArchiveError(f"file {path}: recorded sha256 {m.sha256!r} is not 64 lowercase hex digits")
+        if m.target is not None:
+            _check_link_record(path, m)
         planned.append((path, m))
     planned.sort(key=itemgetter(0))
     dirs: set[str] = set()
@@ -131,7 +139,24 @@ def _plan(members: Iterable[ArchiveMember]) -> list[tuple[ArchiveMember, str, st
     if clash:
         first = min(clash)
         raise ArchiveError(f"{first} is listed both as a file and as a directory of other files")
+    links = {path: m.target for path, m in planned if m.target is not None}
+    if links:
+        tree = Tree({path for path, m in planned if m.target is None}, dirs, links)
+        try:
+            tree.check()
+        except LinkError as exc:
+            raise ArchiveError(f"{exc}; regenerate the project") from None
     return result
+
+
+def _check_link_record(path: str, m: ArchiveMember) -> None:
+    target = m.target or ""
+    problem = target_problem(target) if isinstance(m.target, str) else "has a target that is not a string"
+    if problem is not None:
+        raise ArchiveError(f"symlink {path} {problem}")
+    raw = target.encode("utf-8")
+    if m.size != len(raw) or (m.sha256 is not None and m.sha256 != hashlib.sha256(raw).hexdigest()):
+        raise ArchiveError(f"symlink {path}: recorded size or sha256 is not that of its target {target!r}")
 
 
 def write_archive(
@@ -151,8 +176,10 @@ def write_archive(
     stamps every entry; default `SOURCE_DATE_EPOCH`, else 1980-01-01.
 
     Raises ArchiveError (a ValueError) when a member is unsafe or no longer matches its record:
-    a symlink (itself or a parent directory), not a regular file, missing, or a different size or
-    SHA-256. OSError from writing `target` passes through. Either way no target and no temp file
+    a symlink where a file is recorded (itself or a parent directory), not a regular file,
+    missing, or a different size or SHA-256; a link that is not a link on disk, has another
+    target than recorded, or does not resolve inside the members (absolute, climbing out, through
+    a chain that leaves, dangling). OSError from writing `target` passes through. Either way no target and no temp file
     is left.
     """
     if fmt not in ARCHIVE_TYPES:
@@ -242,7 +269,10 @@ def _write_entries(
                 writer.add_dir(prefix + "/" + "/".join(open_dirs))
                 entries += 1
             current = parent
-        if m.size <= CHUNK:
+        if m.target is not None:
+            reader.check_link(m, parent, name)
+            writer.add_link(prefix + "/" + m.path, m)
+        elif m.size <= CHUNK:
             writer.add_file(prefix + "/" + m.path, m, read_small(reader, m, parent, name))
         else:
             writer.add_file(prefix + "/" + m.path, m, read_large(reader, m, parent, name))

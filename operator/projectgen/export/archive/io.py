@@ -4,7 +4,8 @@ Out: the archive goes to a temp file through one writer thread that counts and h
 writes, so the SHA-256 is of the bytes as they went out, never re-read.
 
 In: every member is re-read through directory descriptors opened with `O_NOFOLLOW`, and checked
-against its recorded size and SHA-256 while it is streamed.
+against its recorded size and SHA-256 while it is streamed; a recorded symlink is read with
+`readlink` (never followed) and checked against its recorded target.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ class TreeReader:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise ArchiveError(
                         f"file {path}: its parent {where} is a symlink or not a directory; "
-                        "symlinks are not exported, regenerate the project"
+                        "nothing is exported through a symlink, regenerate the project"
                     ) from e
                 if e.errno == errno.ENOENT:
                     raise _changed(path, f"directory {where} is missing") from e
@@ -181,6 +182,23 @@ class TreeReader:
             self.names.append(name)
         self.current = parent
         return self.fds[-1] if self.fds else self.root
+
+    def check_link(self, m: ArchiveMember, parent: str, name: str) -> None:
+        """The member is a symlink on disk, to the recorded target (read, never followed)."""
+        if parent == self.current:
+            parent_fd = self.fds[-1] if self.fds else self.root
+        else:
+            parent_fd = self._enter(m.path, parent)
+        try:
+            target = os.readlink(name, dir_fd=parent_fd)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                raise _changed(m.path, "a symlink in the manifest, no longer one on disk") from e
+            if e.errno == errno.ENOENT:
+                raise _changed(m.path, "symlink is missing") from e
+            raise ArchiveError(f"symlink {m.path} cannot be read: {e.strerror}") from e
+        if target != m.target:
+            raise _changed(m.path, f"symlink points to {target!r}, {m.target!r} recorded")
 
     def open(self, m: ArchiveMember, parent: str, name: str) -> int:
         """An fd of the member's regular file, after checking its size against the record."""
@@ -193,7 +211,7 @@ class TreeReader:
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise ArchiveError(
-                    f"file {m.path} is a symlink; symlinks are not exported, regenerate the project"
+                    f"file {m.path} is a symlink on disk, a regular file in the manifest; regenerate the project"
                 ) from e
             if e.errno == errno.ENOENT:
                 raise _changed(m.path, "file is missing") from e

@@ -42,10 +42,12 @@ class ArchiveMember:
     sha256: str | None
     """Expected SHA-256 of the content, or None to check only the size."""
     executable: bool = False
+    target: str | None = None
+    """A symlink's target; `size` and `sha256` are then those of its UTF-8 bytes."""
 
     @classmethod
     def from_project_file(cls, f: ProjectFile) -> ArchiveMember:
-        return cls(path=f.path, size=f.size, sha256=f.sha256, executable=f.executable)
+        return cls(path=f.path, size=f.size, sha256=f.sha256, executable=f.executable, target=f.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,5 +148,8 @@ class Format(Protocol):
 
     def add_file(self, name: str, m: ArchiveMember, content: bytes | Iterator[bytes]) -> None:
         """`content` is the whole file when it is at most CHUNK bytes, else an iterator of pieces."""
+
+    def add_link(self, name: str, m: ArchiveMember) -> None:
+        """A symlink to `m.target` (already checked against the tree and the disk)."""
 
     def finish(self) -> None: ...

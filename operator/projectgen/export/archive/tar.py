@@ -101,6 +101,18 @@ class TarFormat:
             self.out.write(data)
         self.out.write(pad)
 
+    def add_link(self, name: str, m: ArchiveMember) -> None:
+        """ustar type '2', mode 0777 as GNU tar records a link, the target as linkname (a pax
+        `linkpath` record when it is long or not ASCII): through tarfile, links are few."""
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.SYMTYPE
+        info.linkname = m.target or ""
+        info.mode = 0o777
+        info.mtime = self.mtime
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self.out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict"))
+
     def finish(self) -> None:
         self.out.write(bytes(2 * tarfile.BLOCKSIZE))
         pad = -self.out.offset % tarfile.RECORDSIZE

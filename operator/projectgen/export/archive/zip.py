@@ -175,6 +175,14 @@ class ZipFormat:
                 self.pipeline.submit(lambda r: self._stream_block(e, r), len(block), store_block, block)
         self.pipeline.then(lambda _: self._stream_end(e, method, m.size))
 
+    def add_link(self, name: str, m: ArchiveMember) -> None:
+        """Info-ZIP's way (`zip -y`): mode S_IFLNK|0777 in the external attributes, the target as
+        the entry's content. unzip and Python's zipfile-based tools recreate the link."""
+        attr = (stat.S_IFLNK | 0o777) << 16
+        data = (m.target or "").encode("utf-8")
+        self.batch.append(self._entry(name, attr, False, data))
+        self.batch_bytes += len(data)
+
     def _submit_batch(self) -> None:
         if not self.batch:
             return

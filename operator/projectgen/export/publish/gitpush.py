@@ -8,7 +8,9 @@ dulwich is not a dependency and would be a second, pure-Python implementation of
 same protocol on the hot path.
 
 The commit holds exactly the manifest's files (`deleteall`, then one `M` per file), on top
-of the remote branch's head when there is one. A tree equal to the head's is not pushed.
+of the remote branch's head when there is one. A manifest symlink goes in as git stores one
+(mode 120000, its target as the blob), after `readlink` (never followed) shows the recorded
+target and the links resolve inside the manifest (`generation/links.py`). A tree equal to the head's is not pushed.
 
 The token never reaches disk or argv (argv is world-readable in /proc): git gets it from
 `GIT_CONFIG_COUNT` environment config as an `Authorization: Basic` header scoped to the
@@ -34,6 +36,7 @@ from typing import IO
 from projectgen import outbound
 from projectgen.export.publish.model import PublishError
 from projectgen.export.publish.redaction import redact, secret_forms
+from projectgen.generation.links import LinkError, Tree
 from projectgen.generation.manifest import ProjectFile
 
 LOCAL_REF = "refs/heads/projectgen-export"
@@ -362,6 +365,36 @@ def _stream_blob(out: IO[bytes], root: str, f: ProjectFile, mark: int) -> None:
     out.write(b"\n")
 
 
+def _link_blob(out: IO[bytes], root: str, f: ProjectFile, mark: int) -> None:
+    """A symlink's blob (its target, as git stores one), after checking that on disk it is a link
+    to the recorded target, below a parent that is a real directory of the tree."""
+    full = os.path.join(root, f.path)
+    parent = os.path.dirname(full)
+    if os.path.realpath(parent) != os.path.normpath(parent):
+        raise _mismatch(f.path, "a parent directory is a symlink or outside the tree")
+    try:
+        target = os.readlink(full)
+    except FileNotFoundError:
+        raise _mismatch(f.path, "symlink missing from the tree") from None
+    except OSError:
+        raise _mismatch(f.path, "a symlink in the manifest, not one on disk") from None
+    if target != f.target:
+        raise _mismatch(f.path, f"symlink points to {target!r}, {f.target!r} recorded")
+    raw = target.encode("utf-8")
+    if len(raw) != f.size or hashlib.sha256(raw).hexdigest() != f.sha256:
+        raise _mismatch(f.path, "size or sha256 of the link target differs")
+    out.write(b"blob\nmark :%d\ndata %d\n%s\n" % (mark, len(raw), raw))
+
+
+def _check_links(files: Sequence[ProjectFile]) -> None:
+    if not any(f.target is not None for f in files):
+        return
+    try:
+        Tree.of((f.path, f.target) for f in files).check()
+    except LinkError as exc:
+        raise PublishError(f"{exc}; regenerate the project", permanent=True) from None
+
+
 def _fast_import(git: _Git, tree: Path, files: Sequence[ProjectFile], header: bytes) -> None:
     ordered = sorted(files, key=lambda f: f.path)
     seen: set[str] = set()
@@ -370,6 +403,7 @@ def _fast_import(git: _Git, tree: Path, files: Sequence[ProjectFile], header: by
         if f.path in seen:
             raise PublishError(f"path {f.path!r} is listed twice in the manifest", permanent=True)
         seen.add(f.path)
+    _check_links(ordered)
     root = os.path.realpath(tree)
     with tempfile.TemporaryFile(dir=git.home) as err:
         proc = subprocess.Popen(
@@ -385,14 +419,17 @@ def _fast_import(git: _Git, tree: Path, files: Sequence[ProjectFile], header: by
         try:
             try:
                 for mark, f in enumerate(ordered, start=1):
-                    _stream_blob(proc.stdin, root, f, mark)
+                    if f.target is not None:
+                        _link_blob(proc.stdin, root, f, mark)
+                    else:
+                        _stream_blob(proc.stdin, root, f, mark)
                     if time.monotonic() > deadline:
                         raise PublishError(
                             f"git fast-import timed out after {git.timeout:.0f}s", permanent=False
                         )
                 proc.stdin.write(header)
                 for mark, f in enumerate(ordered, start=1):
-                    mode = b"100755" if f.executable else b"100644"
+                    mode = b"120000" if f.target is not None else b"100755" if f.executable else b"100644"
                     proc.stdin.write(b"M %s :%d %s\n" % (mode, mark, _quote(f.path)))
                 proc.stdin.write(b"\ndone\n")
                 proc.stdin.close()
