@@ -88,7 +88,8 @@ class AppTokens:
             return call(*args)
         except GithubException as exc:
             status, message = exc.status, _message(exc)
-            if status == 401:
+            # "Integration not found": no app has this ID (GitHub says so for a JWT whose iss is unknown).
+            if status == 401 or message.casefold() == "integration not found":
                 raise PublishError(
                     f"GitHub refused the app's JWT while {doing} (401: {message or 'Unauthorized'}): check "
                     f"that {self.app_id!r} is the app's ID and the private key is one of the app's current keys",
