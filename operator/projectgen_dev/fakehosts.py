@@ -283,14 +283,16 @@ class _FakeHost:
                 )
             )
         fault = self._take_fault(method, rel)
+        # Credentials are checked on arrival, as a server does before it works slowly on the request.
+        token = self.token_of({k.lower(): v for k, v in h.headers.items()})
+        with self._lock:
+            denied = self.authorise(token, method, parts)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and not fault.after and (fault.drop or fault.status is not None):
             self._fault_reply(h, fault)
             return
-        token = self.token_of({k.lower(): v for k, v in h.headers.items()})
         with self._lock:
-            denied = self.authorise(token, method, parts)
             if denied is not None:
                 reply = denied
             else:
@@ -396,8 +398,10 @@ class FakeGitHub(_FakeHost):
         """token -> (installation id, expiry as epoch seconds)."""
         self.token_ttl = 3600.0
         """Lifetime of the installation tokens it issues: GitHub's is one hour."""
-        self._actor: int | None = None
-        """The installation the request being routed authenticated as; None: a user's token."""
+        self.jwts_seen: list[str] = []
+        """Every JWT a request carried (for the token scans)."""
+        self._request = threading.local()
+        """Per request (each has its own thread): the installation it authenticated as (`actor`)."""
         for org in orgs:
             self.add_org(org)
 
@@ -664,12 +668,19 @@ class FakeGitHub(_FakeHost):
         with self._lock:
             return password in self.tokens or self._installation_of(password) is not None
 
+    @property
+    def _actor(self) -> int | None:
+        """The installation (or, negative, the app) the current request authenticated as; None: a user."""
+        actor: int | None = getattr(self._request, "actor", None)
+        return actor
+
     def authorise(self, token: str | None, method: str, parts: list[str]) -> Reply | None:
-        self._actor = None
+        self._request.actor = None
         app_route = parts[:1] == ["app"] or (
             len(parts) == 3 and parts[0] in ("orgs", "users") and parts[2] == "installation"
         )
         if token is not None and token.count(".") == 2 and token not in self.tokens:
+            self.jwts_seen.append(token)
             app, problem = self._jwt_app(token)
             if app is None:
                 return Reply(401, {"message": problem, "documentation_url": _GH_DOCS, "status": "401"})
@@ -677,7 +688,7 @@ class FakeGitHub(_FakeHost):
                 return Reply(
                     403, {"message": "Resource not accessible by integration", "documentation_url": _GH_DOCS}
                 )
-            self._actor = -int(app["id"])  # the app itself
+            self._request.actor = -int(app["id"])  # the app itself
             return None
         if app_route:  # only a JWT authenticates as the app
             return Reply(
@@ -687,7 +698,7 @@ class FakeGitHub(_FakeHost):
             installation = self._installation_of(token)
             if installation is None:  # expired
                 return self.unauthorised()
-            self._actor = installation
+            self._request.actor = installation
             return None
         return super().authorise(token, method, parts)
 

@@ -71,7 +71,7 @@ def _check_request(req: PublishRequest) -> None:
         raise PublishError(
             "the token is empty: check the Secret named in config.credentialsSecretRef", permanent=True
         )
-    if not _TOKEN_RE.fullmatch(req.token):
+    elif not _TOKEN_RE.fullmatch(req.token):
         raise PublishError(
             "the token contains whitespace or control characters: store it in the Secret without a trailing newline",
             permanent=True,
