@@ -17,6 +17,7 @@ module (loaded once with `cryptography`, passed to PyJWT as a key object).
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -46,6 +47,29 @@ def load_private_key(pem: str) -> RSAPrivateKey:
     if not isinstance(key, RSAPrivateKey):
         raise PublishError(BAD_KEY + " (GitHub signs app JWTs with RS256 only)", permanent=True)
     return key
+
+
+_APP_ID_RE = re.compile(r"^(?:[0-9]{1,20}|Iv[0-9A-Za-z.]{1,64})$")
+
+
+def app_from_secret(app_id: str, private_key: str, installation_id: str | None) -> GitHubApp:
+    """The app as the credentials Secret gives it, checked; PublishError names the bad key, never a value."""
+    if not _APP_ID_RE.fullmatch(app_id):
+        raise PublishError(
+            "the GitHub App ID in the credentials Secret is neither an app ID (digits) nor a client ID (Iv...)",
+            permanent=True,
+        )
+    load_private_key(private_key)
+    number: int | None = None
+    if installation_id is not None:
+        if not installation_id.isdigit() or not installation_id.isascii():
+            raise PublishError(
+                "the installation ID in the credentials Secret is not a number (the digits at the end of "
+                "the installation's settings URL)",
+                permanent=True,
+            )
+        number = int(installation_id)
+    return GitHubApp(app_id=app_id, private_key=private_key, installation_id=number)
 
 
 def _message(exc: GithubException) -> str:
