@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -64,7 +65,10 @@ class AppEnv:
 @pytest.fixture
 def app(gh: HostEnv, fake_github: FakeGitHub, app_key: tuple[str, bytes]) -> Iterator[AppEnv]:
     """The app is installed on organisation `acme`; the token scans also look for its key and every
-    token and JWT it used."""
+    token and JWT it used, in PyGithub's DEBUG log too (its logger is at INFO unless asked)."""
+    github_log = logging.getLogger("github")
+    level = github_log.level
+    github_log.setLevel(logging.DEBUG)  # setLevel: the loggers' level caches are cleared
     private, public = app_key
     fake_github.add_app(APP_ID, public)
     installation = fake_github.install_app(APP_ID, "acme")
@@ -72,6 +76,7 @@ def app(gh: HostEnv, fake_github: FakeGitHub, app_key: tuple[str, bytes]) -> Ite
     yield AppEnv(gh, fake_github, private, installation)
     for token in [*fake_github.issued_tokens(), *fake_github.jwts_seen]:
         gh.guard.secrets.extend(secret_forms(token))
+    github_log.setLevel(level)
 
 
 def _tokens_minted(fake: FakeGitHub) -> int:

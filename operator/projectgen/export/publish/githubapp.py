@@ -11,11 +11,13 @@ token also goes to `git push`, which may run for minutes (`git_timeout`); `AppTo
 `app_token_margin` before expiry, and gives the API client and git the same current token.
 
 Every token and JWT minted is remembered for redaction (`secrets()`); the key never leaves this
-module (loaded once with `cryptography`, passed to PyJWT as a key object).
+module (loaded once with `cryptography`, passed to PyJWT as a key object). PyGithub's DEBUG request
+log would print the body of `access_tokens`, the token itself: a filter on its logger removes it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -49,6 +51,18 @@ def load_private_key(pem: str) -> RSAPrivateKey:
     return key
 
 
+class _TokenBodyFilter(logging.Filter):
+    """PyGithub's request log at DEBUG holds each response body: the one of `access_tokens` is the token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 9 and str(args[3]).endswith("/access_tokens"):
+            record.args = (*args[:8], "(installation token removed)")
+        return True
+
+
+_REQUESTER_LOG = logging.getLogger("github.Requester")
+_TOKEN_BODY_FILTER = _TokenBodyFilter()
 _APP_ID_RE = re.compile(r"^(?:[0-9]{1,20}|Iv[0-9A-Za-z.]{1,64})$")
 
 
@@ -85,6 +99,8 @@ class AppTokens:
         self.api_url = api_url
         self.margin = settings.app_token_margin
         self._key = load_private_key(app.private_key)
+        if _TOKEN_BODY_FILTER not in _REQUESTER_LOG.filters:
+            _REQUESTER_LOG.addFilter(_TOKEN_BODY_FILTER)
         self._installation_id = app.installation_id
         self._minted: list[str] = []
         self._token: str | None = None
