@@ -13,7 +13,8 @@ they create, so the push is real. Faults are scripted per (method, path pattern)
         gh.rate_limit_next("GET", "/user", reset_in=30)
 
 Paths in `calls`, `requests` and fault patterns are relative to the API root (no `/api/v3`
-or `/api/v4`) and percent-decoded; patterns are `fnmatch` globs. Stdlib only.
+or `/api/v4`) and percent-decoded; patterns are `fnmatch` globs. Stdlib only, but for GitHub
+Apps: PyJWT and cryptography (PyGithub's own dependencies) verify the app's RS256 JWTs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from projectgen_dev.gitserver import GitHTTPServer
 
@@ -150,7 +154,7 @@ class _FakeHost:
         self.root = (
             Path(tempfile.mkdtemp(prefix=f"projectgen-fake{self.kind}-")) if root is None else Path(root)
         )
-        self.git = GitHTTPServer(self.root / "git", tokens=self.tokens)
+        self.git = GitHTTPServer(self.root / "git", tokens=self.git_accepts)
         self.calls: list[tuple[str, str]] = []
         self.requests: list[FakeRequest] = []
         self.created: list[str] = []
@@ -239,6 +243,14 @@ class _FakeHost:
     def unauthorised(self) -> Reply:
         raise NotImplementedError
 
+    def git_accepts(self, password: str) -> bool:
+        """Whether the git server takes `password` (the API's tokens, checked at each request)."""
+        return password in self.tokens
+
+    def authorise(self, token: str | None, method: str, parts: list[str]) -> Reply | None:
+        """None when `token` may make this request, else the refusal."""
+        return None if token is not None and token in self.tokens else self.unauthorised()
+
     def common_headers(self) -> dict[str, str]:
         return {}
 
@@ -271,20 +283,23 @@ class _FakeHost:
                 )
             )
         fault = self._take_fault(method, rel)
+        # Credentials are checked on arrival, as a server does before it works slowly on the request.
+        token = self.token_of({k.lower(): v for k, v in h.headers.items()})
+        with self._lock:
+            denied = self.authorise(token, method, parts)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and not fault.after and (fault.drop or fault.status is not None):
             self._fault_reply(h, fault)
             return
-        token = self.token_of({k.lower(): v for k, v in h.headers.items()})
-        if token is None or token not in self.tokens:
-            reply = self.unauthorised()
-        else:
-            try:
-                with self._lock:
+        with self._lock:
+            if denied is not None:
+                reply = denied
+            else:
+                try:
                     reply = self.route(method, parts, query, body)
-            except Exception as exc:
-                reply = Reply(500, {"message": f"fake {self.kind} error: {exc!r}"})
+                except Exception as exc:
+                    reply = Reply(500, {"message": f"fake {self.kind} error: {exc!r}"})
         if fault is not None and fault.after and (fault.drop or fault.status is not None):
             self._fault_reply(h, fault)
             return
@@ -377,6 +392,16 @@ class FakeGitHub(_FakeHost):
         }
         self.orgs: dict[str, dict[str, Any]] = {}
         self.repos: dict[str, dict[str, Any]] = {}
+        self.apps: dict[str, dict[str, Any]] = {}
+        self.installations: dict[int, dict[str, Any]] = {}
+        self.installation_tokens: dict[str, tuple[int, float]] = {}
+        """token -> (installation id, expiry as epoch seconds)."""
+        self.token_ttl = 3600.0
+        """Lifetime of the installation tokens it issues: GitHub's is one hour."""
+        self.jwts_seen: list[str] = []
+        """Every JWT a request carried (for the token scans)."""
+        self._request = threading.local()
+        """Per request (each has its own thread): the installation it authenticated as (`actor`)."""
         for org in orgs:
             self.add_org(org)
 
@@ -391,6 +416,27 @@ class FakeGitHub(_FakeHost):
                 "enterprise": enterprise,
                 "plan_visible": plan_visible,
             }
+
+    def add_app(self, app_id: int, public_key_pem: bytes | str, *, slug: str = "projectgen-app") -> None:
+        """A GitHub App: JWTs whose `iss` is `app_id` must verify with this RSA public key."""
+        key = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
+        with self._lock:
+            self.apps[str(app_id)] = {"id": app_id, "slug": slug, "key": load_pem_public_key(key)}
+
+    def install_app(self, app_id: int, account: str) -> int:
+        """Install the app on an organisation (one added with `add_org`) or on the user; its ID."""
+        with self._lock:
+            org = self.orgs.get(account.lower())
+            if org is None and account.lower() != self.user["login"].lower():
+                raise ValueError(f"no account {account!r}")
+            installation = next(self._ids)
+            self.installations[installation] = {
+                "id": installation,
+                "app_id": app_id,
+                "account": org["login"] if org else self.user["login"],
+                "target_type": "Organization" if org else "User",
+            }
+            return installation
 
     def add_repo(
         self, full_name: str, *, private: bool = True, description: str | None = None
@@ -570,6 +616,142 @@ class FakeGitHub(_FakeHost):
     def unauthorised(self) -> Reply:
         return Reply(401, self.error_body(401))
 
+    # GitHub Apps -------------------------------------------------------------------------
+    # docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/generating-a-json-web-token-jwt-for-a-github-app:
+    # RS256; iat "60 seconds in the past" is advised for clock drift; exp "no more than 10 minutes
+    # into the future"; iss the app's ID (or client ID). .../generating-an-installation-access-token-for-a-github-app:
+    # the token "will expire after 1 hour"; an expired one is refused like any bad token (401).
+    def _jwt_app(self, token: str) -> tuple[dict[str, Any] | None, str]:
+        """The app a JWT authenticates, or None and GitHub's message."""
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None, "A JSON web token could not be decoded"
+        app = self.apps.get(str(claims.get("iss")))
+        if app is None:
+            return None, "Integration not found"
+        if header.get("alg") != "RS256":
+            return None, "A JSON web token could not be decoded"
+        now = time.time()
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not isinstance(iat, int) or iat > now + 60:
+            return (
+                None,
+                "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
+            )
+        if not isinstance(exp, int) or exp <= now:
+            return None, (
+                "'Expiration time' claim ('exp') must be a numeric value representing the future time at "
+                "which the assertion expires"
+            )
+        if exp > now + 600 or exp - iat > 660:
+            return None, "'Expiration time' claim ('exp') is too far in the future"
+        try:
+            jwt.decode(
+                token,
+                key=app["key"],
+                algorithms=["RS256"],
+                options={"verify_exp": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError:
+            return None, "A JSON web token could not be decoded"
+        return app, ""
+
+    def _installation_of(self, token: str) -> int | None:
+        entry = self.installation_tokens.get(token)
+        if entry is None or entry[1] <= time.time():
+            return None
+        return entry[0]
+
+    def git_accepts(self, password: str) -> bool:
+        with self._lock:
+            return password in self.tokens or self._installation_of(password) is not None
+
+    @property
+    def _actor(self) -> int | None:
+        """The installation (or, negative, the app) the current request authenticated as; None: a user."""
+        actor: int | None = getattr(self._request, "actor", None)
+        return actor
+
+    def authorise(self, token: str | None, method: str, parts: list[str]) -> Reply | None:
+        self._request.actor = None
+        app_route = parts[:1] == ["app"] or (
+            len(parts) == 3 and parts[0] in ("orgs", "users") and parts[2] == "installation"
+        )
+        if token is not None and token.count(".") == 2 and token not in self.tokens:
+            self.jwts_seen.append(token)
+            app, problem = self._jwt_app(token)
+            if app is None:
+                return Reply(401, {"message": problem, "documentation_url": _GH_DOCS, "status": "401"})
+            if not app_route:
+                return Reply(
+                    403, {"message": "Resource not accessible by integration", "documentation_url": _GH_DOCS}
+                )
+            self._request.actor = -int(app["id"])  # the app itself
+            return None
+        if app_route:  # only a JWT authenticates as the app
+            return Reply(
+                401, {"message": "A JSON web token could not be decoded", "documentation_url": _GH_DOCS}
+            )
+        if token is not None and token in self.installation_tokens:
+            installation = self._installation_of(token)
+            if installation is None:  # expired
+                return self.unauthorised()
+            self._request.actor = installation
+            return None
+        return super().authorise(token, method, parts)
+
+    def _installation_json(self, inst: Mapping[str, Any]) -> dict[str, Any]:
+        login = inst["account"]
+        return {
+            "id": inst["id"],
+            "app_id": inst["app_id"],
+            "target_type": inst["target_type"],
+            "account": self._owner_json(login, inst["target_type"]),
+            "access_tokens_url": f"{self.api_url}/app/installations/{inst['id']}/access_tokens",
+            "repository_selection": "all",
+            "permissions": {"administration": "write", "contents": "write", "metadata": "read"},
+            "events": [],
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": _now(),
+            "single_file_name": None,
+        }
+
+    def _app_route(self, method: str, parts: list[str]) -> Reply:
+        app_id = -(self._actor or 0)
+        mine = {i: inst for i, inst in self.installations.items() if inst["app_id"] == app_id}
+        match (method, parts):
+            case ("GET", [("orgs" | "users") as kind, login, "installation"]):
+                wanted = "Organization" if kind == "orgs" else "User"
+                for inst in mine.values():
+                    if inst["account"].lower() == login.lower() and inst["target_type"] == wanted:
+                        return Reply(200, self._installation_json(inst))
+            case ("GET", ["app", "installations", number]) if number.isdigit() and int(number) in mine:
+                return Reply(200, self._installation_json(mine[int(number)]))
+            case ("POST", ["app", "installations", number, "access_tokens"]) if (
+                number.isdigit() and int(number) in mine
+            ):
+                token = "ghs_" + uuid.uuid4().hex + uuid.uuid4().hex[:4]
+                expires = time.time() + self.token_ttl
+                self.installation_tokens[token] = (int(number), expires)
+                stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                return Reply(
+                    201,
+                    {
+                        "token": token,
+                        "expires_at": stamp,
+                        "permissions": {"administration": "write", "contents": "write", "metadata": "read"},
+                        "repository_selection": "all",
+                    },
+                )
+        return Reply(404, self.error_body(404))
+
+    def issued_tokens(self) -> list[str]:
+        """Every installation token issued so far (for the token scans)."""
+        with self._lock:
+            return list(self.installation_tokens)
+
     def common_headers(self) -> dict[str, str]:
         return {
             "Server": "GitHub.com",
@@ -585,6 +767,13 @@ class FakeGitHub(_FakeHost):
         }
 
     def route(self, method: str, parts: list[str], query: dict[str, list[str]], body: Any) -> Reply:
+        if self._actor is not None and self._actor < 0:
+            return self._app_route(method, parts)
+        if self._actor is not None and parts[:1] == ["user"]:
+            # An installation token is no user: GET /user and POST /user/repos are for user tokens.
+            return Reply(
+                403, {"message": "Resource not accessible by integration", "documentation_url": _GH_DOCS}
+            )
         match (method, parts):
             case ("GET", ["user"]):
                 return Reply(200, self._user_json())

@@ -2,7 +2,8 @@
 
 Repositories are bare directories under `root`; `<root>/<owner>/<name>.git` is served at
 `http://127.0.0.1:PORT/<owner>/<name>.git`. With `tokens`, every request must carry HTTP basic
-credentials whose password is one of them (the user name is free, as on GitHub and GitLab).
+credentials whose password is one of them (the user name is free, as on GitHub and GitLab), or
+that `tokens(password)` accepts.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import base64
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
             _, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except ValueError:
             return False
-        return password in tokens
+        return tokens(password) if callable(tokens) else password in tokens
 
     def _serve(self) -> None:
         fault = self.server.take_fault(self.path)
@@ -101,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, tokens: set[str] | None, allow_push: bool) -> None:
+    def __init__(self, root: Path, tokens: set[str] | Callable[[str], bool] | None, allow_push: bool) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.root = root
         self.tokens = tokens
@@ -126,10 +127,18 @@ class _Server(ThreadingHTTPServer):
 class GitHTTPServer:
     """`with GitHTTPServer(root) as git: git.url("owner/name")`."""
 
-    def __init__(self, root: Path, *, tokens: Iterable[str] | None = None, allow_push: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tokens: Iterable[str] | Callable[[str], bool] | None = None,
+        allow_push: bool = True,
+    ) -> None:
+        """`tokens`: the passwords accepted, or a function that says whether one is (expiring tokens)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._server = _Server(self.root, set(tokens) if tokens is not None else None, allow_push)
+        checked = tokens if tokens is None or callable(tokens) else set(tokens)
+        self._server = _Server(self.root, checked, allow_push)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property

@@ -327,6 +327,22 @@ FORGE_CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("gitea-wiki", forge_export("gitea", "notes.wiki"), "not a valid Gitea repository name"),
     ("gitea-internal", forge_export("gitea", "demo", visibility="internal"), "there is no internal"),
     ("gitea-no-api-url", forge_export("gitea", "demo", apiUrl=None), "needs config.apiUrl"),
+    ("github-app-ok", forge_export("github", "demo", owner="acme", githubApp={}), None),
+    (
+        "github-app-keys-ok",
+        forge_export("github", "demo", githubApp={"appIdKey": "id", "privateKeyKey": "app.pem"}),
+        None,
+    ),
+    (
+        "gitlab-github-app",
+        forge_export("gitlab", "demo", githubApp={}),
+        "config.githubApp is for exportType github",
+    ),
+    (
+        "gitea-github-app",
+        forge_export("gitea", "demo", githubApp={}),
+        "config.githubApp is for exportType github",
+    ),
 ]
 
 

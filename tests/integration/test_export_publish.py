@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes import client
 from support import (
     EXPORTS,
@@ -32,6 +34,7 @@ from support import (
 )
 
 from projectgen.export.publish import secret_forms
+from projectgen.export.publish.redaction import private_key_forms
 from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
 from projectgen_dev.gitea import GiteaServer, GiteaUser
 
@@ -43,6 +46,7 @@ SECRET_FORMS = (
     base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode(),
     base64.b64encode(f"oauth2:{TOKEN}".encode()).decode(),
 )
+APP_ID = 31337
 FILES = {"README.md": "# Billing\n", "src/billing/app.py": "print('billing')\n", "run.sh": "#!/bin/sh\n"}
 
 
@@ -245,6 +249,80 @@ def test_permanent_errors_fail_with_a_clear_message(
     if case != "exists-not-ours":
         assert github.created == []
     assert_no_leak(api_client, namespace, ["gh"], operator)
+
+
+def _app_secret(api: client.ApiClient, namespace: str, private_key: str) -> None:
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="git-token"),
+        string_data={"appId": str(APP_ID), "privateKey": private_key},
+    )
+    client.CoreV1Api(api).create_namespaced_secret(namespace, body)
+
+
+def _rsa_pem() -> tuple[str, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return private, key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_github_app_publish_with_the_installation_found_for_the_owner(
+    api_client: client.ApiClient,
+    namespace: str,
+    github: FakeGitHub,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """The Secret holds an app ID and key only: the operator finds the app's installation on
+    `acme`, mints an installation token, creates the repository and pushes with that token;
+    the key, the token and the JWTs appear nowhere. A key GitHub would not take fails clearly."""
+    private, public = _rsa_pem()
+    github.add_app(APP_ID, public)
+    github.install_app(APP_ID, "acme")
+    project = make_project(api_client, namespace)
+    _app_secret(api_client, namespace, private)
+    create(
+        api_client,
+        EXPORTS,
+        namespace,
+        publish_body("app", "github", github.api_url, owner="acme", githubApp={}),
+    )
+
+    obj = finished(api_client, namespace, "app")
+    status = obj["status"]
+    assert status["phase"] == "Completed", status
+    assert github.created == ["acme/billing-api"] and status["repository"] == "acme/billing-api"
+    assert github.count("GET", "/orgs/acme/installation") >= 1
+    assert github.count("GET", "/user") == 0
+    issued = github.issued_tokens()
+    assert issued
+    tree = clone(github.git.url("acme/billing-api"), tmp_path / "clone", "x-access-token", issued[-1])
+    assert tree == expected_tree(project)
+
+    # Another export whose Secret holds a damaged key: Failed, with a message and an Event.
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="bad-app"),
+            string_data={"appId": str(APP_ID), "privateKey": private[:200], "installationId": "1"},
+        ),
+    )
+    body = publish_body("bad", "github", github.api_url, owner="acme", githubApp={})
+    body["spec"]["config"]["credentialsSecretRef"] = {"name": "bad-app"}
+    body["spec"]["repositoryName"] = "other"
+    create(api_client, EXPORTS, namespace, body)
+    failed = wait_phase(api_client, EXPORTS, namespace, "bad", "Failed", timeout=60)["status"]
+    assert "not an unencrypted PEM RSA private key" in failed["errorMessage"], failed
+    wait_event(api_client, namespace, "bad", lambda e: e.type == "Warning" and "PEM" in (e.message or ""))
+
+    forms = [*private_key_forms(private), *private_key_forms(private[:200])]
+    for token in [*github.issued_tokens(), *github.jwts_seen]:
+        forms += secret_forms(token)
+    forms += [base64.b64encode(private.encode()).decode()]
+    assert_no_leak(api_client, namespace, ["app", "bad"], operator, tuple(forms))
 
 
 def test_missing_secret_fails_then_heals(

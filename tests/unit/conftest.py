@@ -162,7 +162,9 @@ class Guard:
 
     def check(self) -> None:
         texts = [*self.texts, *self.argv]
-        for record in self.caplog.records:
+        # At teardown `caplog.records` holds the teardown's records only: the test's are the "call" phase's.
+        phases = [*self.caplog.get_records("setup"), *self.caplog.get_records("call"), *self.caplog.records]
+        for record in phases:
             texts.append(record.getMessage())
             if record.exc_info:
                 texts.append("".join(traceback.format_exception(*record.exc_info)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -141,6 +142,13 @@ class Kube:
         """The value of one key, or None when the Secret or the key does not exist.
 
         Raises SecretMissing with a message naming what is missing (never the value)."""
+        return self.secret_values(name, [key])[key]
+
+    def secret_values(self, name: str, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, str]:
+        """The values of `keys` (each must be there and not empty) and of the `optional` keys present,
+        read in one request, decoded and stripped.
+
+        Raises SecretMissing with a message naming what is missing (never a value)."""
         api = kubernetes.client.CoreV1Api(api_client())
         try:
             secret = api.read_namespaced_secret(name, self.namespace)
@@ -151,13 +159,18 @@ class Kube:
         except urllib3.exceptions.HTTPError as exc:
             raise _unreachable(exc, f"reading Secret {name!r}") from None
         data = secret.data or {}
-        if key not in data:
-            keys = ", ".join(sorted(data)) or "none"
-            raise SecretMissing(f"Secret {name!r} has no key {key!r} (keys: {keys})")
-        value = base64.b64decode(data[key]).decode("utf-8", "replace").strip()
-        if not value:
-            raise SecretMissing(f"key {key!r} of Secret {name!r} is empty")
-        return value
+        values: dict[str, str] = {}
+        for key in [*keys, *optional]:
+            if key not in data:
+                if key in optional:
+                    continue
+                present = ", ".join(sorted(data)) or "none"
+                raise SecretMissing(f"Secret {name!r} has no key {key!r} (keys: {present})")
+            value = base64.b64decode(data[key]).decode("utf-8", "replace").strip()
+            if not value:
+                raise SecretMissing(f"key {key!r} of Secret {name!r} is empty")
+            values[key] = value
+        return values
 
 
 class SecretMissing(Exception):

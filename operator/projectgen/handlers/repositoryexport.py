@@ -20,6 +20,7 @@ from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL
 from projectgen.api.validation import validation_message
 from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
 from projectgen.export.publish import DEFAULT_AUTHOR, PublishError, PublishRequest, PublishSettings, publish
+from projectgen.export.publish.githubapp import app_from_secret
 from projectgen.generation.manifest import Manifest
 from projectgen.handlers.context import Context
 from projectgen.handlers.exportdecision import (
@@ -200,22 +201,37 @@ def _publish(job: Job) -> None:
     config = job.spec.config
     assert config is not None and job.spec.repository_name is not None  # the model guarantees both
     ref = config.credentials_secret_ref
+    keys = config.github_app
+    token, app = "", None
     try:
-        token = job.kube.secret_value(ref.name, ref.key)
+        if keys is None:
+            token = job.kube.secret_value(ref.name, ref.key) or ""
+        else:
+            values = job.kube.secret_values(
+                ref.name, [keys.app_id_key, keys.private_key_key], optional=[keys.installation_id_key]
+            )
+            app = app_from_secret(
+                values[keys.app_id_key], values[keys.private_key_key], values.get(keys.installation_id_key)
+            )
         guard = job.outbound.guard(job.kube.namespace, job.kube.namespace_labels)
     except SecretMissing as exc:
         message = f"credentials: {exc}; create it in this namespace"
         job.write.fail("CredentialsMissing", message)
         raise kopf.TemporaryError(message, delay=retry_delay(job.retry + 2)) from None
+    except (
+        PublishError
+    ) as exc:  # a malformed app ID or key: retried like a missing Secret, whose fix triggers nothing
+        job.write.fail("CredentialsInvalid", f"credentials: {exc}")
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(job.retry + 2)) from None
     except (ApiUnavailable, Forbidden) as exc:
         raise kopf.TemporaryError(str(exc), delay=retry_delay(job.retry)) from None
-    assert token is not None
     author = (config.author.name, config.author.email) if config.author else DEFAULT_AUTHOR
     status = job.body.get("status") or {}
     request = PublishRequest(
         host=job.spec.export_type,
         api_url=config.api_url,
         token=token,
+        github_app=app,
         token_type=config.token_type,
         owner=config.owner,
         name=job.spec.repository_name,

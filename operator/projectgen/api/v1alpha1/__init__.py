@@ -17,6 +17,7 @@ from projectgen.api.v1alpha1.generatedproject import (
 from projectgen.api.v1alpha1.repositoryexport import (
     CommitAuthor,
     ExportType,
+    GitHubAppKeys,
     IfExists,
     PublishConfig,
     RepositoryExport,
@@ -41,6 +42,7 @@ __all__ = [
     "GeneratedProjectPhase",
     "GeneratedProjectSpec",
     "GeneratedProjectStatus",
+    "GitHubAppKeys",
     "IfExists",
     "InlineFile",
     "InlineSource",

@@ -80,6 +80,36 @@ class SecretKeySelector(Model):
     )
 
 
+class GitHubAppKeys(Model):
+    """Which keys of the credentials Secret hold a GitHub App instead of a token."""
+
+    app_id_key: str = Field(
+        default="appId",
+        alias="appIdKey",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIGMAP_KEY_PATTERN,
+        description="Key holding the app's ID (or its client ID). Default: appId.",
+    )
+    private_key_key: str = Field(
+        default="privateKey",
+        alias="privateKeyKey",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIGMAP_KEY_PATTERN,
+        description="Key holding the app's private key (PEM, as GitHub downloads it). Default: privateKey.",
+    )
+    installation_id_key: str = Field(
+        default="installationId",
+        alias="installationIdKey",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIGMAP_KEY_PATTERN,
+        description="Key holding the installation ID. Default: installationId. When the Secret has no such "
+        "key, the installation is looked up for config.owner (organisation or user).",
+    )
+
+
 class CommitAuthor(Model):
     """Author and committer of the pushed commit."""
 
@@ -129,6 +159,14 @@ class PublishConfig(Model):
     credentials_secret_ref: SecretKeySelector = Field(
         alias="credentialsSecretRef",
         description="Secret (same namespace) holding the API token; the token also authenticates the push.",
+    )
+    github_app: GitHubAppKeys | None = Field(
+        default=None,
+        alias="githubApp",
+        description="exportType github only: the Secret in credentialsSecretRef holds a GitHub App (ID, "
+        "private key, optionally the installation ID) instead of a token, and credentialsSecretRef.key is "
+        "not used. The operator mints installation tokens and renews them before they expire. {} takes "
+        "the default keys.",
     )
     token_type: TokenType = Field(
         default=TokenType.ACCESS,
@@ -227,6 +265,8 @@ def publish_problem(forge: str, name: str, config: PublishConfig) -> str | None:
     problem = NAME_RULES[forge].check(name)
     if problem:
         return problem
+    if forge != "github" and config.github_app is not None:
+        return GITHUB_APP_ONLY_GITHUB
     if forge in ("github", "gitea") and config.owner and "/" in config.owner:
         return f"config.owner {config.owner!r}: {_FORGE[forge]} owners are one user or organisation, no '/'"
     return _visibility_problem(forge, str(config.visibility), config.owner, config.api_url)
@@ -237,6 +277,7 @@ GITHUB_INTERNAL_NEEDS_OWNER = (
     "visibility internal needs config.owner: an organisation that belongs to an enterprise "
     "(GitHub Enterprise Cloud or Server); a user's repositories are private or public"
 )
+GITHUB_APP_ONLY_GITHUB = "config.githubApp is for exportType github: GitLab and Gitea take a token"
 GITEA_NEEDS_API_URL = "exportType gitea needs config.apiUrl: the Gitea server's URL (https://HOST)"
 GITLAB_COM_NO_INTERNAL = (
     "gitlab.com does not allow visibility internal for new projects: use private or public, or set "
@@ -290,6 +331,11 @@ def _cel_rules() -> list[JsonValue]:
             ".matches('^[a-z]+://(www[.])?gitlab[.]com([:/]|$)'))",
             "message": GITLAB_COM_NO_INTERNAL,
             "fieldPath": ".config.visibility",
+        },
+        {
+            "rule": "self.exportType == 'github' || !has(self.config) || !has(self.config.githubApp)",
+            "message": GITHUB_APP_ONLY_GITHUB,
+            "fieldPath": ".config.githubApp",
         },
         {
             "rule": "!(self.exportType in ['github', 'gitea']) || !has(self.config) || !has(self.config.owner) "

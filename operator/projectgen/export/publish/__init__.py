@@ -9,6 +9,7 @@ from projectgen.export.publish.flow import HOSTS, publish
 from projectgen.export.publish.model import (
     DEFAULT_AUTHOR,
     REFUSED_401,
+    GitHubApp,
     PublishError,
     PublishRequest,
     PublishResult,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_AUTHOR",
     "HOSTS",
     "REFUSED_401",
+    "GitHubApp",
     "PublishError",
     "PublishRequest",
     "PublishResult",

@@ -39,7 +39,7 @@ from projectgen.export.publish.model import (
     PublishResult,
     PublishSettings,
 )
-from projectgen.export.publish.redaction import redact, secret_forms
+from projectgen.export.publish.redaction import private_key_forms, redact, secret_forms
 from projectgen.generation.manifest import content_hash
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,14 @@ def _same_repo(a: str | None, b: str) -> bool:
 
 
 def _check_request(req: PublishRequest) -> None:
-    if not req.token:
+    if req.github_app is not None:
+        if req.host != ExportType.GITHUB:
+            raise PublishError(f"GitHub App credentials are for GitHub, not {req.host}", permanent=True)
+    elif not req.token:
         raise PublishError(
             "the token is empty: check the Secret named in config.credentialsSecretRef", permanent=True
         )
-    if not _TOKEN_RE.fullmatch(req.token):
+    elif not _TOKEN_RE.fullmatch(req.token):
         raise PublishError(
             "the token contains whitespace or control characters: store it in the Secret without a trailing newline",
             permanent=True,
@@ -117,11 +120,11 @@ def _wait(settings: PublishSettings) -> Callable[[tenacity.RetryCallState], floa
     return wait
 
 
-def _log_retry(secrets: Sequence[str]) -> Callable[[tenacity.RetryCallState], None]:
+def _log_retry(secrets: Callable[[], Sequence[str]]) -> Callable[[tenacity.RetryCallState], None]:
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         sleep = state.next_action.sleep if state.next_action else 0.0
-        message = redact(str(exc), secrets)
+        message = redact(str(exc), secrets())
         log.info("publish attempt %d failed, retrying in %.1fs: %s", state.attempt_number, sleep, message)
 
     return before_sleep
@@ -156,7 +159,15 @@ def publish(
     `on_workdir` sees the temporary git directory just before it is removed (tests).
     """
     settings = settings or PublishSettings()
-    secrets = secret_forms(req.token)
+    secrets = secret_forms(req.token) if req.token else []
+    if req.github_app is not None:
+        secrets += private_key_forms(req.github_app.private_key)
+    host: HostAdapter | None = None
+
+    def all_secrets() -> list[str]:
+        # Tokens the host minted during the call (GitHub App installation tokens) count too.
+        return [*(host.secrets() if host is not None else ()), *secrets]
+
     try:
         _check_request(req)
         host = _make_host(req, settings)
@@ -168,7 +179,7 @@ def publish(
                     stop=tenacity.stop_after_attempt(settings.attempts)
                     | tenacity.stop_after_delay(settings.deadline),
                     wait=_wait(settings),
-                    before_sleep=_log_retry(secrets),
+                    before_sleep=_log_retry(all_secrets),
                     reraise=True,
                 )
                 result: PublishResult = retrying(_attempt, req, host, progress, claim, settings, workdir)
@@ -176,9 +187,9 @@ def publish(
         finally:
             host.close()
     except PublishError as exc:
-        raise _redacted(exc, secrets) from None
+        raise _redacted(exc, all_secrets()) from None
     except outbound.Refused as exc:
-        raise PublishError(redact(exc.message, secrets), permanent=True) from None
+        raise PublishError(redact(exc.message, all_secrets()), permanent=True) from None
 
 
 def _attempt(
@@ -189,7 +200,6 @@ def _attempt(
     settings: PublishSettings,
     workdir: Path,
 ) -> PublishResult:
-    credentials = gitpush.Credentials(host.git_username, req.token)
     owner = host.resolve_owner(req.owner)
     full_name = f"{owner.path}/{req.name}"
     repo = host.find(full_name)
@@ -208,7 +218,11 @@ def _attempt(
         log.info("repository %s exists and belongs to this export", repo.full_name)
     elif req.if_exists == IfExists.ADOPT:
         heads = gitpush.list_heads(
-            repo.clone_url, credentials, workdir=workdir, timeout=settings.git_timeout, guard=req.guard
+            repo.clone_url,
+            gitpush.Credentials(host.git_username, host.git_password()),
+            workdir=workdir,
+            timeout=settings.git_timeout,
+            guard=req.guard,
         )
         if heads:
             raise PublishError(
@@ -227,7 +241,9 @@ def _attempt(
 
     outcome = gitpush.push_tree(
         url=repo.clone_url,
-        credentials=credentials,
+        # Asked for right before the push: an installation token is renewed here when it would
+        # lapse during the push (a publish can outlive one when it waits for rate limits).
+        credentials=gitpush.Credentials(host.git_username, host.git_password()),
         branch=req.default_branch,
         tree=req.tree,
         files=req.files,

@@ -85,6 +85,7 @@ class GiteaHost:
     git_username = GIT_USERNAMES[ExportType.GITEA]
 
     def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
+        self._token = req.token
         if not req.api_url:
             raise PublishError("exportType gitea needs config.apiUrl, the Gitea server's URL", permanent=True)
         self.url = req.api_url.rstrip("/").removesuffix("/api/v1")
@@ -114,6 +115,12 @@ class GiteaHost:
     @staticmethod
     def _q(part: str) -> str:
         return urllib.parse.quote(part, safe="")
+
+    def git_password(self) -> str:
+        return self._token
+
+    def secrets(self) -> list[str]:
+        return []  # only the request's token, which the flow redacts already
 
     def resolve_owner(self, owner: str | None) -> Owner:
         user = self._call("GET", "/user", "reading the token's user")

@@ -1,5 +1,8 @@
 """GitHub and GitHub Enterprise through PyGithub: owner, repository, topics.
 
+Credentials: a token, or a GitHub App (`githubapp`), whose installation tokens authenticate both
+the API calls and the push.
+
 API errors become PublishError in one place, `_api_error`. PyGithub's own retries are
 off (`retry=None`): publish() retries, honouring Retry-After, within a bounded budget.
 
@@ -29,6 +32,7 @@ from github.Repository import Repository
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.repositoryexport import ExportType, Visibility
+from projectgen.export.publish.githubapp import AppTokens, InstallationTokenAuth
 from projectgen.export.publish.http import retry_after_from, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
@@ -132,8 +136,20 @@ class GitHubHost:
         self.api_url = (req.api_url or DEFAULT_API_URL).rstrip("/")
         spacing = settings.github_request_spacing
         self._bound = outbound.bind(req.guard)  # PyGithub's connections go through the policy
+        self._token = req.token
+        self._app: AppTokens | None = None
+        auth: Auth.Auth
+        if req.github_app is None:
+            auth = Auth.Token(req.token)
+        else:
+            try:
+                self._app = AppTokens(req.github_app, self.api_url, settings)
+            except BaseException:
+                outbound.unbind(self._bound)
+                raise
+            auth = InstallationTokenAuth(self._app)
         self._gh = Github(
-            auth=Auth.Token(req.token),
+            auth=auth,
             base_url=self.api_url,
             timeout=max(1, math.ceil(settings.http_timeout)),
             retry=None,
@@ -141,6 +157,15 @@ class GitHubHost:
             seconds_between_writes=Consts.DEFAULT_SECONDS_BETWEEN_WRITES if spacing else None,
         )
         self._secondary_hits = req.retries
+
+    def git_password(self) -> str:
+        if self._app is not None:
+            with self._api("minting an installation token for the push"):
+                return self._app.token()
+        return self._token
+
+    def secrets(self) -> list[str]:
+        return self._app.secrets() if self._app is not None else []
 
     def _secondary_wait(self) -> float:
         wait = secondary_limit_wait(self._secondary_hits)
@@ -159,6 +184,8 @@ class GitHubHost:
             raise transport_error(exc, "GitHub", self.api_url, doing) from None
 
     def resolve_owner(self, owner: str | None) -> Owner:
+        if self._app is not None:
+            return self._resolve_app_owner(self._app, owner)
         if owner is None:
             with self._api("reading the token's user"):
                 user = self._gh.get_user()
@@ -176,7 +203,33 @@ class GitHubHost:
                 return Owner(user.login, is_user=True, handle=user)
         raise PublishError(f"organisation {owner!r} not found or not visible to the token", permanent=True)
 
+    def _resolve_app_owner(self, app: AppTokens, owner: str | None) -> Owner:
+        """An installation token has no user (`GET /user` answers 403): the owner is the installation's
+        account, or config.owner looked up as an organisation, else as a user."""
+        with self._api("finding the app's installation"):
+            app.installation_id(owner)
+            if owner is None:
+                owner = app.installation_owner()
+        with self._api(f"looking up organisation {owner!r}"):
+            try:
+                org = self._gh.get_organization(owner)
+                return Owner(org.login, is_user=False, handle=org)
+            except GithubException as exc:
+                if exc.status != 404:
+                    raise
+        with self._api(f"looking up user {owner!r}"):
+            user = self._gh.get_user(owner)
+            return Owner(user.login, is_user=True, handle=user)
+
     def check_visibility(self, owner: Owner, req: PublishRequest) -> None:
+        if self._app is not None and owner.is_user:
+            # POST /user/repos takes a user's token; an installation token has no user.
+            raise PublishError(
+                f"a GitHub App cannot create repositories in the account of user {owner.path}: create "
+                f"{owner.path}/{req.name} yourself and set config.ifExists: Adopt, install the app on an "
+                "organisation, or use a token",
+                permanent=True,
+            )
         if req.visibility != "internal":
             return
         if owner.is_user:
@@ -235,8 +288,12 @@ class GitHubHost:
         return []
 
     def close(self) -> None:
-        self._gh.close()
-        outbound.unbind(self._bound)
+        try:
+            self._gh.close()
+            if self._app is not None:
+                self._app.close()
+        finally:
+            outbound.unbind(self._bound)
 
     @staticmethod
     def _remote(repo: Repository) -> RemoteRepository:

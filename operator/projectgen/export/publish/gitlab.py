@@ -96,6 +96,7 @@ class GitLabHost:
     git_username = GIT_USERNAMES[ExportType.GITLAB]
 
     def __init__(self, req: PublishRequest, settings: PublishSettings) -> None:
+        self._token = req.token
         url = (req.api_url or DEFAULT_URL).rstrip("/")
         self.url = url.removesuffix("/api/v4")
         self._headers: dict[str, str] = {}
@@ -130,6 +131,12 @@ class GitLabHost:
     def _user(self) -> CurrentUser:
         with self._api("reading the token's user"):
             return CurrentUserManager(self._gl).get(**_NO_LIMIT)
+
+    def git_password(self) -> str:
+        return self._token
+
+    def secrets(self) -> list[str]:
+        return []  # only the request's token, which the flow redacts already
 
     def resolve_owner(self, owner: str | None) -> Owner:
         if owner is None:

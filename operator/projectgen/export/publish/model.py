@@ -27,9 +27,23 @@ REFUSED_401 = "the token was refused (401): it is invalid or expired"
 
 
 @dataclass(frozen=True, kw_only=True)
+class GitHubApp:
+    """A GitHub App to publish as, instead of a token: its ID and key, and where it is installed."""
+
+    app_id: str
+    """The app's ID (digits) or client ID: the JWT's `iss`."""
+    private_key: str = field(repr=False)
+    """PEM, as GitHub downloads it."""
+    installation_id: int | None = None
+    """None: looked up for the owner (GET /orgs/{org}/installation, then /users/{user}/installation)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class PublishRequest:
     host: ExportType
     token: str = field(repr=False)
+    github_app: GitHubApp | None = field(default=None, repr=False)
+    """GitHub only: mint installation tokens for this app instead of using `token` (then empty)."""
     token_type: TokenType = TokenType.ACCESS
     """oauth: GitLab gets it as `Authorization: Bearer` instead of PRIVATE-TOKEN."""
     name: str
@@ -103,6 +117,9 @@ class PublishSettings:
     """Per git command (fetch, push ...)."""
     github_request_spacing: bool = True
     """Keep PyGithub's spacing between requests (GitHub's guidance against secondary rate limits)."""
+    app_token_margin: float = 600.0
+    """Renew a GitHub App installation token this long before it expires (GitHub's last an hour): longer
+    than one git command may take (git_timeout), so a push never starts with a token about to lapse."""
     work_root: Path | None = None
     """Where temporary git directories go; None: the system temp dir."""
 
@@ -128,6 +145,15 @@ class HostAdapter(Protocol):
     """What the flow needs from a forge. Every method raises only PublishError."""
 
     git_username: str
+
+    def git_password(self) -> str:
+        """The token git sends as password, valid for at least the next git command."""
+        ...
+
+    def secrets(self) -> list[str]:
+        """Credentials this host obtained or holds beyond the request's token (minted tokens, keys),
+        in every form they could take in text: redacted from every message."""
+        ...
 
     def resolve_owner(self, owner: str | None) -> Owner: ...
 

@@ -23,6 +23,15 @@ def secret_forms(token: str) -> list[str]:
     return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
 
 
+def private_key_forms(pem: str) -> list[str]:
+    """A PEM private key as it could appear in text: whole, and each base64 line of its body (a
+    traceback or a library's message may quote one line)."""
+    lines = [line.strip() for line in pem.strip().splitlines()]
+    body = [line for line in lines if line and not line.startswith("-----") and ":" not in line]
+    forms = {pem, pem.strip(), "".join(body), *body}
+    return sorted((f for f in forms if len(f) >= 16), key=len, reverse=True)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:
