@@ -34,6 +34,10 @@ class Settings:
         default_factory=lambda: int(_env("LIVENESS_PORT", "8080")),
         metadata={"env": "LIVENESS_PORT", "doc": "Port of the /healthz endpoint; 0 disables it."},
     )
+    metrics_port: int = field(
+        default_factory=lambda: int(_env("METRICS_PORT", "9090")),
+        metadata={"env": "METRICS_PORT", "doc": "Port of the Prometheus /metrics endpoint; 0 disables it."},
+    )
     namespaces: tuple[str, ...] = field(
         # `projectgen run -n a -n b` passes them space-separated; commas are accepted too.
         default_factory=lambda: tuple(n for n in re.split(r"[\s,]+", _env("NAMESPACES", "")) if n),
@@ -131,6 +135,9 @@ class Settings:
             )
         if self.log_format not in ("json", "plain"):
             raise ValueError(f"{PREFIX}LOG_FORMAT must be json or plain, not {self.log_format!r}")
+        for name in ("liveness_port", "metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{PREFIX}{name.upper()} must be a port (0-65535), or 0 for off")
         if self.workers < 1:
             raise ValueError(f"{PREFIX}WORKERS must be at least 1")
         for f in fields(self):

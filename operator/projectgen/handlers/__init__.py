@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
+from projectgen import metrics
 from projectgen.api.v1alpha1 import GROUP, VERSION
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
 from projectgen.api.v1alpha1.generatedproject import PROJECT_LABEL
@@ -85,11 +88,36 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
         logger.info("removed %d staging leftovers of an earlier run", removed)
     memo.ctx = ctx
     sandbox.start_server()  # the first render then costs a fork, not copier's imports
+    if _settings.metrics_port:  # a port taken fails start-up (kopf exits): no silent lack of metrics
+        memo.metrics_server, _thread = metrics.serve(_settings.metrics_port)
+        logger.info("serving metrics on port %d", _settings.metrics_port)
+
+
+@kopf.on.cleanup()
+def stop_metrics(memo: Any, **_: Any) -> None:
+    server = getattr(memo, "metrics_server", None)
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 def _ctx(memo: Any) -> Context:
     ctx: Context = memo.ctx
     return ctx
+
+
+def _observed(kind: str, reconcile: Callable[[], metrics.Outcome]) -> None:
+    """Run one reconcile, counting it by how it ended and timing it. A TemporaryError is kopf's
+    retry: pending; any other exception is a bug kopf logs and retries: error."""
+    start = time.monotonic()
+    outcome = metrics.Outcome.ERROR
+    try:
+        outcome = reconcile()
+    except kopf.TemporaryError:
+        outcome = metrics.Outcome.PENDING
+        raise
+    finally:
+        metrics.record_reconcile(kind, outcome, time.monotonic() - start)
 
 
 # GeneratedProject ----------------------------------------------------------------------------
@@ -116,7 +144,10 @@ def project_resumed(
         # A spec change interrupted by a restart: project_changed renders it once. A settled
         # project: nothing to do, not even a read.
         return
-    generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True)
+    _observed(
+        metrics.KIND_PROJECT,
+        lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True),
+    )
 
 
 @kopf.on.create(GROUP, VERSION, PROJECTS, labels=LABELS)
@@ -125,7 +156,9 @@ def project_changed(
     body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
     _label_project(body, patch)
-    generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger)
+    _observed(
+        metrics.KIND_PROJECT, lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger)
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PROJECTS, labels=LABELS)
@@ -178,7 +211,12 @@ def export_resumed(
         return
     if export_settled(body):
         return  # a project that changed meanwhile wakes it (project_event), without a read here
-    repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger, resuming=True)
+    _observed(
+        metrics.KIND_EXPORT,
+        lambda: repositoryexport.reconcile(
+            _ctx(memo), body, patch, retry=retry, logger=logger, resuming=True
+        ),
+    )
 
 
 @kopf.on.create(GROUP, VERSION, EXPORTS, labels=LABELS)
@@ -186,7 +224,10 @@ def export_resumed(
 def export_changed(
     body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
-    repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger)
+    _observed(
+        metrics.KIND_EXPORT,
+        lambda: repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, EXPORTS, labels=LABELS)

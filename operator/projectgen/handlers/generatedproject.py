@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from projectgen import metrics
 from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.api.validation import validation_message
@@ -71,7 +72,9 @@ def superseded(kube: Kube, name: str, uid: str, generation: int, every: float = 
 
 def reconcile(
     ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger, resuming: bool = False
-) -> None:
+) -> metrics.Outcome:
+    """Render the spec (or archive, or fail with a message); says how it ended. Raises
+    kopf.TemporaryError when it must be retried."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 1)
@@ -82,7 +85,7 @@ def reconcile(
 
     if resuming and is_current(body):
         logger.debug("status is current; nothing to do")
-        return
+        return metrics.Outcome.CURRENT
 
     write = StatusWriter(body, PLURAL, always=extra)
 
@@ -91,7 +94,7 @@ def reconcile(
     except ValidationError as exc:
         message = validation_message(exc)
         write.fail("InvalidSpec", message)
-        return
+        return metrics.Outcome.FAILED
 
     if spec.archived:
         ctx.storage.remove_project(namespace, name, uid)
@@ -105,7 +108,7 @@ def reconcile(
             filesTruncated=None,
         )
         kopf.info(body, reason="Archived", message="project archived: files removed from the volume")
-        return
+        return metrics.Outcome.ARCHIVED
 
     # A retry of this generation (still waiting, or resumed mid-render) says nothing new.
     if (
@@ -122,7 +125,7 @@ def reconcile(
     log.info("rendering %s/%s generation %d (attempt %d)", namespace, name, generation, retry + 1)
 
     try:
-        with ctx.storage.staging("gen") as staging:
+        with metrics.rendering(), ctx.storage.staging("gen") as staging:
             tree = staging / TREE
             tree.mkdir()
             guard = ctx.outbound.guard(namespace, kube.namespace_labels)
@@ -140,13 +143,13 @@ def reconcile(
             output = ctx.storage.place_project(staging, namespace, name, uid, manifest.content_hash)
     except RenderCancelled as exc:
         logger.info(exc.message)
-        return
+        return metrics.Outcome.CANCELLED
     except SourceUnavailable as exc:
         _wait(write, body, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
     except GenerationError as exc:
         write.fail("GenerationFailed", exc.message)
-        return
+        return metrics.Outcome.FAILED
     except (ApiUnavailable, Forbidden) as exc:
         _wait(write, body, "ApiUnavailable", str(exc))
         raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
@@ -173,6 +176,8 @@ def reconcile(
         completedAt=now(),
     )
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
+    metrics.rendered(manifest.total_size)
+    return metrics.Outcome.COMPLETED
 
 
 def _wait(write: StatusWriter, body: kopf.Body, reason: str, message: str) -> None:

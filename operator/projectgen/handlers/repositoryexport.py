@@ -13,7 +13,7 @@ from pathlib import Path
 import kopf
 from pydantic import ValidationError
 
-from projectgen import outbound
+from projectgen import metrics, outbound
 from projectgen.api.v1alpha1 import RepositoryExportPhase, RepositoryExportSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
 from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL
@@ -63,7 +63,8 @@ def reconcile(
     retry: int,
     logger: kopf.Logger,
     resuming: bool = False,
-) -> None:
+) -> metrics.Outcome:
+    """Carry out what `decide` says; says how it ended. Raises kopf.TemporaryError to be retried."""
     meta = body["metadata"]
     status = dict(body.get("status") or {})
     kube = Kube(meta["namespace"])
@@ -73,7 +74,7 @@ def reconcile(
         spec = RepositoryExportSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         write.fail("InvalidSpec", validation_message(exc))
-        return
+        return metrics.Outcome.FAILED
 
     project_name = spec.generated_project_ref.name
     try:
@@ -101,12 +102,12 @@ def reconcile(
             UNSETTLED,
         ):
             patch.metadata.annotations[PROJECT_STATE_ANNOTATION] = UNSETTLED
-        return
+        return metrics.Outcome.PENDING
     if decision.action is Action.FAIL:
         write.fail(decision.reason, decision.message, event=False)
-        return
+        return metrics.Outcome.FAILED
     if decision.action is Action.CURRENT:
-        return
+        return metrics.Outcome.CURRENT
 
     assert decision.output is not None  # EXPORT always names the project's directory
     try:
@@ -139,13 +140,13 @@ def reconcile(
         outbound=ctx.outbound,
         retry=retry,
     )
-    if spec.export_type in ARCHIVE_TYPES:
-        _archive(job)
-    else:
-        _publish(job)
+    with metrics.exporting(spec.export_type):
+        if spec.export_type in ARCHIVE_TYPES:
+            return _archive(job)
+        return _publish(job)
 
 
-def _archive(job: Job) -> None:
+def _archive(job: Job) -> metrics.Outcome:
     meta = job.body["metadata"]
     prefix = job.spec.repository_name or job.project_name
     target = job.storage.export_path(
@@ -171,7 +172,7 @@ def _archive(job: Job) -> None:
             )
             raise kopf.TemporaryError("project changed during export", delay=1) from None
         job.write.fail("ArchiveFailed", str(exc))
-        return
+        return metrics.Outcome.FAILED
     except OSError as exc:
         message = f"writing the archive failed: {exc.strerror or exc}"
         job.write.fail("ArchiveFailed", message)
@@ -195,9 +196,11 @@ def _archive(job: Job) -> None:
         completedAt=now(),
     )
     kopf.info(job.body, reason="Completed", message=f"archive written: {result.path} ({message})")
+    metrics.exported(job.spec.export_type, result.size)
+    return metrics.Outcome.COMPLETED
 
 
-def _publish(job: Job) -> None:
+def _publish(job: Job) -> metrics.Outcome:
     config = job.spec.config
     assert config is not None and job.spec.repository_name is not None  # the model guarantees both
     ref = config.credentials_secret_ref
@@ -263,12 +266,18 @@ def _publish(job: Job) -> None:
     try:
         # The git work directory goes to the volume's staging area, which start-up empties: a crash
         # mid-push must not leave a copy of the project in the pod's /tmp.
-        result = publish(request, claim=claim, settings=PublishSettings(work_root=job.storage.staging_root))
+        result = publish(
+            request,
+            claim=claim,
+            settings=PublishSettings(work_root=job.storage.staging_root),
+            on_retry=lambda: metrics.publish_retried(job.spec.export_type),
+        )
     except PublishError as exc:
         message = str(exc)
         if exc.permanent:
             job.write.fail("PublishFailed", message)
-            return
+            return metrics.Outcome.FAILED
+        metrics.publish_retried(job.spec.export_type)  # kopf retries it after the delay
         job.write(
             RepositoryExportPhase.EXPORTING,
             State.WORKING,
@@ -294,6 +303,8 @@ def _publish(job: Job) -> None:
         reason="Completed",
         message=f"published to {result.repository_url} at {result.commit_sha[:12]}",
     )
+    metrics.exported(job.spec.export_type, job.manifest.total_size)
+    return metrics.Outcome.COMPLETED
 
 
 def delete(ctx: Context, body: kopf.Body) -> None:

@@ -120,12 +120,16 @@ def _wait(settings: PublishSettings) -> Callable[[tenacity.RetryCallState], floa
     return wait
 
 
-def _log_retry(secrets: Callable[[], Sequence[str]]) -> Callable[[tenacity.RetryCallState], None]:
+def _log_retry(
+    secrets: Callable[[], Sequence[str]], on_retry: Callable[[], None] | None
+) -> Callable[[tenacity.RetryCallState], None]:
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         sleep = state.next_action.sleep if state.next_action else 0.0
         message = redact(str(exc), secrets())
         log.info("publish attempt %d failed, retrying in %.1fs: %s", state.attempt_number, sleep, message)
+        if on_retry is not None:
+            on_retry()
 
     return before_sleep
 
@@ -149,6 +153,7 @@ def publish(
     claim: Callable[[str], None],
     settings: PublishSettings | None = None,
     on_workdir: Callable[[Path], None] | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> PublishResult:
     """Create (or find) the repository and push the tree as one commit on `req.default_branch`.
 
@@ -157,6 +162,7 @@ def publish(
     An exception from `claim` propagates unchanged and nothing is created.
     Raises PublishError; temporary ones were already retried a few times here.
     `on_workdir` sees the temporary git directory just before it is removed (tests).
+    `on_retry()` is called before each retry of a temporary failure inside this call (metrics).
     """
     settings = settings or PublishSettings()
     secrets = secret_forms(req.token) if req.token else []
@@ -179,7 +185,7 @@ def publish(
                     stop=tenacity.stop_after_attempt(settings.attempts)
                     | tenacity.stop_after_delay(settings.deadline),
                     wait=_wait(settings),
-                    before_sleep=_log_retry(all_secrets),
+                    before_sleep=_log_retry(all_secrets, on_retry),
                     reraise=True,
                 )
                 result: PublishResult = retrying(_attempt, req, host, progress, claim, settings, workdir)
