@@ -196,6 +196,7 @@ class Operator:
             "run",
             "--log-format=plain",
             f"--liveness-port={port}",
+            "--metrics-port=0",  # several operators at once: 9090 would clash
             f"--namespace={self.ns}",
         ]
         self.started = time.monotonic()

@@ -167,7 +167,7 @@ def demo_command(argv: list[str]) -> int:
         _say(f"control plane ready at {cp.url}")
         cp.install(REPO_ROOT / "crds", REPO_ROOT / "manifests" / "created-by")
         _say(f"GitHub API stand-in at {github.api_url}")
-        port = _free_port()
+        port, metrics_port = _free_port(), _free_port()
         log_path = workdir / "operator.log"
         # The GitHub stand-in listens on loopback: the demo's policy allows it, as an admin would.
         policy = workdir / "policy.yaml"
@@ -182,7 +182,15 @@ def demo_command(argv: list[str]) -> int:
         }
         with open(log_path, "ab") as log:
             operator = subprocess.Popen(
-                [sys.executable, "-m", "projectgen", "run", "--log-format=plain", f"--liveness-port={port}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "projectgen",
+                    "run",
+                    "--log-format=plain",
+                    f"--liveness-port={port}",
+                    f"--metrics-port={metrics_port}",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -196,7 +204,10 @@ def demo_command(argv: list[str]) -> int:
                     if operator.poll() is not None:
                         raise RuntimeError(f"the operator exited; see {log_path}") from None
                     time.sleep(0.2)
-            _say(f"operator running (data directory {data_dir}, log {log_path})")
+            _say(
+                f"operator running (data directory {data_dir}, log {log_path}, "
+                f"metrics http://127.0.0.1:{metrics_port}/metrics)"
+            )
             _kubectl(kubeconfig, "create", "namespace", NAMESPACE)
             objects = _sample_objects(github.api_url, token)
             _kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(objects))

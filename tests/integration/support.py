@@ -51,9 +51,13 @@ class OperatorProcess:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.metrics_port = 0
+        """Where /metrics is served: PROJECTGEN_METRICS_PORT of `env`, else a free port (never
+        the default 9090: several operators run at once)."""
 
     def start(self, timeout: float = 60) -> OperatorProcess:
         self.port = free_port()
+        self.metrics_port = int(self.env.get("PROJECTGEN_METRICS_PORT") or free_port())
         argv = [
             sys.executable,
             "-m",
@@ -61,6 +65,7 @@ class OperatorProcess:
             "run",
             "--log-format=plain",
             f"--liveness-port={self.port}",
+            f"--metrics-port={self.metrics_port}",
         ]
         argv += [f"--namespace={ns}" for ns in self.namespaces]
         if self.selector:

@@ -78,10 +78,11 @@ def test_kustomize_builds_the_whole_install(built: list[dict[str, Any]]) -> None
             ("PersistentVolumeClaim", "projectgen-data"),
             ("ConfigMap", "projectgen-policy"),
             ("Deployment", "projectgen"),
+            ("Service", "projectgen-metrics"),
         ]
     )
     for doc in built:
-        if doc["kind"] in ("ServiceAccount", "PersistentVolumeClaim", "Deployment", "ConfigMap"):
+        if doc["kind"] in ("ServiceAccount", "PersistentVolumeClaim", "Deployment", "ConfigMap", "Service"):
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "projectgen"
 
@@ -135,6 +136,29 @@ def test_deployment(built: list[dict[str, Any]]) -> None:
     assert csc["readOnlyRootFilesystem"] is True
     assert csc["allowPrivilegeEscalation"] is False
     assert csc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_metrics_port_is_served_by_a_service_named_metrics(built: list[dict[str, Any]]) -> None:
+    """Prometheus finds the operator's /metrics through the Service: port `metrics`, the pod's
+    PROJECTGEN_METRICS_PORT, and the prometheus.io annotations naming the same port."""
+    deployment = one(built, "Deployment")
+    c = container(deployment)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    metrics_port = int(env["PROJECTGEN_METRICS_PORT"])
+    assert ports["metrics"] == metrics_port
+    assert metrics_port != int(env["PROJECTGEN_LIVENESS_PORT"])  # liveness stays on its own port
+
+    service = one(built, "Service")
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == "metrics" and port["targetPort"] == "metrics"
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port["port"]
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_deployment_volumes(built: list[dict[str, Any]]) -> None:
@@ -285,6 +309,17 @@ def test_sharded_overlay_runs_disjoint_shards_on_one_rbac() -> None:
     }
     claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
     assert claims == {"projectgen-data-shard-a", "projectgen-data-shard-b"}
+    # One metrics Service per shard, each selecting only its shard's pod (each has its own counters).
+    services = {d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "Service"}
+    assert {name: sel.get("projectgen.io/shard") for name, sel in services.items()} == {
+        "projectgen-metrics-shard-a": "a",
+        "projectgen-metrics-shard-b": "b",
+    }
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert [n for n, sel in services.items() if sel.items() <= labels.items()] == [
+            f"projectgen-metrics-shard-{labels['projectgen.io/shard']}"
+        ]
 
 
 def test_namespaced_overlay_grants_configmaps_and_secrets_only_in_its_namespaces() -> None:

@@ -307,3 +307,25 @@ def test_escaping_symlink_in_the_manifest_is_not_pushed(gh: HostEnv, project: Pr
     err = gh.fail(gh.request(project, files=manifest.files, content_hash=manifest.content_hash))
     assert err.permanent
     assert "symlink 'docs/up' -> '../../outside' points outside the project" in str(err)
+
+
+def test_each_retry_is_reported_and_a_permanent_failure_is_not(env: HostEnv, project: Project) -> None:
+    """`on_retry` (the publish-retries metric) sees every temporary failure retried, no other."""
+    retries: list[None] = []
+    env.fake.git.fail_next(500, match="git-receive-pack")
+    result = publish(
+        env.request(project),
+        claim=env.claims.append,
+        settings=env.settings,
+        on_retry=lambda: retries.append(None),
+    )
+    assert result.pushed and len(retries) == 1
+    env.fake.git.fail_next(403, match="git-receive-pack")
+    with pytest.raises(PublishError) as info:
+        publish(
+            env.request(project, name="other"),
+            claim=env.claims.append,
+            settings=env.settings,
+            on_retry=lambda: retries.append(None),
+        )
+    assert info.value.permanent and len(retries) == 1

@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
         "--data-dir", help="the volume (default: $PROJECTGEN_DATA_DIR or /var/lib/projectgen)"
     )
     parser.add_argument("--liveness-port", type=int, help="port of /healthz (default 8080; 0: off)")
+    parser.add_argument("--metrics-port", type=int, help="port of Prometheus /metrics (default 9090; 0: off)")
     parser.add_argument("--log-format", choices=["json", "plain"], help="default: json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> int:
         (args.data_dir, "DATA_DIR"),
         (args.selector, "LABEL_SELECTOR"),
         (args.liveness_port, "LIVENESS_PORT"),
+        (args.metrics_port, "METRICS_PORT"),
         (args.log_format, "LOG_FORMAT"),
         (" ".join(args.namespace) or None, "NAMESPACES"),
     ):
