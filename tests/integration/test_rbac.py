@@ -121,6 +121,7 @@ def test_every_manifest_is_accepted_by_the_api_server(api_client: client.ApiClie
             "PersistentVolumeClaim",
             "ConfigMap",
             "Deployment",
+            "Service",
         }
     )
     ensure_namespace(api_client, SYSTEM_NAMESPACE)  # dry-run objects in it need it to exist
