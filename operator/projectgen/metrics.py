@@ -144,7 +144,26 @@ def publish_retried(forge: str) -> None:
 
 def serve(port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, Thread]:
     """Serve `/metrics` (any path, in fact: prometheus_client answers every GET) on a daemon thread.
-    Raises OSError when the port is taken: the operator must not run without the metrics it was
-    told to serve."""
+    Raises OSError when the port is taken."""
     server, thread = start_http_server(port, addr=addr, registry=REGISTRY)
     return server, thread
+
+
+_serving: dict[int, WSGIServer] = {}
+
+
+def ensure_served(port: int) -> bool:
+    """Serve on `port` unless this process already does; True when this call started it.
+    `projectgen run` calls it before kopf starts (a port taken is a clear error there), the
+    operator's startup handler again (for `kopf run -m projectgen.handlers`)."""
+    if port in _serving:
+        return False
+    _serving[port], _thread = serve(port)
+    return True
+
+
+def stop_serving() -> None:
+    while _serving:
+        _port, server = _serving.popitem()
+        server.shutdown()
+        server.server_close()

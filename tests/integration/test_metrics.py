@@ -3,10 +3,12 @@ kube-apiserver: the counters and histograms a dashboard or an alert reads move a
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
@@ -126,3 +128,26 @@ def test_metrics_follow_renders_exports_and_failures(
             value(after_failure, "projectgen_render_duration_seconds_count") == 2
         )  # failed renders are timed too
         assert value(after_failure, "projectgen_renders_in_flight") == 0
+
+
+def test_a_metrics_port_already_taken_stops_the_operator(
+    control_plane: ControlPlane, solo_namespace: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # the operator binds every address, as in a pod
+        taken.listen()
+        port = taken.getsockname()[1]
+        op = OperatorProcess(
+            control_plane.kubeconfig,
+            tmp_path / "data",
+            tmp_path / "operator.log",
+            namespaces=(solo_namespace,),
+            env={"PROJECTGEN_METRICS_PORT": str(port)},
+        )
+        try:
+            with pytest.raises(RuntimeError, match="operator exited with 1"):
+                op.start(timeout=60)
+        finally:
+            op.stop()
+    assert f"error: cannot serve metrics on port {port}: Address already in use" in op.logs()
+    assert "Traceback" not in op.logs()

@@ -138,3 +138,18 @@ def test_the_port_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROJECTGEN_METRICS_PORT", "70000")
     with pytest.raises(ValueError, match="PROJECTGEN_METRICS_PORT must be a port"):
         Settings.from_env()
+
+
+def test_served_once_per_port_and_stopped() -> None:
+    """`projectgen run` binds the port, then kopf's startup handler asks again: one server."""
+    port = free_port()
+    try:
+        assert metrics.ensure_served(port) is True
+        assert metrics.ensure_served(port) is False
+        assert "projectgen_reconciles_total" in {name for name, _ in scrape(port)}
+    finally:
+        metrics.stop_serving()
+    with socket.socket() as s:  # the port is free again (our scrape's connection may be in TIME_WAIT)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen()

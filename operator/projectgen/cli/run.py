@@ -16,6 +16,8 @@ import sys
 
 import kopf
 
+from projectgen import metrics
+from projectgen.cli.output import CommandError
 from projectgen.settings import Settings
 
 
@@ -62,6 +64,14 @@ def main(argv: list[str]) -> int:
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     importlib.import_module("projectgen.handlers")  # registers the handlers, with the filters set above
+    if settings.metrics_port:
+        try:
+            metrics.ensure_served(settings.metrics_port)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror or exc}; "
+                "set PROJECTGEN_METRICS_PORT (--metrics-port) to a free port, or 0 for none"
+            ) from None
 
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     with contextlib.suppress(KeyboardInterrupt):

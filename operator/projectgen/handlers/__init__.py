@@ -88,17 +88,20 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
         logger.info("removed %d staging leftovers of an earlier run", removed)
     memo.ctx = ctx
     sandbox.start_server()  # the first render then costs a fork, not copier's imports
-    if _settings.metrics_port:  # a port taken fails start-up (kopf exits): no silent lack of metrics
-        memo.metrics_server, _thread = metrics.serve(_settings.metrics_port)
+
+
+@kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)
+def serve_metrics(logger: kopf.Logger, **_: Any) -> None:
+    """/metrics on its own port (`projectgen run` has bound it already, this serves it under
+    `kopf run`). A port already taken stops the operator, not retried: it must not run on without
+    the metrics it was told to serve."""
+    if _settings.metrics_port and metrics.ensure_served(_settings.metrics_port):
         logger.info("serving metrics on port %d", _settings.metrics_port)
 
 
 @kopf.on.cleanup()
-def stop_metrics(memo: Any, **_: Any) -> None:
-    server = getattr(memo, "metrics_server", None)
-    if server is not None:
-        server.shutdown()
-        server.server_close()
+def stop_metrics(**_: Any) -> None:
+    metrics.stop_serving()
 
 
 def _ctx(memo: Any) -> Context:

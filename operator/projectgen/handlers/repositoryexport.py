@@ -303,7 +303,8 @@ def _publish(job: Job) -> metrics.Outcome:
         reason="Completed",
         message=f"published to {result.repository_url} at {result.commit_sha[:12]}",
     )
-    metrics.exported(job.spec.export_type, job.manifest.total_size)
+    if result.pushed:  # the same tree again pushes nothing: no bytes exported
+        metrics.exported(job.spec.export_type, job.manifest.total_size)
     return metrics.Outcome.COMPLETED
 
 
