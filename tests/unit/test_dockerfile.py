@@ -208,13 +208,13 @@ def test_entrypoint_env_volume_port(final: Stage, deployment: dict[str, Any]) ->
     assert env["HOME"] == "/tmp"
     assert env["PROJECTGEN_DATA_DIR"] == "/var/lib/projectgen"
     assert final.last("VOLUME") == "/var/lib/projectgen"
-    assert final.last("EXPOSE") == "8080"
+    assert final.last("EXPOSE") == "8080 9090"  # liveness, metrics
     assert final.last("WORKDIR").startswith("/")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {env["PROJECTGEN_DATA_DIR"], env["HOME"]} <= mounts  # the only writable places
     ports = [p["containerPort"] for p in container["ports"]]
-    assert ports == [int(final.last("EXPOSE"))]
+    assert ports == [int(p) for p in final.last("EXPOSE").split()]
 
 
 def test_oci_labels(final: Stage) -> None:
