@@ -99,14 +99,14 @@ def manifest_hash(files: Iterable[dict[str, Any]]) -> str:
     """The contentHash of a manifest's files, computed here rather than trusted."""
     h = hashlib.sha256()
     for f in sorted(files, key=lambda f: str(f["path"])):
-        mode = "755" if f.get("executable") else "644"
+        mode = "link" if f.get("target") is not None else "755" if f.get("executable") else "644"
         h.update(f"{f['sha256']} {mode} {f['path']}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
 def walk_tree(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
-    """Regular files under `root` by relative path, and anything that is neither a file nor a
-    directory (symlinks, fifos ...)."""
+    """Regular files and symlinks under `root` by relative path, and anything that is neither a
+    file, a link nor a directory (fifos, sockets ...). Links are never followed."""
     files: dict[str, os.stat_result] = {}
     odd: list[str] = []
     for directory, dirs, names in os.walk(root):
@@ -114,7 +114,7 @@ def walk_tree(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
             full = os.path.join(directory, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
             st = os.lstat(full)
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                 files[rel] = st
             elif not stat.S_ISDIR(st.st_mode):
                 odd.append(rel)
@@ -154,6 +154,14 @@ def tree_problems(status: dict[str, Any], *, deep: bool = True) -> list[str]:
     for f in files:
         st = on_disk.get(f["path"])
         if st is None:
+            continue
+        if stat.S_ISLNK(st.st_mode) or f.get("target") is not None:
+            # A link as git stores it: its target's text is its content.
+            target = os.readlink(root / f["path"]) if stat.S_ISLNK(st.st_mode) else None
+            if target != f.get("target"):
+                problems.append(f"{f['path']}: link target {target!r} != manifest {f.get('target')!r}")
+            elif hashlib.sha256(os.fsencode(target)).hexdigest() != f["sha256"]:
+                problems.append(f"{f['path']}: sha256 of the link target differs from the manifest")
             continue
         if st.st_size != f["size"]:
             problems.append(f"{f['path']}: size {st.st_size} != {f['size']}")
