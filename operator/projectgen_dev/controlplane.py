@@ -46,6 +46,9 @@ import kubernetes.client
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from projectgen_dev.netns import NetworkNamespace
+from projectgen_dev.pki import CertificateAuthority, KeyPair
+
 # The one place where the control-plane versions are pinned.
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.5"
@@ -57,6 +60,8 @@ SERVICE_CIDR = "198.19.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 _LOOPBACK = "127.0.0.1"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The CN of the client certificate the aggregator presents to extension API servers."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -328,6 +333,15 @@ class ControlPlane:
     Ports, data, certificates and credentials are fixed by :meth:`start`: the processes can be
     stopped and started again (:meth:`stop_apiserver`/:meth:`start_apiserver`,
     :meth:`stop_etcd`/:meth:`start_etcd`) and keep their addresses and data.
+
+    The aggregation layer is always configured, as kubeadm does: a requestheader CA, the front
+    proxy's client certificate (:attr:`front_proxy`) and routing to endpoints, so an APIService
+    reaches the address in its Service's EndpointSlice. Users other than the admin token come from
+    :meth:`user_kubeconfig` (client certificates of the client CA).
+
+    ``netns``: run etcd and kube-apiserver inside that network namespace, on its non-loopback
+    address (EndpointSlices refuse loopback ones, so an extension server must have a real address).
+    ``admission_policy=False``: MutatingAdmissionPolicy switched off, as on most clusters today.
     """
 
     def __init__(
@@ -336,8 +350,16 @@ class ControlPlane:
         *,
         startup_timeout: float = 60.0,
         keep_workdir: bool = False,
+        netns: NetworkNamespace | None = None,
+        admission_policy: bool = True,
     ) -> None:
         self._bin_dir = bin_dir
+        self.netns = netns
+        self.admission_policy = admission_policy
+        self._client_ca: CertificateAuthority | None = None
+        self._front_proxy: KeyPair | None = None
+        self.front_proxy_ca_pem = b""
+        """The requestheader CA (PEM) that signs :attr:`front_proxy`."""
         self.startup_timeout = startup_timeout
         self.keep_workdir = keep_workdir
         self.workdir: Path | None = None
@@ -359,14 +381,19 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
-        """``https://127.0.0.1:<port>`` of the kube-apiserver."""
+        """``https://<host>:<port>`` of the kube-apiserver."""
         self._require_workdir()
-        return f"https://{_LOOPBACK}:{self._apiserver_port}"
+        return f"https://{self.host}:{self._apiserver_port}"
+
+    @property
+    def host(self) -> str:
+        """Where the processes listen: 127.0.0.1, or the network namespace's address."""
+        return self.netns.address if self.netns is not None else _LOOPBACK
 
     @property
     def etcd_url(self) -> str:
         self._require_workdir()
-        return f"http://{_LOOPBACK}:{self._etcd_client_port}"
+        return f"http://{self.host}:{self._etcd_client_port}"
 
     @property
     def token(self) -> str:
@@ -390,6 +417,14 @@ class ControlPlane:
         """The apiserver's self-signed serving certificate bundle (leaf + its CA), once generated."""
         path = self.cert_dir / "apiserver.crt"
         return path if path.is_file() else None
+
+    @property
+    def front_proxy(self) -> KeyPair:
+        """The aggregator's client certificate (CN ``front-proxy-client``), signed by the
+        requestheader CA that kube-apiserver publishes in ``kube-system/extension-apiserver-authentication``."""
+        if self._front_proxy is None:
+            raise ControlPlaneError("control plane not started")
+        return self._front_proxy
 
     @property
     def etcd_log(self) -> Path:
@@ -443,46 +478,71 @@ class ControlPlane:
         _write_private(token_file, f'{self._token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         sa_key = self.cert_dir / "sa.key"
         _generate_rsa_key(sa_key)
+        self._client_ca = CertificateAuthority(self.cert_dir, "client-ca")
+        front_proxy_ca = CertificateAuthority(self.cert_dir, "front-proxy-ca")
+        self._front_proxy = front_proxy_ca.issue(FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT)
+        self.front_proxy_ca_pem = front_proxy_ca.pem
+        wrap = self.netns.wrap if self.netns is not None else list
+        admission_policy = (
+            [  # createdBy: an in-tree MutatingAdmissionPolicy stamps the requesting user (beta in 1.34).
+                "--feature-gates=MutatingAdmissionPolicy=true",
+                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+            ]
+            if self.admission_policy
+            else []
+        )
 
         peer = f"http://{_LOOPBACK}:{self._etcd_peer_port}"
         self._etcd = _Process(
             "etcd",
-            [
-                str(bin_dir / "etcd"),
-                "--name=default",
-                f"--data-dir={workdir / 'etcd'}",
-                f"--listen-client-urls={self.etcd_url}",
-                f"--advertise-client-urls={self.etcd_url}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=default={peer}",
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ],
+            wrap(
+                [
+                    str(bin_dir / "etcd"),
+                    "--name=default",
+                    f"--data-dir={workdir / 'etcd'}",
+                    f"--listen-client-urls={self.etcd_url}",
+                    f"--advertise-client-urls={self.etcd_url}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=default={peer}",
+                    "--unsafe-no-fsync",
+                    "--log-level=warn",
+                ]
+            ),
             self.etcd_log,
         )
         self._apiserver = _Process(
             "kube-apiserver",
-            [
-                str(bin_dir / "kube-apiserver"),
-                f"--etcd-servers={self.etcd_url}",
-                f"--bind-address={_LOOPBACK}",
-                f"--advertise-address={_LOOPBACK}",
-                f"--secure-port={self._apiserver_port}",
-                f"--cert-dir={self.cert_dir}",
-                f"--token-auth-file={token_file}",
-                "--authorization-mode=RBAC",
-                "--disable-admission-plugins=ServiceAccount",
-                f"--service-account-issuer={SA_ISSUER}",
-                f"--service-account-key-file={sa_key}",
-                f"--service-account-signing-key-file={sa_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--allow-privileged=true",
-                "--profiling=false",
-                # createdBy: an in-tree MutatingAdmissionPolicy stamps the requesting user (beta in 1.34).
-                "--feature-gates=MutatingAdmissionPolicy=true",
-                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
-            ],
+            wrap(
+                [
+                    str(bin_dir / "kube-apiserver"),
+                    f"--etcd-servers={self.etcd_url}",
+                    f"--bind-address={self.host}",
+                    f"--advertise-address={self.host}",
+                    f"--secure-port={self._apiserver_port}",
+                    f"--cert-dir={self.cert_dir}",
+                    f"--token-auth-file={token_file}",
+                    "--authorization-mode=RBAC",
+                    "--disable-admission-plugins=ServiceAccount",
+                    f"--service-account-issuer={SA_ISSUER}",
+                    f"--service-account-key-file={sa_key}",
+                    f"--service-account-signing-key-file={sa_key}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--allow-privileged=true",
+                    "--profiling=false",
+                    f"--client-ca-file={self._client_ca.cert}",
+                    # The aggregation layer (kubeadm's flags): who the front proxy is, and its identity.
+                    f"--requestheader-client-ca-file={front_proxy_ca.cert}",
+                    f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={self._front_proxy.cert}",
+                    f"--proxy-client-key-file={self._front_proxy.key}",
+                    "--enable-aggregator-routing=true",  # no kube-proxy: dial the EndpointSlice's address
+                    *admission_policy,
+                ]
+            ),
             self.apiserver_log,
         )
 
@@ -624,6 +684,49 @@ class ControlPlane:
     def api_client(self, token: str | None = None) -> kubernetes.client.ApiClient:
         """A new ApiClient for the admin user (or for another bearer ``token``)."""
         return kubernetes.client.ApiClient(self.configuration(token))
+
+    def user_credentials(self, user: str, groups: Sequence[str] = ()) -> KeyPair:
+        """A client certificate for ``user`` in ``groups`` (plus system:authenticated), as
+        kube-apiserver authenticates it: CN is the user name, each O a group."""
+        if self._client_ca is None:
+            raise ControlPlaneError("control plane not started")
+        return self._client_ca.issue(f"user-{user}", user, tuple(groups))
+
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig file for ``user`` (client certificate), next to the admin's."""
+        pair = self.user_credentials(user, groups)
+        cluster: dict[str, Any] = {"server": self.url}
+        ca = self.ca_file
+        if ca is not None:
+            cluster["certificate-authority"] = str(ca)
+        else:
+            cluster["insecure-skip-tls-verify"] = True
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "projectgen", "cluster": cluster}],
+            "users": [
+                {"name": user, "user": {"client-certificate": str(pair.cert), "client-key": str(pair.key)}}
+            ],
+            "contexts": [{"name": user, "context": {"cluster": "projectgen", "user": user}}],
+            "current-context": user,
+        }
+        path = self._require_workdir() / f"kubeconfig-{user}"
+        _write_private(path, yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def user_configuration(self, user: str, groups: Sequence[str] = ()) -> kubernetes.client.Configuration:
+        """A client configuration for ``user`` (client certificate)."""
+        pair = self.user_credentials(user, groups)
+        cfg = kubernetes.client.Configuration()
+        cfg.host = self.url
+        ca = self.ca_file
+        if ca is not None:
+            cfg.ssl_ca_cert = str(ca)
+        else:
+            cfg.verify_ssl = False
+        cfg.cert_file, cfg.key_file = str(pair.cert), str(pair.key)
+        return cfg
 
     # -- CRDs -------------------------------------------------------------------------------
 

@@ -16,10 +16,12 @@ from typing import Protocol
 
 import kubernetes.client
 import pytest
-from support import OperatorProcess
+from support import OperatorProcess, unavailable
 
 from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 from projectgen_dev.gitea import GiteaError, GiteaServer, find_gitea
+from projectgen_dev.netns import NetworkNamespace
+from projectgen_dev.netns import unavailable as netns_unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -141,6 +143,16 @@ def solo_namespace(request: pytest.FixtureRequest, api_client: kubernetes.client
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
     )
     return name
+
+
+@pytest.fixture(scope="module")
+def network_namespace() -> Iterator[NetworkNamespace]:
+    """A network namespace with an address of 198.18.0.0/16 for the module, removed afterwards."""
+    reason = netns_unavailable()
+    if reason is not None:
+        unavailable(reason)
+    with NetworkNamespace() as ns:
+        yield ns
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from projectgen_dev.netns import NetworkNamespace
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 LOOPBACK_POLICY = Path(__file__).with_name("loopback-policy.yaml")
 """The outbound policy every test operator gets unless its env says otherwise: loopback allowed."""
 PROJECTS, EXPORTS = "generatedprojects", "repositoryexports"
+
+
+def unavailable(reason: str) -> None:
+    """A test that cannot run here fails in CI (``CI=true``) and is skipped elsewhere, saying why."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"cannot run in CI: {reason}")
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -42,8 +52,11 @@ class OperatorProcess:
         namespaces: tuple[str, ...] = (),
         selector: str | None = None,
         env: dict[str, str] | None = None,
+        netns: NetworkNamespace | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.netns = netns
+        """Run inside this network namespace; /healthz is then reached at its address."""
         self.data_dir = data_dir
         self.log_path = log_path
         self.namespaces = namespaces
@@ -79,6 +92,9 @@ class OperatorProcess:
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115  (the child owns it)
+        if self.netns is not None:
+            argv = self.netns.wrap(argv)
+        host = self.netns.address if self.netns is not None else "127.0.0.1"
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         deadline = time.monotonic() + timeout
@@ -86,7 +102,7 @@ class OperatorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://{host}:{self.port}/healthz", timeout=2) as r:
                     if r.status == 200:
                         return self
             except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import textwrap
@@ -14,6 +15,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from projectgen_dev.controlplane import K8S_VERSION, ControlPlane
+from projectgen_dev.netns import NetworkNamespace
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -125,3 +127,42 @@ def test_apiserver_restart_keeps_data(
 
     assert control_plane.url == url
     assert core.read_namespaced_config_map("survivor", namespace).data == {"k": "v"}
+
+
+def test_control_plane_in_a_network_namespace_with_users_and_aggregation(
+    network_namespace: NetworkNamespace,
+) -> None:
+    """The harness the aggregated API and webhook tests stand on: a real address, client-certificate
+    users, the front proxy's CA published, MutatingAdmissionPolicy switchable off."""
+    with ControlPlane(netns=network_namespace, admission_policy=False) as cp:
+        assert cp.url.startswith(f"https://{network_namespace.address}:")
+        kubeconfig = cp.user_kubeconfig("alice", ["team-a-devs"])
+        whoami = subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(kubeconfig),
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert '"username":"alice"' in whoami and "team-a-devs" in whoami
+        with kubernetes.client.ApiClient(cp.user_configuration("bob")) as client:
+            with pytest.raises(ApiException) as excinfo:
+                kubernetes.client.CoreV1Api(client).list_namespace()
+            assert excinfo.value.status == 403
+            assert json.loads(excinfo.value.body)["message"].startswith('namespaces is forbidden: User "bob"')
+        with cp.api_client() as client:
+            auth = kubernetes.client.CoreV1Api(client).read_namespaced_config_map(
+                "extension-apiserver-authentication", "kube-system"
+            )
+            assert auth.data["requestheader-allowed-names"] == '["front-proxy-client"]'
+            assert auth.data["requestheader-client-ca-file"].strip() == cp.front_proxy_ca_pem.decode().strip()
+            versions = kubernetes.client.ApisApi(client).get_api_versions()
+            admission = next(g for g in versions.groups if g.name == "admissionregistration.k8s.io")
+            assert [v.version for v in admission.versions] == ["v1"]  # no v1beta1: no MutatingAdmissionPolicy
