@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from projectgen import metrics
 from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
-from projectgen.api.v1alpha1.generatedproject import PLURAL
+from projectgen.api.v1alpha1.generatedproject import CREATED_BY_ANNOTATION, PLURAL
 from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import Manifest
@@ -27,7 +27,6 @@ from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
 from projectgen.storage import MANIFEST, TREE
 
-CREATED_BY_ANNOTATION = "projectgen.io/created-by"
 log = logging.getLogger(__name__)
 
 

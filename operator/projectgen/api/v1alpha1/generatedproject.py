@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from projectgen.api.v1alpha1.common import (
     CONFIGMAP_KEY_PATTERN,
+    GROUP,
     MAX_PATH,
     Conditions,
     LocalObjectReference,
@@ -35,6 +36,9 @@ BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 SELECTABLE_FIELDS = (".spec.projectRef.name", ".status.phase", ".status.createdBy")
 # Set by the operator on every GeneratedProject: what label selectors (and kopf sharding) can use.
 PROJECT_LABEL = "projectgen.io/project"
+
+CREATED_BY_ANNOTATION = f"{GROUP}/created-by"
+"""Stamped with the requesting user on create by admission (policy or webhook), copied to status.createdBy."""
 
 
 class InlineFile(Model):
