@@ -652,7 +652,7 @@ class ControlPlane:
 
     # -- clients ----------------------------------------------------------------------------
 
-    def _write_kubeconfig(self) -> None:
+    def _kubeconfig(self, user: str, credentials: dict[str, str], path: Path) -> Path:
         cluster: dict[str, Any] = {"server": self.url}
         ca = self.ca_file
         if ca is not None:
@@ -663,14 +663,17 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "projectgen", "cluster": cluster}],
-            "users": [{"name": ADMIN_USER, "user": {"token": self._token}}],
-            "contexts": [{"name": "projectgen", "context": {"cluster": "projectgen", "user": ADMIN_USER}}],
+            "users": [{"name": user, "user": credentials}],
+            "contexts": [{"name": "projectgen", "context": {"cluster": "projectgen", "user": user}}],
             "current-context": "projectgen",
         }
-        _write_private(self.kubeconfig, yaml.safe_dump(config, sort_keys=False))
+        _write_private(path, yaml.safe_dump(config, sort_keys=False))
+        return path
 
-    def configuration(self, token: str | None = None) -> kubernetes.client.Configuration:
-        """A client configuration for this apiserver, as admin or with another bearer ``token``."""
+    def _write_kubeconfig(self) -> None:
+        self._kubeconfig(ADMIN_USER, {"token": self._token}, self.kubeconfig)
+
+    def _configuration(self) -> kubernetes.client.Configuration:
         cfg = kubernetes.client.Configuration()
         cfg.host = self.url
         ca = self.ca_file
@@ -678,6 +681,11 @@ class ControlPlane:
             cfg.ssl_ca_cert = str(ca)
         else:
             cfg.verify_ssl = False
+        return cfg
+
+    def configuration(self, token: str | None = None) -> kubernetes.client.Configuration:
+        """A client configuration for this apiserver, as admin or with another bearer ``token``."""
+        cfg = self._configuration()
         cfg.api_key = {"authorization": f"Bearer {self._token if token is None else token}"}
         return cfg
 
@@ -695,36 +703,13 @@ class ControlPlane:
     def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig file for ``user`` (client certificate), next to the admin's."""
         pair = self.user_credentials(user, groups)
-        cluster: dict[str, Any] = {"server": self.url}
-        ca = self.ca_file
-        if ca is not None:
-            cluster["certificate-authority"] = str(ca)
-        else:
-            cluster["insecure-skip-tls-verify"] = True
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "projectgen", "cluster": cluster}],
-            "users": [
-                {"name": user, "user": {"client-certificate": str(pair.cert), "client-key": str(pair.key)}}
-            ],
-            "contexts": [{"name": user, "context": {"cluster": "projectgen", "user": user}}],
-            "current-context": user,
-        }
-        path = self._require_workdir() / f"kubeconfig-{user}"
-        _write_private(path, yaml.safe_dump(config, sort_keys=False))
-        return path
+        credentials = {"client-certificate": str(pair.cert), "client-key": str(pair.key)}
+        return self._kubeconfig(user, credentials, self._require_workdir() / f"kubeconfig-{user}")
 
     def user_configuration(self, user: str, groups: Sequence[str] = ()) -> kubernetes.client.Configuration:
         """A client configuration for ``user`` (client certificate)."""
         pair = self.user_credentials(user, groups)
-        cfg = kubernetes.client.Configuration()
-        cfg.host = self.url
-        ca = self.ca_file
-        if ca is not None:
-            cfg.ssl_ca_cert = str(ca)
-        else:
-            cfg.verify_ssl = False
+        cfg = self._configuration()
         cfg.cert_file, cfg.key_file = str(pair.cert), str(pair.key)
         return cfg
 
