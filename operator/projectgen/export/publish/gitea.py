@@ -26,10 +26,9 @@ import requests
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.repositoryexport import ExportType
-from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.http import retry_after_from, status_error, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
-    REFUSED_401,
     Owner,
     PublishError,
     PublishRequest,
@@ -57,28 +56,13 @@ def _api_error(resp: requests.Response, doing: str) -> PublishError:
         message = _api_message(resp.json())
     except ValueError:
         message = _api_message(resp.text)
-    if status == 401:
-        return PublishError(REFUSED_401, permanent=True)
     if status == 429:
         wait = retry_after_from(resp.headers, "x-ratelimit-reset")
         when = f"; retry in {wait:.0f}s" if wait is not None else ""
         return PublishError(
             f"Gitea rate limit reached while {doing}{when}", permanent=False, retry_after=wait
         )
-    if status == 403:
-        return PublishError(
-            f"the token lacks permission for {doing} (403: {message or 'Forbidden'}): {SCOPE_HINT}",
-            permanent=True,
-        )
-    if status == 404:
-        return PublishError(f"Gitea answered 404 Not Found while {doing}", permanent=True)
-    if status == 409:
-        return PublishError(f"Gitea refused {doing} (409): {message or 'it already exists'}", permanent=True)
-    if status in (400, 422):
-        return PublishError(f"Gitea refused {doing} ({status}): {message}", permanent=True)
-    if status >= 500 or status == 408:
-        return PublishError(f"Gitea API error {status} while {doing}; will retry", permanent=False)
-    return PublishError(f"Gitea answered {status} while {doing}: {message}", permanent=True)
+    return status_error("Gitea", status, doing, message, scope_hint=SCOPE_HINT, refused=(400, 409, 422))
 
 
 class GiteaHost:

@@ -33,7 +33,7 @@ from github.Repository import Repository
 from projectgen import outbound
 from projectgen.api.v1alpha1.repositoryexport import ExportType, Visibility
 from projectgen.export.publish.githubapp import AppTokens, InstallationTokenAuth
-from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.http import retry_after_from, status_error, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
     REFUSED_401,
@@ -96,7 +96,7 @@ def _api_error(exc: GithubException, doing: str, secondary_wait: Callable[[], fl
     headers = {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
     message = _api_message(exc.data)
     if status == 401:
-        return PublishError(REFUSED_401, permanent=True)
+        return PublishError(REFUSED_401, permanent=True)  # before rate limits: a 401 may carry their headers
     if _rate_limited(status, headers, message):
         if "retry-after" in headers:
             wait = retry_after_from({"retry-after": headers["retry-after"]}, "x-ratelimit-reset")
@@ -115,18 +115,9 @@ def _api_error(exc: GithubException, doing: str, secondary_wait: Callable[[], fl
         )
     if status == 422 and "visibility" in message.lower():
         return PublishError(f"GitHub refused {doing} (422): {message}: {INTERNAL_HINT}", permanent=True)
-    if status == 403:
-        return PublishError(
-            f"the token lacks permission for {doing} (403: {message or 'Forbidden'}): {SCOPE_HINT}",
-            permanent=True,
-        )
-    if status == 404:
-        return PublishError(f"GitHub answered 404 Not Found while {doing}", permanent=True)
-    if status == 422:
-        return PublishError(f"GitHub refused {doing} (422): {message}", permanent=True)
-    if status >= 500 or status in (408, 409):
-        return PublishError(f"GitHub API error {status} while {doing}; will retry", permanent=False)
-    return PublishError(f"GitHub answered {status} while {doing}: {message}", permanent=True)
+    return status_error(
+        "GitHub", status, doing, message, scope_hint=SCOPE_HINT, refused=(422,), retried=(408, 409)
+    )
 
 
 class GitHubHost:

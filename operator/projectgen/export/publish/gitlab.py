@@ -28,7 +28,7 @@ from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
 from projectgen import outbound
 from projectgen.api.v1alpha1.forges import VISIBILITY_RANK, is_gitlab_com
 from projectgen.api.v1alpha1.repositoryexport import ExportType, TokenType
-from projectgen.export.publish.http import retry_after_from, transport_error
+from projectgen.export.publish.http import retry_after_from, status_error, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
     REFUSED_401,
@@ -78,18 +78,7 @@ def _api_error(exc: GitlabError, doing: str, headers: dict[str, str]) -> Publish
             permanent=False,
             retry_after=wait,
         )
-    if status == 403:
-        return PublishError(
-            f"the token lacks permission for {doing} (403: {message or 'Forbidden'}): {SCOPE_HINT}",
-            permanent=True,
-        )
-    if status == 404:
-        return PublishError(f"GitLab answered 404 Not Found while {doing}", permanent=True)
-    if status in (400, 409, 422):
-        return PublishError(f"GitLab refused {doing} ({status}): {message}", permanent=True)
-    if status >= 500 or status == 408:
-        return PublishError(f"GitLab API error {status} while {doing}; will retry", permanent=False)
-    return PublishError(f"GitLab answered {status} while {doing}: {message}", permanent=True)
+    return status_error("GitLab", status, doing, message, scope_hint=SCOPE_HINT, refused=(400, 409, 422))
 
 
 class GitLabHost:

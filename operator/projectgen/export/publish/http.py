@@ -5,11 +5,11 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import requests
 
-from projectgen.export.publish.model import PublishError
+from projectgen.export.publish.model import REFUSED_401, PublishError
 
 
 def retry_after_from(headers: Mapping[str, str], reset_header: str) -> float | None:
@@ -47,3 +47,33 @@ def transport_error(exc: Exception, host: str, url: str, doing: str) -> PublishE
         f"unexpected answer from the {host} API at {url} while {doing} ({type(exc).__name__})",
         permanent=False,
     )
+
+
+def status_error(
+    forge: str,
+    status: int,
+    doing: str,
+    message: str,
+    *,
+    scope_hint: str,
+    refused: Collection[int],
+    retried: Collection[int] = (408,),
+) -> PublishError:
+    """The part of every forge's error mapping that is the same: what 401, 403, 404, a refusal, a
+    5xx and anything else mean. Each forge decides its rate limits (and its own 422s) before this,
+    and names which statuses it ``refused`` (permanent) and ``retried`` besides 5xx."""
+    if status == 401:
+        return PublishError(REFUSED_401, permanent=True)
+    if status == 403:
+        return PublishError(
+            f"the token lacks permission for {doing} (403: {message or 'Forbidden'}): {scope_hint}",
+            permanent=True,
+        )
+    if status == 404:
+        return PublishError(f"{forge} answered 404 Not Found while {doing}", permanent=True)
+    if status in refused:
+        default = "it already exists" if status == 409 else ""
+        return PublishError(f"{forge} refused {doing} ({status}): {message or default}", permanent=True)
+    if status >= 500 or status in retried:
+        return PublishError(f"{forge} API error {status} while {doing}; will retry", permanent=False)
+    return PublishError(f"{forge} answered {status} while {doing}: {message}", permanent=True)
