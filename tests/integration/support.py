@@ -298,3 +298,27 @@ def wait_exported(
         timeout,
         what=f"exported at {content_hash[:12]}",
     )
+
+
+def expose(api: client.ApiClient, namespace: str, name: str, address: str, port: int) -> None:
+    """A Service ``name`` (port 443) whose endpoint is ``address:port``, made by hand as the
+    EndpointSlice controller would (no controller-manager runs here). The aggregator and webhook
+    clients dial the endpoint address (``--enable-aggregator-routing``); it may not be loopback."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port, "protocol": "TCP"}]},
+        },
+    )
+    ports = [{"name": "https", "port": port, "protocol": "TCP"}]
+    client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
+        namespace,
+        {
+            "metadata": {"name": f"{name}-manual", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": ports,
+        },
+    )
