@@ -16,6 +16,26 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(PREFIX + name, default)
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _own_namespace() -> str:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "projectgen-system"
+    except OSError:
+        return "projectgen-system"
+
+
+def _shard_urls(value: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (i.strip() for i in value.split(",") if i.strip()):
+        shard, sep, url = item.partition("=")
+        if not sep or not shard.strip() or not url.strip().startswith("https://"):
+            raise ValueError(f"{PREFIX}SHARD_URLS: expected shard=https://host:port, not {item!r}")
+        pairs.append((shard.strip(), url.strip().rstrip("/")))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(
@@ -37,6 +57,58 @@ class Settings:
     metrics_port: int = field(
         default_factory=lambda: int(_env("METRICS_PORT", "9090")),
         metadata={"env": "METRICS_PORT", "doc": "Port of the Prometheus /metrics endpoint; 0 disables it."},
+    )
+    serving_port: int = field(
+        default_factory=lambda: int(_env("SERVING_PORT", "8443")),
+        metadata={
+            "env": "SERVING_PORT",
+            "doc": "HTTPS port of the aggregated download API (the APIService's endpoint); 0 disables it.",
+        },
+    )
+    operator_namespace: str = field(
+        default_factory=lambda: _env("OPERATOR_NAMESPACE", "") or _own_namespace(),
+        metadata={
+            "env": "OPERATOR_NAMESPACE",
+            "doc": "The operator's own namespace (the serving CA's Secret); default: the ServiceAccount's.",
+        },
+    )
+    serving_names: tuple[str, ...] = field(
+        default_factory=lambda: tuple(n for n in re.split(r"[\s,]+", _env("SERVING_NAMES", "")) if n),
+        metadata={
+            "env": "SERVING_NAMES",
+            "doc": "More DNS names / IPs for the serving certificate (comma-separated), beside "
+            "projectgen-api.<namespace>.svc (what kube-apiserver verifies).",
+        },
+    )
+    serving_cert_dir: Path | None = field(
+        default_factory=lambda: Path(v) if (v := _env("SERVING_CERT_DIR", "")) else None,
+        metadata={
+            "env": "SERVING_CERT_DIR",
+            "doc": "An admin-supplied serving certificate (tls.crt, tls.key, optionally ca.crt: a mounted "
+            "cert-manager Secret), reloaded when it changes; unset: the operator's own CA.",
+        },
+    )
+    apiservice: str = field(
+        default_factory=lambda: _env("APISERVICE", "v1alpha1.download.projectgen.io"),
+        metadata={
+            "env": "APISERVICE",
+            "doc": "The APIService whose caBundle the operator keeps in sync; empty: none.",
+        },
+    )
+    shard: str = field(
+        default_factory=lambda: _env("SHARD", ""),
+        metadata={
+            "env": "SHARD",
+            "doc": "This shard's name (the projectgen.io/shard label it serves); empty: not sharded.",
+        },
+    )
+    shard_urls: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: _shard_urls(_env("SHARD_URLS", "")),
+        metadata={
+            "env": "SHARD_URLS",
+            "doc": "Where each shard's download API is (shard=https://host:port, comma-separated): "
+            "a download of another shard's export is proxied there.",
+        },
     )
     namespaces: tuple[str, ...] = field(
         # `projectgen run -n a -n b` passes them space-separated; commas are accepted too.
@@ -135,7 +207,7 @@ class Settings:
             )
         if self.log_format not in ("json", "plain"):
             raise ValueError(f"{PREFIX}LOG_FORMAT must be json or plain, not {self.log_format!r}")
-        for name in ("liveness_port", "metrics_port"):
+        for name in ("liveness_port", "metrics_port", "serving_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{PREFIX}{name.upper()} must be a port (0-65535), or 0 for off")
         if self.workers < 1:

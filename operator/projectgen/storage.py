@@ -162,6 +162,10 @@ class Storage:
         d.mkdir(parents=True, exist_ok=True)
         return d / _filename(filename)
 
+    def export_file(self, namespace: str, name: str, uid: str, filename: str) -> Path:
+        """Where an export's archive is (nothing created): for readers."""
+        return self._uid_dir(self.exports, namespace, name, uid) / _filename(filename)
+
     def remove_export(self, namespace: str, name: str, uid: str | None = None) -> None:
         self._remove(self.exports, namespace, name, uid)
 

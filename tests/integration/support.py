@@ -71,6 +71,8 @@ class OperatorProcess:
     def start(self, timeout: float = 60) -> OperatorProcess:
         self.port = free_port()
         self.metrics_port = int(self.env.get("PROJECTGEN_METRICS_PORT") or free_port())
+        # The download API only where a test asks for it (a port of its own: operators run at once).
+        self.serving_port = int(self.env.get("PROJECTGEN_SERVING_PORT") or 0)
         argv = [
             sys.executable,
             "-m",
@@ -79,6 +81,7 @@ class OperatorProcess:
             "--log-format=plain",
             f"--liveness-port={self.port}",
             f"--metrics-port={self.metrics_port}",
+            f"--serving-port={self.serving_port}",
         ]
         argv += [f"--namespace={ns}" for ns in self.namespaces]
         if self.selector:

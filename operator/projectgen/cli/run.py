@@ -18,6 +18,7 @@ import kopf
 
 from projectgen import metrics
 from projectgen.cli.output import CommandError
+from projectgen.serving.server import Server
 from projectgen.settings import Settings
 
 
@@ -36,6 +37,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--liveness-port", type=int, help="port of /healthz (default 8080; 0: off)")
     parser.add_argument("--metrics-port", type=int, help="port of Prometheus /metrics (default 9090; 0: off)")
+    parser.add_argument(
+        "--serving-port", type=int, help="HTTPS port of the download API (default 8443; 0: off)"
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], help="default: json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -45,6 +49,7 @@ def main(argv: list[str]) -> int:
         (args.selector, "LABEL_SELECTOR"),
         (args.liveness_port, "LIVENESS_PORT"),
         (args.metrics_port, "METRICS_PORT"),
+        (args.serving_port, "SERVING_PORT"),
         (args.log_format, "LOG_FORMAT"),
         (" ".join(args.namespace) or None, "NAMESPACES"),
     ):
@@ -75,12 +80,22 @@ def main(argv: list[str]) -> int:
 
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            kopf.operator(
-                clusterwide=not settings.namespaces,
-                namespaces=settings.namespaces,
-                standalone=True,
-                liveness_endpoint=liveness,
-            )
-        )
+        asyncio.run(_operate(settings, liveness))
     return 0
+
+
+async def _operate(settings: Settings, liveness: str | None) -> None:
+    """kopf, and beside it in the same event loop the HTTPS server (download API)."""
+    server = Server(settings) if settings.serving_port else None
+    if server is not None:
+        server.start_in_background()
+    try:
+        await kopf.operator(
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        if server is not None:
+            await server.stop()

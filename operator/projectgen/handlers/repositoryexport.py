@@ -34,6 +34,7 @@ from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMiss
 from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
 from projectgen.handlers.writer import StatusWriter
+from projectgen.serving.download import download_path
 from projectgen.storage import MANIFEST, TREE, Storage
 
 
@@ -192,6 +193,7 @@ def _archive(job: Job) -> metrics.Outcome:
         archivePath=str(result.path),
         archiveSize=result.size,
         archiveSha256=result.sha256,
+        downloadPath=download_path(meta["namespace"], meta["name"]),
         exportedContentHash=job.content_hash,
         completedAt=now(),
     )

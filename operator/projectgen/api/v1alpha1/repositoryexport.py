@@ -381,6 +381,13 @@ class RepositoryExportStatus(Model):
     archive_sha256: Sha256 | None = Field(
         default=None, alias="archiveSha256", description="SHA-256 of the archive."
     )
+    download_path: str | None = Field(
+        default=None,
+        alias="downloadPath",
+        max_length=1024,
+        description="Where to download the archive through the API server, with your own credentials: "
+        "`kubectl get --raw <downloadPath> > FILE`, or `projectgen download rexp/NAME`.",
+    )
     repository: str | None = Field(
         default=None,
         max_length=512,

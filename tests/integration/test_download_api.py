@@ -1,0 +1,538 @@
+"""The download API through the real aggregation layer: kube-apiserver authenticates alice and bob
+(client certificates), checks RBAC, and proxies to the operator, which checks the front-proxy
+certificate and asks a SubjectAccessReview.
+
+Its own control plane, in a network namespace (module-scoped): kube-apiserver dials the
+APIService's endpoint, and EndpointSlices refuse loopback addresses. Two operator shards run in
+that namespace, each with its own data directory; the APIService's one endpoint is shard a, so
+every download of team-b's export (shard b) is forwarded by shard a to shard b.
+
+No kube-controller-manager runs: the EndpointSlice is written here, and the clusterrole-aggregation
+controller's one job (folding the ``aggregate-to-*`` ClusterRoles into view/edit/admin) is done
+by :func:`aggregate_cluster_roles`, the same union it computes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from support import (
+    EXPORTS,
+    PROJECTS,
+    OperatorProcess,
+    create,
+    export_body,
+    free_port,
+    inline_source,
+    project_body,
+    unavailable,
+    wait_for,
+    wait_phase,
+)
+
+from projectgen.serving.download import GROUP, download_path
+from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
+from projectgen_dev.netns import NetworkNamespace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SYSTEM = "projectgen-system"
+APISERVICE = f"v1alpha1.{GROUP}"
+ALICE, BOB = "alice", "bob"
+
+
+@dataclass
+class Cluster:
+    cp: ControlPlane
+    ns: NetworkNamespace
+    api: client.ApiClient
+    shards: dict[str, OperatorProcess]
+    alice: Path
+    bob: Path
+
+    def kubectl(self, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, check=False, timeout=60
+        )
+
+    def user_pool(self, user: str) -> urllib3.PoolManager:
+        pair = self.cp.user_credentials(user, ["team-devs"])
+        return urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=str(self.cp.ca_file),
+            cert_file=str(pair.cert),
+            key_file=str(pair.key),
+        )
+
+
+def aggregate_cluster_roles(api: client.ApiClient) -> None:
+    """What kube-controller-manager's clusterrole-aggregation controller does, once."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    roles = rbac.list_cluster_role().items
+    for role in roles:
+        rule = role.aggregation_rule
+        if rule is None or not rule.cluster_role_selectors:
+            continue
+        rules: list[Any] = []
+        for selector in rule.cluster_role_selectors:
+            wanted = selector.match_labels or {}
+            for other in roles:
+                labels = other.metadata.labels or {}
+                if other.metadata.name != role.metadata.name and wanted.items() <= labels.items():
+                    rules += [r for r in other.rules or [] if r not in rules]
+        rbac.patch_cluster_role(
+            role.metadata.name, {"rules": [api.sanitize_for_serialization(r) for r in rules]}
+        )
+
+
+def _apply(kubeconfig: Path, docs: list[dict[str, Any]]) -> None:
+    subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
+        input=yaml.safe_dump_all(docs).encode(),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def _ensure_namespace(api: client.ApiClient, name: str) -> None:
+    try:
+        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def _endpoints(ns: NetworkNamespace, service: str, port: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{service}-test",
+                "namespace": SYSTEM,
+                "labels": {
+                    "kubernetes.io/service-name": service,
+                    "endpointslice.kubernetes.io/managed-by": "projectgen-tests",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ns.address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+    ]
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    try:
+        bin_dir = find_binaries()
+    except BinariesNotFoundError as exc:
+        unavailable(f"control plane binaries unavailable: {exc}")
+    ns = network_namespace
+    with ControlPlane(bin_dir, netns=ns) as cp, cp.api_client() as api:
+        cp.install(REPO_ROOT / "crds")
+        _ensure_namespace(api, SYSTEM)
+        subprocess.run(
+            [
+                "kubectl",
+                f"--kubeconfig={cp.kubeconfig}",
+                "apply",
+                "-k",
+                str(REPO_ROOT / "manifests" / "download"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        ports = {"a": free_port(), "b": free_port()}
+        _apply(cp.kubeconfig, _endpoints(ns, "projectgen-api", ports["a"]))
+        urls = ",".join(f"{s}=https://{ns.address}:{p}" for s, p in ports.items())
+        work = tmp_path_factory.mktemp("download-api")
+        shards: dict[str, OperatorProcess] = {}
+        try:
+            for shard, port in ports.items():
+                shards[shard] = OperatorProcess(
+                    cp.kubeconfig,
+                    work / f"data-{shard}",
+                    work / f"operator-{shard}.log",
+                    selector=f"projectgen.io/shard={shard}",
+                    netns=ns,
+                    env={
+                        "PROJECTGEN_SERVING_PORT": str(port),
+                        "PROJECTGEN_SERVING_NAMES": ns.address,
+                        "PROJECTGEN_OPERATOR_NAMESPACE": SYSTEM,
+                        "PROJECTGEN_SHARD": shard,
+                        "PROJECTGEN_SHARD_URLS": urls,
+                    },
+                ).start()
+            _wait_available(api, shards)
+            for name in ("team-a", "team-b"):
+                _ensure_namespace(api, name)
+            aggregate_cluster_roles(api)
+            rbac = client.RbacAuthorizationV1Api(api)
+            for user, namespace, role in ((ALICE, "team-a", "edit"), (BOB, "team-b", "view")):
+                rbac.create_namespaced_role_binding(
+                    namespace,
+                    {
+                        "metadata": {"name": f"{user}-{role}"},
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "ClusterRole",
+                            "name": role,
+                        },
+                        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+                    },
+                )
+            yield Cluster(
+                cp,
+                ns,
+                api,
+                shards,
+                cp.user_kubeconfig(ALICE, ["team-devs"]),
+                cp.user_kubeconfig(BOB, ["team-devs"]),
+            )
+        finally:
+            lines = cp.apiserver_log.read_text(errors="replace").splitlines()
+            noted = [
+                line for line in lines if "download.projectgen.io" in line or "aggregator" in line.lower()
+            ]
+            print("--- kube-apiserver (aggregator lines)\n" + "\n".join(noted[-40:]), file=sys.stderr)
+            for proc in shards.values():
+                proc.stop()
+                print(f"--- {proc.log_path}\n{proc.logs()[-6000:]}", file=sys.stderr)
+
+
+def _wait_available(api: client.ApiClient, shards: dict[str, OperatorProcess], timeout: float = 60) -> None:
+    custom = client.CustomObjectsApi(api)
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        obj = custom.get_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices", APISERVICE)
+        last = (obj.get("status") or {}).get("conditions")
+        if any(c["type"] == "Available" and c["status"] == "True" for c in last or []):
+            try:
+                client.CustomObjectsApi(api).get_api_resources(GROUP, "v1alpha1")
+                return
+            except ApiException as exc:
+                last = f"discovery: HTTP {exc.status}"
+        time.sleep(0.5)
+    logs = "\n".join(p.logs()[-3000:] for p in shards.values())
+    raise AssertionError(f"APIService not Available after {timeout}s: {last}\n{logs}")
+
+
+def _export(
+    cluster: Cluster, namespace: str, shard: str, name: str, export_type: str, files: int = 40
+) -> dict[str, Any]:
+    labels = {"projectgen.io/shard": shard}
+    content = {f"src/file{i:03}.txt": f"{name} line {i}\n" * (i + 1) for i in range(files)}
+    project = project_body(f"{name}-p", [inline_source(content)])
+    project["metadata"]["labels"] = labels
+    try:
+        create(cluster.api, PROJECTS, namespace, project)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    export = export_body(name, f"{name}-p", export_type)
+    export["metadata"]["labels"] = labels
+    try:
+        create(cluster.api, EXPORTS, namespace, export)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return wait_phase(cluster.api, EXPORTS, namespace, name, "Completed", timeout=90)
+
+
+@pytest.fixture(scope="module")
+def team_a_zip(cluster: Cluster) -> dict[str, Any]:
+    return _export(cluster, "team-a", "a", "alice-zip", "zip")
+
+
+@pytest.fixture(scope="module")
+def team_b_tgz(cluster: Cluster) -> dict[str, Any]:
+    return _export(cluster, "team-b", "b", "bob-tgz", "tar.gz")
+
+
+def _url(cluster: Cluster, path: str) -> str:
+    return cluster.cp.url + path
+
+
+def test_apiservice_carries_the_operators_ca(cluster: Cluster) -> None:
+    secret = client.CoreV1Api(cluster.api).read_namespaced_secret("projectgen-serving-ca", SYSTEM)
+    obj = client.CustomObjectsApi(cluster.api).get_cluster_custom_object(
+        "apiregistration.k8s.io", "v1", "apiservices", APISERVICE
+    )
+    assert obj["spec"]["caBundle"] == secret.data["ca.crt"]
+    assert not obj["spec"].get("insecureSkipTLSVerify")
+
+
+def test_discovery_lists_the_archive_subresource(cluster: Cluster) -> None:
+    out = cluster.kubectl(cluster.alice, "get", "--raw", f"/apis/{GROUP}/v1alpha1")
+    assert out.returncode == 0, out.stderr
+    resources = {r["name"]: r["verbs"] for r in json.loads(out.stdout)["resources"]}
+    assert resources["repositoryexports/archive"] == ["get"]
+
+
+def test_alice_downloads_team_a_with_kubectl_get_raw(cluster: Cluster, team_a_zip: dict[str, Any]) -> None:
+    path = team_a_zip["status"]["downloadPath"]
+    assert path == download_path("team-a", "alice-zip")
+    out = cluster.kubectl(cluster.alice, "get", "--raw", path)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout) == team_a_zip["status"]["archiveSize"]
+    assert hashlib.sha256(out.stdout).hexdigest() == team_a_zip["status"]["archiveSha256"]
+    assert out.stdout[:2] == b"PK"
+
+
+def test_alice_downloads_with_projectgen_download(
+    cluster: Cluster, team_a_zip: dict[str, Any], tmp_path: Path
+) -> None:
+    env = {**os.environ, "KUBECONFIG": str(cluster.alice)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "projectgen", "download", "rexp/alice-zip", "-n", "team-a"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    target = tmp_path / Path(team_a_zip["status"]["archivePath"]).name  # the Content-Disposition name
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == team_a_zip["status"]["archiveSha256"]
+    assert "SHA-256 OK" in proc.stderr
+
+    # A partial file is resumed with Range, and still checked whole.
+    partial = tmp_path / "resumed.zip"
+    partial.write_bytes(target.read_bytes()[:300])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "projectgen",
+            "download",
+            "rexp/alice-zip",
+            "-n",
+            "team-a",
+            "-o",
+            str(partial),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming at byte 300" in proc.stderr
+    assert partial.read_bytes() == target.read_bytes()
+
+    # A partial file that is not a prefix of the archive fails the check, saying so.
+    wrong = tmp_path / "wrong.zip"
+    wrong.write_bytes(b"X" * 300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "projectgen", "download", "rexp/alice-zip", "-n", "team-a", "-o", str(wrong)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "SHA-256 mismatch" in proc.stderr
+
+
+def test_alice_is_forbidden_in_team_b(cluster: Cluster, team_b_tgz: dict[str, Any]) -> None:
+    out = cluster.kubectl(cluster.alice, "get", "--raw", download_path("team-b", "bob-tgz"))
+    assert out.returncode != 0
+    assert b"forbidden" in out.stderr.lower() and b'"alice"' in out.stderr
+
+
+def test_operator_authorizes_itself_with_a_subject_access_review(
+    cluster: Cluster, team_b_tgz: dict[str, Any]
+) -> None:
+    """A request with a genuine front-proxy certificate still gets only what RBAC grants the user."""
+    pool = _direct_pool(cluster, cluster.cp.front_proxy.cert, cluster.cp.front_proxy.key)
+    url = f"https://{cluster.ns.address}:{cluster.shards['a'].serving_port}" + download_path(
+        "team-b", "bob-tgz"
+    )
+    denied = pool.request("GET", url, headers={"X-Remote-User": ALICE, "X-Remote-Group": "team-devs"})
+    assert denied.status == 403
+    body = json.loads(denied.data)
+    assert body["kind"] == "Status" and body["reason"] == "Forbidden"
+    assert body["message"].startswith(
+        f'repositoryexports.{GROUP} "bob-tgz" is forbidden: User "alice" cannot get resource '
+        f'"repositoryexports/archive" in API group "{GROUP}" in the namespace "team-b"'
+    )
+    allowed = pool.request("GET", url, headers={"X-Remote-User": BOB, "X-Remote-Group": "team-devs"})
+    assert allowed.status == 200
+    assert hashlib.sha256(allowed.data).hexdigest() == team_b_tgz["status"]["archiveSha256"]
+
+
+def test_bob_downloads_team_b_from_the_other_shard(cluster: Cluster, team_b_tgz: dict[str, Any]) -> None:
+    out = cluster.kubectl(cluster.bob, "get", "--raw", team_b_tgz["status"]["downloadPath"])
+    assert out.returncode == 0, out.stderr
+    assert hashlib.sha256(out.stdout).hexdigest() == team_b_tgz["status"]["archiveSha256"]
+    # Shard b holds it; the APIService's endpoint is shard a, which forwarded it.
+    assert not (cluster.shards["a"].data_dir / "exports" / "team-b").exists()
+    assert (cluster.shards["b"].data_dir / "exports" / "team-b" / "bob-tgz").is_dir()
+    denied = cluster.kubectl(cluster.bob, "get", "--raw", download_path("team-a", "alice-zip"))
+    assert denied.returncode != 0 and b"forbidden" in denied.stderr.lower()
+
+
+def test_range_resumes_a_download(
+    cluster: Cluster, team_a_zip: dict[str, Any], team_b_tgz: dict[str, Any]
+) -> None:
+    for user, export in ((ALICE, team_a_zip), (BOB, team_b_tgz)):  # local and forwarded
+        pool = cluster.user_pool(user)
+        url = _url(cluster, export["status"]["downloadPath"])
+        whole = pool.request("GET", url)
+        assert whole.status == 200
+        sha = export["status"]["archiveSha256"]
+        assert whole.headers["ETag"] == f'"{sha}"'
+        assert (
+            whole.headers["Content-Disposition"]
+            == f'attachment; filename="{Path(export["status"]["archivePath"]).name}"'
+        )
+        size = len(whole.data)
+        part = pool.request("GET", url, headers={"Range": "bytes=100-"})
+        assert part.status == 206
+        assert part.headers["Content-Range"] == f"bytes 100-{size - 1}/{size}"
+        assert whole.data[:100] + part.data == whole.data
+        assert hashlib.sha256(whole.data[:100] + part.data).hexdigest() == sha
+        stale = pool.request("GET", url, headers={"Range": "bytes=100-", "If-Range": '"0000"'})
+        assert stale.status == 200 and stale.data == whole.data  # another version: the whole file
+        past = pool.request("GET", url, headers={"Range": f"bytes={size}-"})
+        assert past.status == 416
+        assert past.headers["Content-Range"] == f"bytes */{size}"
+
+
+def test_export_not_completed_is_409(cluster: Cluster) -> None:
+    export = export_body("waiting", "no-such-project", "zip")
+    export["metadata"]["labels"] = {"projectgen.io/shard": "a"}
+    create(cluster.api, EXPORTS, "team-a", export)
+    wait_for(
+        cluster.api,
+        EXPORTS,
+        "team-a",
+        "waiting",
+        lambda o: (o.get("status") or {}).get("phase") == "Pending",
+        what="Pending",
+    )
+    response = cluster.user_pool(ALICE).request("GET", _url(cluster, download_path("team-a", "waiting")))
+    assert response.status == 409
+    body = json.loads(response.data)
+    assert body["kind"] == "Status" and body["reason"] == "Conflict"
+    assert "is Pending, not Completed" in body["message"] and "no-such-project" in body["message"]
+    out = cluster.kubectl(cluster.alice, "get", "--raw", download_path("team-a", "waiting"))
+    assert out.returncode != 0 and b"Pending, not Completed" in out.stderr
+
+
+def test_unknown_export_is_404(cluster: Cluster) -> None:
+    response = cluster.user_pool(ALICE).request("GET", _url(cluster, download_path("team-a", "nope")))
+    assert response.status == 404
+    body = json.loads(response.data)
+    assert (
+        body["reason"] == "NotFound" and body["message"] == 'repositoryexports.projectgen.io "nope" not found'
+    )
+
+
+def _direct_pool(cluster: Cluster, cert: Path | None = None, key: Path | None = None) -> urllib3.PoolManager:
+    ca = client.CoreV1Api(cluster.api).read_namespaced_secret("projectgen-serving-ca", SYSTEM).data["ca.crt"]
+    context = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return urllib3.PoolManager(ssl_context=context, retries=False)
+
+
+def _issue(ca_cert: Path, ca_key: Path, common_name: str, out: Path) -> tuple[Path, Path]:
+    issuer = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    cert_path, key_path = out.with_suffix(".crt"), out.with_suffix(".key")
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_requests_not_from_the_api_server_are_refused(
+    cluster: Cluster, team_a_zip: dict[str, Any], tmp_path: Path
+) -> None:
+    url = f"https://{cluster.ns.address}:{cluster.shards['a'].serving_port}" + download_path(
+        "team-a", "alice-zip"
+    )
+    headers = {"X-Remote-User": ALICE, "X-Remote-Group": "system:masters"}
+
+    no_cert = _direct_pool(cluster).request("GET", url, headers=headers)
+    assert no_cert.status == 401 and json.loads(no_cert.data)["reason"] == "Unauthorized"
+
+    # Signed by the requestheader CA, but not a name in requestheader-allowed-names.
+    pki = cluster.cp.cert_dir
+    cert, key = _issue(
+        pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key", "not-the-front-proxy", tmp_path / "np"
+    )
+    wrong_name = _direct_pool(cluster, cert, key).request("GET", url, headers=headers)
+    assert wrong_name.status == 401
+    assert "requestheader-allowed-names" in json.loads(wrong_name.data)["message"]
+
+    # The right name, from a CA the cluster never heard of: refused in the TLS handshake.
+    own_ca = tmp_path / "rogue-ca"
+    rogue_key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue")])
+    now = datetime.datetime.now(datetime.UTC)
+    rogue = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(rogue_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(rogue_key, hashes.SHA256())
+    )
+    own_ca.with_suffix(".crt").write_bytes(rogue.public_bytes(serialization.Encoding.PEM))
+    own_ca.with_suffix(".key").write_bytes(
+        rogue_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert, key = _issue(
+        own_ca.with_suffix(".crt"), own_ca.with_suffix(".key"), "front-proxy-client", tmp_path / "rp"
+    )
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        _direct_pool(cluster, cert, key).request("GET", url, headers=headers)
