@@ -1,6 +1,6 @@
 """`projectgen`: run the operator, or do its work offline without a cluster.
 
-One module per command (`run`, `render`, `archive`, `crds`), each with `main(argv) -> int`; a
+One module per command (`run`, `render`, `archive`, `download`, `crds`), each with `main(argv) -> int`; a
 command is imported only when it runs (the operator's imports are not paid by `render`). Errors
 and warnings go through `output`.
 """
@@ -19,6 +19,10 @@ COMMANDS = {
     "archive": (
         "projectgen.cli.archive",
         "pack a rendered directory as zip / tar / tar.gz, deterministically",
+    ),
+    "download": (
+        "projectgen.cli.download",
+        "download an archive export (rexp/NAME) with your kubeconfig, checking its SHA-256",
     ),
     "crds": ("projectgen.cli.crds", "write (or --check) the CRDs generated from the models"),
 }
