@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ from support import (
     condition,
     create,
     export_body,
+    free_port,
     inline_source,
     project_body,
     wait_event,
@@ -47,7 +50,9 @@ SYSTEM_NAMESPACE = "projectgen-system"
 SERVICE_ACCOUNT = "projectgen"
 USER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{SERVICE_ACCOUNT}"
 GROUPS = ["system:serviceaccounts", f"system:serviceaccounts:{SYSTEM_NAMESPACE}", "system:authenticated"]
-RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+APISERVICE = "v1alpha1.download.projectgen.io"
+CA_SECRET = "projectgen-serving-ca"
 TOKEN = "ghp_RbacTestS3cret0123456789abcdef"
 # What a permission problem looks like in the operator's log: an HTTP 403 (not a number inside a
 # hash, a uid or a resourceVersion), "forbidden", or kopf's warnings when it lacks a permission.
@@ -76,7 +81,7 @@ def installed_rbac(api_client: client.ApiClient, kubectl: Kubectl) -> list[dict[
     """The ServiceAccount, ClusterRole and ClusterRoleBinding of the manifests, applied for real."""
     ensure_namespace(api_client, SYSTEM_NAMESPACE)
     docs = [d for d in kustomize() if d["kind"] in RBAC_KINDS]
-    assert sorted(d["kind"] for d in docs) == sorted(RBAC_KINDS)
+    assert {d["kind"] for d in docs} == set(RBAC_KINDS)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     return docs
 
@@ -122,6 +127,7 @@ def test_every_manifest_is_accepted_by_the_api_server(api_client: client.ApiClie
             "ConfigMap",
             "Deployment",
             "Service",
+            "APIService",
         }
     )
     ensure_namespace(api_client, SYSTEM_NAMESPACE)  # dry-run objects in it need it to exist
@@ -180,7 +186,40 @@ def test_operator_runs_a_full_cycle_as_its_service_account(
     core.create_namespaced_secret(
         ns, client.V1Secret(metadata=client.V1ObjectMeta(name="git-token"), string_data={"token": TOKEN})
     )
-    operator = OperatorProcess(kubeconfig, tmp_path / "data", tmp_path / "operator.log", namespaces=(ns,))
+    # The download API's server too: its CA Secret, the requestheader ConfigMap, its APIService's caBundle.
+    apiservice = next(d for d in kustomize() if d["kind"] == "APIService")
+    custom_api = client.CustomObjectsApi(api_client)
+    with contextlib.suppress(ApiException):
+        core.delete_namespaced_secret(CA_SECRET, SYSTEM_NAMESPACE)
+    custom_api.create_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices", apiservice)
+    operator = OperatorProcess(
+        kubeconfig,
+        tmp_path / "data",
+        tmp_path / "operator.log",
+        namespaces=(ns,),
+        env={"PROJECTGEN_SERVING_PORT": str(free_port()), "PROJECTGEN_OPERATOR_NAMESPACE": SYSTEM_NAMESPACE},
+    )
+    try:
+        _full_cycle(operator, api_client, ns, github)
+        served = custom_api.get_cluster_custom_object(
+            "apiregistration.k8s.io", "v1", "apiservices", APISERVICE
+        )
+    finally:
+        # An APIService without endpoints makes every discovery warn: not left for the other tests.
+        custom_api.delete_cluster_custom_object("apiregistration.k8s.io", "v1", "apiservices", APISERVICE)
+    secret = core.read_namespaced_secret(CA_SECRET, SYSTEM_NAMESPACE)
+    assert served["spec"]["caBundle"] == secret.data["ca.crt"]
+    log = operator.logs()
+    assert "download API served" in log and f"set the caBundle of apiservices/{APISERVICE}" in log
+    denied = [line for line in log.splitlines() if DENIED.search(line)]
+    assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])
+    assert TOKEN not in log
+    assert "PRIVATE KEY" not in log
+    # kopf's events were posted (core/v1 events: create)
+    wait_event(api_client, ns, "billing", lambda e: e.reason == "Completed")
+
+
+def _full_cycle(operator: OperatorProcess, api_client: client.ApiClient, ns: str, github: FakeGitHub) -> None:
     with operator:
         sources = [
             inline_source({"README.md": "# Billing\n", "run.sh": "#!/bin/sh\n"}, executable=("run.sh",)),
@@ -216,13 +255,9 @@ def test_operator_runs_a_full_cycle_as_its_service_account(
         assert published["status"]["phase"] == "Completed", published["status"]
         assert github.created == ["acme/billing-api"]
         assert condition(published, "Ready")["status"] == "True"
-
-    log = operator.logs()
-    denied = [line for line in log.splitlines() if DENIED.search(line)]
-    assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])
-    assert TOKEN not in log
-    # kopf's events were posted (core/v1 events: create)
-    wait_event(api_client, ns, "billing", lambda e: e.reason == "Completed")
+        deadline = time.monotonic() + 30  # the server starts beside kopf, asynchronously
+        while "set the caBundle" not in operator.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 # --- the role is no wider than that -----------------------------------------------------------
@@ -307,6 +342,45 @@ DENIED_ACCESS: list[tuple[str, str, str, str | None]] = [
 ]
 
 
+AUTH = "authorization.k8s.io"
+REG = "apiregistration.k8s.io"
+# (verb, resource, group, subresource, namespace, name): the download API's additions, nothing more.
+SERVING_ALLOWED: list[tuple[str, str, str, str | None, str | None, str | None]] = [
+    ("create", "subjectaccessreviews", AUTH, None, None, None),  # system:auth-delegator
+    ("create", "tokenreviews", "authentication.k8s.io", None, None, None),  # (the same built-in role)
+    ("get", "configmaps", "", None, "kube-system", "extension-apiserver-authentication"),
+    ("get", "apiservices", REG, None, None, APISERVICE),
+    ("patch", "apiservices", REG, None, None, APISERVICE),
+    ("create", "secrets", "", None, SYSTEM_NAMESPACE, None),
+    ("get", "secrets", "", None, SYSTEM_NAMESPACE, CA_SECRET),
+]
+SERVING_DENIED: list[tuple[str, str, str, str | None, str | None, str | None]] = [
+    ("patch", "apiservices", REG, None, None, "v1beta1.metrics.k8s.io"),
+    ("update", "apiservices", REG, None, None, APISERVICE),
+    ("delete", "apiservices", REG, None, None, APISERVICE),
+    ("create", "apiservices", REG, None, None, None),
+    ("list", "apiservices", REG, None, None, None),
+    ("update", "secrets", "", None, SYSTEM_NAMESPACE, CA_SECRET),
+    ("patch", "secrets", "", None, SYSTEM_NAMESPACE, CA_SECRET),
+    ("delete", "secrets", "", None, SYSTEM_NAMESPACE, CA_SECRET),
+    ("list", "secrets", "", None, SYSTEM_NAMESPACE, None),
+    ("create", "secrets", "", None, "kube-system", None),
+    ("update", "configmaps", "", None, "kube-system", "extension-apiserver-authentication"),
+    ("create", "localsubjectaccessreviews", AUTH, None, "team-a", None),
+    ("create", "mutatingwebhookconfigurations", "admissionregistration.k8s.io", None, None, None),
+    ("get", "repositoryexports", "download.projectgen.io", "archive", "team-a", "x"),  # downloads: users only
+]
+
+
+def test_serving_adds_only_delegation_its_apiservice_and_its_ca_secret(
+    api_client: client.ApiClient, installed_rbac: list[dict[str, Any]]
+) -> None:
+    missing = [a for a in SERVING_ALLOWED if not allowed(api_client, a[0], a[1], a[2], a[3], a[4], a[5])]
+    assert not missing, f"the operator may not: {missing}"
+    wide = [d for d in SERVING_DENIED if allowed(api_client, d[0], d[1], d[2], d[3], d[4], d[5])]
+    assert not wide, f"the operator may, but should not: {wide}"
+
+
 def test_role_grants_what_the_operator_calls(
     api_client: client.ApiClient, installed_rbac: list[dict[str, Any]]
 ) -> None:
@@ -350,7 +424,11 @@ def test_namespaced_install_cannot_read_a_secret_outside_its_namespaces(
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     rbac = [d for d in docs if d["kind"] in (*RBAC_KINDS, "RoleBinding")]
-    served = [b["metadata"]["namespace"] for b in rbac if b["kind"] == "RoleBinding"]
+    served = [
+        b["metadata"]["namespace"]
+        for b in rbac
+        if b["kind"] == "RoleBinding" and b["roleRef"]["kind"] == "ClusterRole"
+    ]
     for name in (SYSTEM_NAMESPACE, *served):
         ensure_namespace(api_client, name)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
@@ -420,7 +498,7 @@ def test_namespaced_install_serves_a_namespace_given_a_rolebinding(
         ["kubectl", "kustomize", str(NAMESPACED)], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    binding = next(d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole")
     binding["metadata"]["namespace"] = ns
     rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
     for name in (SYSTEM_NAMESPACE, *(d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding")):

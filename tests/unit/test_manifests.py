@@ -59,8 +59,8 @@ def built() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind]
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     assert len(found) == 1, f"{len(found)} {kind}s"
     return found[0]
 
@@ -79,11 +79,34 @@ def test_kustomize_builds_the_whole_install(built: list[dict[str, Any]]) -> None
             ("ConfigMap", "projectgen-policy"),
             ("Deployment", "projectgen"),
             ("Service", "projectgen-metrics"),
+            # The download API: its APIService and Service, who may download, and the operator's
+            # delegated authentication/authorisation, caBundle patch and CA Secret.
+            ("APIService", "v1alpha1.download.projectgen.io"),
+            ("Service", "projectgen-api"),
+            ("ClusterRole", "projectgen-download"),
+            ("ClusterRole", "projectgen-view"),
+            ("ClusterRoleBinding", "projectgen-auth-delegator"),
+            ("RoleBinding", "projectgen-auth-reader"),
+            ("ClusterRole", "projectgen-apiservice"),
+            ("ClusterRoleBinding", "projectgen-apiservice"),
+            ("Role", "projectgen-serving-ca"),
+            ("RoleBinding", "projectgen-serving-ca"),
         ]
     )
     for doc in built:
-        if doc["kind"] in ("ServiceAccount", "PersistentVolumeClaim", "Deployment", "ConfigMap", "Service"):
+        if doc["kind"] in (
+            "ServiceAccount",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "ConfigMap",
+            "Service",
+            "Role",
+        ):
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
+        if doc["kind"] == "RoleBinding":  # the requestheader ConfigMap's reader, and the CA Secret's
+            assert doc["metadata"]["namespace"] == (
+                "kube-system" if doc["metadata"]["name"] == "projectgen-auth-reader" else NAMESPACE
+            )
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "projectgen"
 
 
@@ -114,7 +137,7 @@ def test_deployment(built: list[dict[str, Any]]) -> None:
     c = container(deployment)
     assert c["image"] == "projectgen:0.1.0"  # pinned by kustomize's images:, never latest
     assert c["args"] == ["run"]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["PROJECTGEN_DATA_DIR"] == DATA_DIR
     assert env["HOME"] == "/tmp" and env["TMPDIR"] == "/tmp"
 
@@ -143,13 +166,13 @@ def test_metrics_port_is_served_by_a_service_named_metrics(built: list[dict[str,
     PROJECTGEN_METRICS_PORT, and the prometheus.io annotations naming the same port."""
     deployment = one(built, "Deployment")
     c = container(deployment)
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     metrics_port = int(env["PROJECTGEN_METRICS_PORT"])
     assert ports["metrics"] == metrics_port
     assert metrics_port != int(env["PROJECTGEN_LIVENESS_PORT"])  # liveness stays on its own port
 
-    service = one(built, "Service")
+    service = one(built, "Service", "projectgen-metrics")
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -171,7 +194,7 @@ def test_deployment_volumes(built: list[dict[str, Any]]) -> None:
     assert set(mounts) == {DATA_DIR, "/tmp", "/etc/projectgen/policy"}
     policy = volumes[mounts["/etc/projectgen/policy"]]["configMap"]
     assert policy == {"name": one(built, "ConfigMap")["metadata"]["name"], "optional": True}
-    env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
     assert env["PROJECTGEN_POLICY_FILE"] == "/etc/projectgen/policy/policy.yaml"
     assert volumes[mounts[DATA_DIR]]["persistentVolumeClaim"] == {"claimName": pvc["metadata"]["name"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
@@ -180,7 +203,7 @@ def test_deployment_volumes(built: list[dict[str, Any]]) -> None:
 
 
 def test_cluster_role_is_exactly_the_documented_set(built: list[dict[str, Any]]) -> None:
-    role = one(built, "ClusterRole")
+    role = one(built, "ClusterRole", "projectgen")
     assert role["rules"] == EXPECTED_RULES
     verbs = {v for rule in role["rules"] for v in rule["verbs"]}
     assert verbs == {"get", "list", "watch", "patch", "create"}
@@ -188,11 +211,11 @@ def test_cluster_role_is_exactly_the_documented_set(built: list[dict[str, Any]])
 
 
 def test_cluster_role_binding(built: list[dict[str, Any]]) -> None:
-    binding = one(built, "ClusterRoleBinding")
+    binding = one(built, "ClusterRoleBinding", "projectgen")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": one(built, "ClusterRole")["metadata"]["name"],
+        "name": one(built, "ClusterRole", "projectgen")["metadata"]["name"],
     }
     sa = one(built, "ServiceAccount")
     assert binding["subjects"] == [
@@ -292,11 +315,14 @@ def test_sharded_overlay_runs_disjoint_shards_on_one_rbac() -> None:
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     kinds = sorted(d["kind"] for d in docs)
-    assert (
-        kinds.count("Deployment") == 2
-        and kinds.count("ClusterRole") == 1
-        and kinds.count("ServiceAccount") == 1
-    )
+    assert kinds.count("Deployment") == 2 and kinds.count("ServiceAccount") == 1
+    assert kinds.count("APIService") == 1  # one download API for all shards
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole") == [
+        "projectgen",
+        "projectgen-apiservice",
+        "projectgen-download",
+        "projectgen-view",
+    ]
     shards = {}
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         pod = dep["spec"]["template"]["spec"]
@@ -309,17 +335,31 @@ def test_sharded_overlay_runs_disjoint_shards_on_one_rbac() -> None:
     }
     claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
     assert claims == {"projectgen-data-shard-a", "projectgen-data-shard-b"}
-    # One metrics Service per shard, each selecting only its shard's pod (each has its own counters).
+    # One metrics Service per shard, each selecting only its shard's pod (each has its own counters);
+    # the download API's Service selects every shard, and each shard has its own to be forwarded to.
     services = {d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "Service"}
     assert {name: sel.get("projectgen.io/shard") for name, sel in services.items()} == {
         "projectgen-metrics-shard-a": "a",
         "projectgen-metrics-shard-b": "b",
+        "projectgen-api": None,
+        "projectgen-api-shard-a": "a",
+        "projectgen-api-shard-b": "b",
     }
+    apiservice = next(d for d in docs if d["kind"] == "APIService")
+    assert apiservice["spec"]["service"]["name"] == "projectgen-api"
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         labels = dep["spec"]["template"]["metadata"]["labels"]
-        assert [n for n, sel in services.items() if sel.items() <= labels.items()] == [
-            f"projectgen-metrics-shard-{labels['projectgen.io/shard']}"
+        shard = labels["projectgen.io/shard"]
+        assert sorted(n for n, sel in services.items() if sel.items() <= labels.items()) == [
+            "projectgen-api",
+            f"projectgen-api-shard-{shard}",
+            f"projectgen-metrics-shard-{shard}",
         ]
+        env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["PROJECTGEN_SHARD"] == shard
+        urls = dict(pair.split("=", 1) for pair in env["PROJECTGEN_SHARD_URLS"].split(","))
+        assert urls == {s: f"https://projectgen-api-shard-{s}.{NAMESPACE}.svc" for s in "ab"}
+        assert f"projectgen-api-shard-{shard}.{NAMESPACE}.svc" in env["PROJECTGEN_SERVING_NAMES"].split(",")
 
 
 def test_namespaced_overlay_grants_configmaps_and_secrets_only_in_its_namespaces() -> None:
@@ -333,11 +373,21 @@ def test_namespaced_overlay_grants_configmaps_and_secrets_only_in_its_namespaces
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
     bound = {d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
-    for name in bound:  # what is bound cluster-wide reads no ConfigMap or Secret
+    # What is bound cluster-wide reads no ConfigMap or Secret (system:auth-delegator is built in:
+    # create TokenReviews and SubjectAccessReviews, nothing else).
+    assert "system:auth-delegator" in bound
+    for name in bound - {"system:auth-delegator"}:
         assert not any({"configmaps", "secrets"} & set(r["resources"]) for r in roles[name]["rules"])
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    everything = [d for d in docs if d["kind"] == "RoleBinding"]
+    bindings = [b for b in everything if b["roleRef"]["kind"] == "ClusterRole"]
+    # The others: the requestheader ConfigMap's reader in kube-system, and the CA Secret's by name.
+    others = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in everything if b not in bindings}
+    assert others == {
+        ("kube-system", "extension-apiserver-authentication-reader"),
+        (NAMESPACE, "projectgen-serving-ca-namespaced"),
+    }
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     served = env["PROJECTGEN_NAMESPACES"].split()
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(served)
     sa = next(d for d in docs if d["kind"] == "ServiceAccount")
