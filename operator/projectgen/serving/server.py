@@ -157,10 +157,15 @@ class Server:
         self._issued_at = datetime.datetime.now(datetime.UTC)
         return ServingIdentity.from_ca(ca, serving_names(self.settings))
 
+    def bundle_targets(self) -> list[CABundleTarget]:
+        """The objects whose caBundle must name the serving CA (a webhook configuration joins here)."""
+        return [CABundleTarget.apiservice(self.settings.apiservice)] if self.settings.apiservice else []
+
     def _sync_bundles(self) -> None:
-        if self.identity is None or self.identity.ca_bundle is None or not self.settings.apiservice:
+        if self.identity is None or self.identity.ca_bundle is None:
             return
-        sync_ca_bundle(self.api, CABundleTarget.apiservice(self.settings.apiservice), self.identity.ca_bundle)
+        for target in self.bundle_targets():
+            sync_ca_bundle(self.api, target, self.identity.ca_bundle)
 
     async def refresh(self) -> None:
         if self.identity is None or self.context is None or self.downloads is None:
