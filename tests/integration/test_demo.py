@@ -25,4 +25,6 @@ def test_demo_runs_end_to_end(control_plane: ControlPlane) -> None:
         assert rows[f"repositoryexport.projectgen.io/{export}"][3:5] == ["Completed", "True"], out
     assert "billing-api/src/billing_api/app.py" in out  # the archive listing
     assert "repositories created on the GitHub stand-in: acme/billing-api" in out
+    # The tenant's download (through kube-apiserver as root, from the operator's port otherwise).
+    assert "matches status.archiveSha256" in out and "DOES NOT MATCH" not in out
     assert "[demo] done" in out

@@ -7,9 +7,8 @@ APIService's endpoint, and EndpointSlices refuse loopback addresses. Two operato
 that namespace, each with its own data directory; the APIService's one endpoint is shard a, so
 every download of team-b's export (shard b) is forwarded by shard a to shard b.
 
-No kube-controller-manager runs: the EndpointSlice is written here, and the clusterrole-aggregation
-controller's one job (folding the ``aggregate-to-*`` ClusterRoles into view/edit/admin) is done
-by :func:`aggregate_cluster_roles`, the same union it computes.
+No kube-controller-manager runs: :mod:`projectgen_dev.aggregation` writes the EndpointSlice and
+folds the ``aggregate-to-*`` ClusterRoles into view/edit/admin, as its controllers would.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from typing import Any
 
 import pytest
 import urllib3
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,6 +50,7 @@ from support import (
 )
 
 from projectgen.serving.download import GROUP, download_path
+from projectgen_dev.aggregation import aggregate_cluster_roles, endpoint_slice
 from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 from projectgen_dev.netns import NetworkNamespace
 
@@ -85,62 +84,12 @@ class Cluster:
         )
 
 
-def aggregate_cluster_roles(api: client.ApiClient) -> None:
-    """What kube-controller-manager's clusterrole-aggregation controller does, once."""
-    rbac = client.RbacAuthorizationV1Api(api)
-    roles = rbac.list_cluster_role().items
-    for role in roles:
-        rule = role.aggregation_rule
-        if rule is None or not rule.cluster_role_selectors:
-            continue
-        rules: list[Any] = []
-        for selector in rule.cluster_role_selectors:
-            wanted = selector.match_labels or {}
-            for other in roles:
-                labels = other.metadata.labels or {}
-                if other.metadata.name != role.metadata.name and wanted.items() <= labels.items():
-                    rules += [r for r in other.rules or [] if r not in rules]
-        rbac.patch_cluster_role(
-            role.metadata.name, {"rules": [api.sanitize_for_serialization(r) for r in rules]}
-        )
-
-
-def _apply(kubeconfig: Path, docs: list[dict[str, Any]]) -> None:
-    subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
-        input=yaml.safe_dump_all(docs).encode(),
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 def _ensure_namespace(api: client.ApiClient, name: str) -> None:
     try:
         client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     except ApiException as exc:
         if exc.status != 409:
             raise
-
-
-def _endpoints(ns: NetworkNamespace, service: str, port: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{service}-test",
-                "namespace": SYSTEM,
-                "labels": {
-                    "kubernetes.io/service-name": service,
-                    "endpointslice.kubernetes.io/managed-by": "projectgen-tests",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [ns.address], "conditions": {"ready": True}}],
-            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-        }
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +117,7 @@ def cluster(
             timeout=60,
         )
         ports = {"a": free_port(), "b": free_port()}
-        _apply(cp.kubeconfig, _endpoints(ns, "projectgen-api", ports["a"]))
+        endpoint_slice(api, SYSTEM, "projectgen-api", ns.address, ports["a"])
         urls = ",".join(f"{s}=https://{ns.address}:{p}" for s, p in ports.items())
         work = tmp_path_factory.mktemp("download-api")
         shards: dict[str, OperatorProcess] = {}
