@@ -50,7 +50,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && projectgen --version
 WORKDIR /var/lib/projectgen
 VOLUME /var/lib/projectgen
-EXPOSE 8080 9090
+EXPOSE 8080 9090 8443
 USER 10001:10001
 ENTRYPOINT ["projectgen"]
 CMD ["run"]

@@ -208,7 +208,7 @@ def test_entrypoint_env_volume_port(final: Stage, deployment: dict[str, Any]) ->
     assert env["HOME"] == "/tmp"
     assert env["PROJECTGEN_DATA_DIR"] == "/var/lib/projectgen"
     assert final.last("VOLUME") == "/var/lib/projectgen"
-    assert final.last("EXPOSE") == "8080 9090"  # liveness, metrics
+    assert final.last("EXPOSE") == "8080 9090 8443"  # liveness, metrics, HTTPS (download API)
     assert final.last("WORKDIR").startswith("/")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
