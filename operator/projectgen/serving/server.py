@@ -36,7 +36,6 @@ from projectgen.serving.tls import (
     CABundleTarget,
     CertificateAuthority,
     ServingIdentity,
-    TLSError,
     ensure_ca,
     load_chain,
     sync_ca_bundle,
@@ -100,15 +99,15 @@ class Server:
             try:
                 await self.start()
                 break
-            except (TLSError, OSError, kubernetes.client.exceptions.ApiException, RuntimeError) as exc:
-                log.warning("download API not served yet, retrying in %.0fs: %s", RETRY_SECONDS, exc)
+            except Exception as exc:  # the API server unreachable, a port taken, a bad Secret: retried
+                log.warning("download API not served yet, retrying in %.0fs: %s", RETRY_SECONDS, _brief(exc))
                 await asyncio.sleep(RETRY_SECONDS)
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
                 await self.refresh()
-            except (TLSError, OSError, kubernetes.client.exceptions.ApiException, RuntimeError) as exc:
-                log.warning("download API refresh failed (serving on with what it has): %s", exc)
+            except Exception as exc:
+                log.warning("download API refresh failed (serving on with what it has): %s", _brief(exc))
 
     async def start(self) -> None:
         self.identity = await asyncio.to_thread(self._load_identity)
@@ -228,6 +227,13 @@ class Server:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("forwarding a download to shard %s failed: %s", shard, exc)
             return download.status_response(503, f"shard {shard!r}, which holds the archive, is unreachable")
+
+
+def _brief(exc: BaseException) -> str:
+    """An error for the log: an ApiException's status, never its headers or body."""
+    if isinstance(exc, kubernetes.client.exceptions.ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def forwarded_headers(user: User, config: RequestHeaderConfig) -> CIMultiDict[str]:
