@@ -131,6 +131,16 @@ def api_resource_list() -> dict[str, Any]:
     }
 
 
+def openapi_v2() -> dict[str, Any]:
+    """An empty OpenAPI v2 document: the aggregator merges every APIService's spec and retries
+    (logging each time) where there is none; the archive is a raw byte stream, not a schema'd kind."""
+    return {"swagger": "2.0", "info": {"title": GROUP, "version": VERSION}, "paths": {}}
+
+
+def openapi_v3() -> dict[str, Any]:
+    return {"paths": {}}
+
+
 # -- Range ---------------------------------------------------------------------------------------
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -260,6 +270,8 @@ class DownloadAPI:
             "/apis": api_group_list,
             f"/apis/{GROUP}": api_group,
             f"/apis/{GROUP}/{VERSION}": api_resource_list,
+            "/openapi/v2": openapi_v2,
+            "/openapi/v3": openapi_v3,
         }
         return web.json_response(documents[request.path.rstrip("/")]())
 
@@ -368,6 +380,6 @@ def _content_type(filename: str) -> str:
 
 
 def add_routes(app: web.Application, api: DownloadAPI) -> None:
-    for path in ("/apis", f"/apis/{GROUP}", f"/apis/{GROUP}/{VERSION}"):
+    for path in ("/apis", f"/apis/{GROUP}", f"/apis/{GROUP}/{VERSION}", "/openapi/v2", "/openapi/v3"):
         app.router.add_get(path, api.discovery)
     app.router.add_get(ARCHIVE_ROUTE, api.archive)
