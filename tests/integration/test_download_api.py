@@ -295,6 +295,26 @@ def test_alice_downloads_with_projectgen_download(
     assert "resuming at byte 300" in proc.stderr
     assert partial.read_bytes() == target.read_bytes()
 
+    # A complete file is checked, not fetched again.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "projectgen",
+            "download",
+            "rexp/alice-zip",
+            "-n",
+            "team-a",
+            "-o",
+            str(partial),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "(already downloaded)" in proc.stderr, proc.stderr
+
     # A partial file that is not a prefix of the archive fails the check, saying so.
     wrong = tmp_path / "wrong.zip"
     wrong.write_bytes(b"X" * 300)

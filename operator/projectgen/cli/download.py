@@ -132,6 +132,12 @@ def main(argv: list[str]) -> int:
             size = int(status.get("archiveSize") or 0)
             if offset and size and offset > size:
                 offset = 0  # longer than the archive: not a partial download of it
+            if offset and offset == size:
+                with open(target_path, "rb") as existing:
+                    if hashlib.file_digest(existing, "sha256").hexdigest() == expected:
+                        print(f"SHA-256 OK: {expected}  {target_path} (already downloaded)", file=sys.stderr)
+                        return 0
+                offset = 0  # the same size but other bytes: download it again
             if offset:
                 print(f"{target_path}: resuming at byte {offset}", file=sys.stderr)
             with open(target_path, "r+b" if offset else "wb") as out:
