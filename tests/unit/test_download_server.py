@@ -194,11 +194,11 @@ def test_authenticator_accepts_only_the_front_proxy_and_the_shards(
 
 def test_forwarded_headers_are_what_the_receiving_shard_reads(cas: dict[str, CertificateAuthority]) -> None:
     config = RequestHeaderConfig(cas["front-proxy"].cert_pem)
-    user = download.User("bob", "", ("g1", "g2"), {"scopes/a": ("s1",)})
+    user = download.User("bob", "", ("g1", "g2"), {"scopes/a": ("s1", "s2")})
     headers = forwarded_headers(user, config)
     shard, _ = cas["own"].issue(SHARD_PROXY_CN, client=True)
     again = Authenticator(config, cas["own"].cert_pem).authenticate(_der(shard), headers)
-    assert (again.name, again.groups, dict(again.extra)) == ("bob", ("g1", "g2"), {"scopes/a": ("s1",)})
+    assert (again.name, again.groups, dict(again.extra)) == ("bob", ("g1", "g2"), {"scopes/a": ("s1", "s2")})
 
 
 # -- caBundles -------------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ class Authenticator:
         uid = next((v for h in self.config.uid_headers for v in values(h) if v), "")
         groups = tuple(g for h in self.config.group_headers for g in values(h))
         extra: dict[str, list[str]] = {}
-        for header in headers:
+        for header in dict.fromkeys(headers):  # a repeated header: its values once
             for prefix in self.config.extra_prefixes:
                 if header.lower().startswith(prefix.lower()):
                     # Keys are percent-encoded by the front proxy (k8s.io/apiserver requestheader).
