@@ -95,6 +95,14 @@ class Settings:
             "doc": "The APIService whose caBundle the operator keeps in sync; empty: none.",
         },
     )
+    webhook_configuration: str = field(
+        default_factory=lambda: _env("WEBHOOK_CONFIGURATION", "projectgen-created-by"),
+        metadata={
+            "env": "WEBHOOK_CONFIGURATION",
+            "doc": "The createdBy MutatingWebhookConfiguration whose caBundle the operator keeps in sync "
+            "(manifests/created-by/webhook/; absent: nothing to do); empty: none.",
+        },
+    )
     shard: str = field(
         default_factory=lambda: _env("SHARD", ""),
         metadata={

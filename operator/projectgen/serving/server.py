@@ -1,5 +1,8 @@
 """The operator's HTTPS server: one aiohttp app beside kopf, in kopf's event loop.
 
+It serves the download API (``download.py``) and the createdBy admission webhook
+(``admission.py``, unauthenticated like any webhook: it only answers with a patch).
+
 Started by ``projectgen run`` (``PROJECTGEN_SERVING_PORT``, default 8443, 0: off). Starting it
 needs the API server (the CA Secret, the requestheader ConfigMap), so it is retried in the
 background until it works, with the reason logged: the operator reconciles meanwhile, only
@@ -29,7 +32,7 @@ import kubernetes
 from aiohttp import web
 from multidict import CIMultiDict
 
-from projectgen.serving import download
+from projectgen.serving import admission, download
 from projectgen.serving.auth import Authenticator, RequestHeaderConfig, User, read_requestheader_config
 from projectgen.serving.tls import (
     SHARD_PROXY_CN,
@@ -124,6 +127,7 @@ class Server:
         )
         app = web.Application()
         download.add_routes(app, self.downloads)
+        admission.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "0.0.0.0", self.settings.serving_port, ssl_context=self.context)
@@ -157,8 +161,14 @@ class Server:
         return ServingIdentity.from_ca(ca, serving_names(self.settings))
 
     def bundle_targets(self) -> list[CABundleTarget]:
-        """The objects whose caBundle must name the serving CA (a webhook configuration joins here)."""
-        return [CABundleTarget.apiservice(self.settings.apiservice)] if self.settings.apiservice else []
+        """The objects whose caBundle must name the serving CA: the APIService, and the createdBy
+        webhook configuration, installed only where MutatingAdmissionPolicy is off (so optional)."""
+        targets = [CABundleTarget.apiservice(self.settings.apiservice)] if self.settings.apiservice else []
+        if self.settings.webhook_configuration:
+            targets.append(
+                CABundleTarget.mutating_webhook(self.settings.webhook_configuration, optional=True)
+            )
+        return targets
 
     def _sync_bundles(self) -> None:
         if self.identity is None or self.identity.ca_bundle is None:

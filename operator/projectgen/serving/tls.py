@@ -257,14 +257,16 @@ class CABundleTarget:
     version: str
     plural: str
     name: str
+    optional: bool = False
+    """Installed only on some clusters: its absence is not worth a warning."""
 
     @classmethod
     def apiservice(cls, name: str) -> CABundleTarget:
         return cls("apiregistration.k8s.io", "v1", "apiservices", name)
 
     @classmethod
-    def mutating_webhook(cls, name: str) -> CABundleTarget:
-        return cls("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", name)
+    def mutating_webhook(cls, name: str, *, optional: bool = False) -> CABundleTarget:
+        return cls("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", name, optional)
 
     def patch_for(self, obj: dict[str, Any], bundle: bytes) -> dict[str, Any] | None:
         """The merge patch that puts ``bundle`` in place, None when it already is (pure)."""
@@ -294,7 +296,9 @@ def sync_ca_bundle(api: client.ApiClient, target: CABundleTarget, bundle: bytes)
         )
     except ApiException as exc:
         if exc.status == 404:
-            log.warning("%s %s not found: its caBundle is set once it exists", target.plural, target.name)
+            (log.debug if target.optional else log.warning)(
+                "%s %s not found: its caBundle is set once it exists", target.plural, target.name
+            )
             return False
         raise TLSError(f"reading {target.plural}/{target.name}: HTTP {exc.status} {exc.reason}") from None
     patch = target.patch_for(obj, bundle)
