@@ -344,6 +344,8 @@ DENIED_ACCESS: list[tuple[str, str, str, str | None]] = [
 
 AUTH = "authorization.k8s.io"
 REG = "apiregistration.k8s.io"
+ADM = "admissionregistration.k8s.io"
+WEBHOOK = "projectgen-created-by"
 # (verb, resource, group, subresource, namespace, name): the download API's additions, nothing more.
 SERVING_ALLOWED: list[tuple[str, str, str, str | None, str | None, str | None]] = [
     ("create", "subjectaccessreviews", AUTH, None, None, None),  # system:auth-delegator
@@ -351,6 +353,8 @@ SERVING_ALLOWED: list[tuple[str, str, str, str | None, str | None, str | None]] 
     ("get", "configmaps", "", None, "kube-system", "extension-apiserver-authentication"),
     ("get", "apiservices", REG, None, None, APISERVICE),
     ("patch", "apiservices", REG, None, None, APISERVICE),
+    ("get", "mutatingwebhookconfigurations", ADM, None, None, WEBHOOK),  # the createdBy webhook's caBundle
+    ("patch", "mutatingwebhookconfigurations", ADM, None, None, WEBHOOK),
     ("create", "secrets", "", None, SYSTEM_NAMESPACE, None),
     ("get", "secrets", "", None, SYSTEM_NAMESPACE, CA_SECRET),
 ]
@@ -367,7 +371,12 @@ SERVING_DENIED: list[tuple[str, str, str, str | None, str | None, str | None]] =
     ("create", "secrets", "", None, "kube-system", None),
     ("update", "configmaps", "", None, "kube-system", "extension-apiserver-authentication"),
     ("create", "localsubjectaccessreviews", AUTH, None, "team-a", None),
-    ("create", "mutatingwebhookconfigurations", "admissionregistration.k8s.io", None, None, None),
+    ("create", "mutatingwebhookconfigurations", ADM, None, None, None),
+    ("list", "mutatingwebhookconfigurations", ADM, None, None, None),
+    ("patch", "mutatingwebhookconfigurations", ADM, None, None, "someone-elses-webhook"),
+    ("update", "mutatingwebhookconfigurations", ADM, None, None, WEBHOOK),
+    ("delete", "mutatingwebhookconfigurations", ADM, None, None, WEBHOOK),
+    ("patch", "validatingadmissionpolicies", ADM, None, None, "projectgen-created-by-immutable"),
     ("get", "repositoryexports", "download.projectgen.io", "archive", "team-a", "x"),  # downloads: users only
 ]
 
