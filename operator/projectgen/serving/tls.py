@@ -97,9 +97,15 @@ class CertificateAuthority:
     key_pem: bytes
 
     def issue(
-        self, common_name: str, *, server_names: Sequence[str] = (), client: bool = False
+        self,
+        common_name: str,
+        *,
+        server_names: Sequence[str] = (),
+        client: bool = False,
+        organizations: Sequence[str] = (),
     ) -> tuple[bytes, bytes]:
-        """A leaf certificate: for serving (SANs ``server_names``) or, with ``client``, for a client."""
+        """A leaf certificate: for serving (SANs ``server_names``) or, with ``client``, for a client
+        (kube-apiserver reads a client certificate's ``organizations`` as the user's groups)."""
         ca_cert = x509.load_pem_x509_certificate(self.cert_pem)
         ca_key = serialization.load_pem_private_key(self.key_pem, None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -108,7 +114,12 @@ class CertificateAuthority:
         now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(
+                x509.Name(
+                    [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+                    + [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+                )
+            )
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
