@@ -47,7 +47,7 @@ def _log(message: str) -> None:
 
 def source_dir() -> Path | None:
     """``hack/kstatus`` of the source checkout; None when not installed from one."""
-    directory = Path(__file__).resolve().parents[3] / "hack" / "kstatus"
+    directory = Path(__file__).resolve().parents[2] / "hack" / "kstatus"
     return directory if all((directory / f).is_file() for f in SOURCE_FILES) else None
 
 
