@@ -132,6 +132,7 @@ def test_deployment(built: list[dict[str, Any]]) -> None:
     assert spec["strategy"] == {"type": "Recreate"}  # never two operators on one volume
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(built, "ServiceAccount")["metadata"]["name"]
+    assert pod["enableServiceLinks"] is False  # Service link variables would land in PROJECTGEN_*
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
 
     c = container(deployment)
