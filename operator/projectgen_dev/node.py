@@ -70,6 +70,7 @@ from projectgen_dev.controlplane import (
     ControlPlaneError,
     _free_ports,
     _Process,
+    _stop_signals,
     _tail,
     cache_dir,
     find_binaries,
@@ -745,6 +746,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def kubectl(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         return _run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], check=check, timeout=timeout)
 
+    def rss(self) -> dict[str, int]:
+        """Resident memory (bytes) of each component and of the pods' processes, for the record."""
+        found: dict[str, int] = {}
+        named = [(p.name, p.popen.pid) for p in self._processes if p.popen is not None]
+        if self.cp is not None:
+            for name, proc in (("etcd", self.cp._etcd), ("kube-apiserver", self.cp._apiserver)):
+                if proc is not None and proc.popen is not None:
+                    named.append((name, proc.popen.pid))
+        named += [("containerd-shims", pid) for pid in self._shim_pids()]
+        named += [("pods", pid) for pid in self._pids_in_cgroups()]
+        for name, pid in named:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        found[name] = found.get(name, 0) + int(line.split()[1]) * 1024
+        return found
+
     # -- stop -------------------------------------------------------------------------------
 
     def _pids_in_cgroups(self) -> set[int]:
@@ -868,6 +886,31 @@ def ensure() -> int:
     try:
         ensure_tools()
         _log(f"binaries: {find_node_binaries()}")
+    except ControlPlaneError as exc:
+        _log(f"error: {exc}")
+        return 1
+    return 0
+
+
+def serve(crds: Path | None = None, policies: Path | None = None) -> int:
+    """Run a control plane with one node until SIGINT/SIGTERM; print ``export KUBECONFIG=...``.
+
+    Returns the exit code (0 on a requested stop, 1 if a component died or could not start).
+    """
+    try:
+        with _stop_signals() as stop, Node() as node:
+            assert node.cp is not None
+            if crds is not None:
+                node.cp.install(crds, policies)
+            print(f"export KUBECONFIG={node.kubeconfig}", flush=True)
+            env = " ".join(f"{k}={v}" for k, v in node.apiserver_env().items())
+            _log(f"logs in {node.log_dir}; in-cluster clients need {env} (no kube-proxy); Ctrl-C to stop")
+            while not stop.wait(0.5):
+                dead = [p.name for p in node._processes if not p.running]
+                if dead or not (node.cp.apiserver_running and node.cp.etcd_running):
+                    _log(f"a component exited unexpectedly: {dead or 'control plane'}")
+                    return 1
+            _log("stopping")
     except ControlPlaneError as exc:
         _log(f"error: {exc}")
         return 1

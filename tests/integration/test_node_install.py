@@ -351,6 +351,9 @@ def test_the_liveness_probe_passes(node: Node, installed: client.V1Pod) -> None:
         )
         unhealthy = [e.message for e in events if e.reason == "Unhealthy"]
         assert not unhealthy, unhealthy
+    rss = node.rss()
+    summary = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(rss.items()))
+    print(f"[node-test] resident memory (MiB): {summary}; total {sum(rss.values()) / 2**20:.0f}")
 
 
 def test_the_host_is_left_as_it_was(node: Node) -> None:
