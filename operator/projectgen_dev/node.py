@@ -54,7 +54,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -261,10 +261,15 @@ class HostState:
                 if path.read_text().strip() != value:
                     path.write_text(value)
 
-    def differences(self, other: HostState) -> list[str]:
+    def differences(self, other: HostState, foreign: Callable[[str], bool] | None = None) -> list[str]:
+        """What differs from ``other``; list items for which ``foreign`` is true (another test
+        run's namespaces on a shared machine) are left out of the comparison."""
+        keep = (lambda item: not foreign(item)) if foreign is not None else (lambda item: True)
         diffs = []
         for name in ("sysctls", "links", "netns", "iptables", "nft", "mounts", "cgroups"):
             a, b = getattr(self, name), getattr(other, name)
+            if isinstance(a, list):
+                a, b = [x for x in a if keep(x)], [x for x in b if keep(x)]
             if a != b:
                 if isinstance(a, dict):
                     keys = sorted(set(a) | set(b))
@@ -380,6 +385,8 @@ class Node:
         self._holder: _Process | None = None
         self._processes: list[_Process] = []
         self._created_cgroups: list[Path] = []
+        self.netns_tag = ""
+        """The random part of the names of our network namespace (pg-TAG) and host link (pghTAG)."""
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -449,6 +456,7 @@ class Node:
             self.log_dir.mkdir()
             self.netns = NetworkNamespace()
             self.netns.create()
+            self.netns_tag = self.netns.name.removeprefix("pg-")
             pki = self._wd() / "pki"
             pki.mkdir(mode=0o700)
             kubelet_ca = CertificateAuthority(pki, "kubelet-client-ca")
