@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit integration demo dev bench crds controlplane gitea clean
+.PHONY: test lint unit integration demo dev bench crds controlplane gitea node image clean
+IMAGE ?= projectgen:0.1.0
+# BASE=public: FROM python:3.11-slim; BASE=local: a Debian base made here (no registry reachable).
+BASE ?= public
 
 $(STAMP): pyproject.toml
 	@bash hack/ensure-tools.sh
@@ -26,7 +29,17 @@ controlplane: $(STAMP)
 gitea: $(STAMP)
 	@$(BIN)/python -m projectgen_dev.gitea --ensure
 
-test: lint controlplane gitea
+# The operator image from the Dockerfile (podman or buildah).
+image: $(STAMP)
+	@bash hack/ensure-tools.sh --node
+	@bash hack/build-image.sh $(IMAGE) $(BASE)
+
+# A local node for the tests: kubelet, controller-manager, scheduler and pause built into the cache,
+# containerd/runc/CNI plugins installed when missing, and the image the node tests load.
+node: $(STAMP) controlplane
+	@$(BIN)/python -m projectgen_dev.node --ensure
+
+test: lint controlplane gitea node
 	$(BIN)/pytest -q -ra
 
 unit: $(STAMP) gitea

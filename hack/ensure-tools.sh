@@ -2,9 +2,13 @@
 # The system tools the tests use (real git, real archive tools, a C compiler for Gitea's cgo SQLite).
 # Installed with apt when missing.
 # `--bench` adds the peers the benchmarks compare against (pigz, GNU time).
+# `--node` adds what a local node and `make image` need: podman and buildah (image build, no
+# daemon), mmdebstrap (a Debian base made here: no container registry is reachable), containerd,
+# runc and the CNI plugins (the kubelet's runtime).
 set -euo pipefail
 tools=(git unzip zip tar gcc)
 [ "${1:-}" = "--bench" ] && tools+=(pigz /usr/bin/time)
+[ "${1:-}" = "--node" ] && tools+=(podman buildah mmdebstrap containerd runc /usr/lib/cni/bridge)
 missing=()
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
@@ -14,6 +18,7 @@ pkgs=()
 for tool in "${missing[@]}"; do
   case "$tool" in
     /usr/bin/time) pkgs+=(time) ;;
+    /usr/lib/cni/bridge) pkgs+=(containernetworking-plugins) ;;
     *) pkgs+=("$tool") ;;
   esac
 done

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from projectgen_dev import controlplane
+from projectgen_dev import controlplane, node
 from projectgen_dev.demo import REPO_ROOT, demo_command
 
 
@@ -22,7 +22,17 @@ def controlplane_command(argv: list[str]) -> int:
         default=REPO_ROOT / "manifests" / "created-by",
         help="admission policies to apply (kustomize directory)",
     )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="also run kube-controller-manager, kube-scheduler, containerd and a kubelet (root; see projectgen_dev.node)",
+    )
     args = parser.parse_args(argv)
+    if args.node:
+        return node.serve(
+            args.crds if args.crds.is_dir() else None,
+            policies=args.policies if args.policies.is_dir() else None,
+        )
     return controlplane.serve(
         args.crds if args.crds.is_dir() else None, policies=args.policies if args.policies.is_dir() else None
     )

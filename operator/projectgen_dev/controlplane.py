@@ -37,7 +37,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -342,6 +342,9 @@ class ControlPlane:
     ``netns``: run etcd and kube-apiserver inside that network namespace, on its non-loopback
     address (EndpointSlices refuse loopback ones, so an extension server must have a real address).
     ``admission_policy=False``: MutatingAdmissionPolicy switched off, as on most clusters today.
+    ``apiserver_args``: kube-apiserver flags (``"--name"``) that replace the default's value, or are
+    added; ``None`` drops a default flag (:mod:`projectgen_dev.node` re-enables the ServiceAccount
+    admission plugin and gives the apiserver a kubelet client certificate this way).
     """
 
     def __init__(
@@ -352,8 +355,10 @@ class ControlPlane:
         keep_workdir: bool = False,
         netns: NetworkNamespace | None = None,
         admission_policy: bool = True,
+        apiserver_args: Mapping[str, str | None] | None = None,
     ) -> None:
         self._bin_dir = bin_dir
+        self.apiserver_args = dict(apiserver_args or {})
         self.netns = netns
         self.admission_policy = admission_policy
         self._client_ca: CertificateAuthority | None = None
@@ -545,6 +550,7 @@ class ControlPlane:
             ),
             self.apiserver_log,
         )
+        self._apiserver.argv = _override_flags(self._apiserver.argv, self.apiserver_args)
 
     def stop(self) -> None:
         """Stop both processes (apiserver first) and remove the temporary directory. Idempotent."""
@@ -758,6 +764,12 @@ class ControlPlane:
         with self.api_client() as client:
             wait_admissible(client, created_by=policies is not None, timeout=timeout)
         self._installed = True
+
+
+def _override_flags(argv: list[str], overrides: Mapping[str, str | None]) -> list[str]:
+    """``argv`` with each ``--flag`` of ``overrides`` replaced (``None``: removed) or appended."""
+    out = [a for a in argv if a.partition("=")[0] not in overrides]
+    return out + [f"{flag}={value}" for flag, value in overrides.items() if value is not None]
 
 
 # -- admission readiness ----------------------------------------------------------------------

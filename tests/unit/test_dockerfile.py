@@ -113,6 +113,11 @@ def key_values(args: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def global_args() -> dict[str, str]:
+    return parse(DOCKERFILE.read_text())[0]
+
+
+@pytest.fixture(scope="module")
 def stages() -> list[Stage]:
     return parse(DOCKERFILE.read_text())[1]
 
@@ -157,14 +162,26 @@ def test_hadolint_finds_nothing() -> None:
 # --- structure ----------------------------------------------------------------------------------
 
 
-def test_two_stages_on_a_pinned_slim_python(stages: list[Stage]) -> None:
+def test_two_stages_on_a_pinned_slim_python(stages: list[Stage], global_args: dict[str, str]) -> None:
+    """Both stages FROM the one BASE argument (hack/build-base.sh's Debian base replaces it where no
+    registry is reachable: nothing else may differ), by default the public python:3.11-slim."""
     assert len(stages) == 2
     builder, final = stages
     assert builder.name == "builder" and final.name is None
+    assert global_args == {"BASE": "python:3.11-slim"}
     for stage in stages:
-        assert stage.image == "python:3.11-slim", stage.image
-        assert "latest" not in stage.image
+        assert stage.image == "${BASE}", stage.image
     assert "latest" not in DOCKERFILE.read_text().lower()
+
+
+def test_the_build_ca_is_a_secret_of_the_builder_only(stages: list[Stage]) -> None:
+    """pip behind an intercepting proxy needs its CA for the build, never in the image: a build
+    secret is mounted for one RUN of the builder and is in no layer."""
+    builder, final = stages
+    (wheels,) = [r for r in builder.all("RUN") if "pip wheel" in r]
+    assert wheels.startswith("--mount=type=secret,id=build_ca ")
+    assert "PIP_CERT=/run/secrets/build_ca" in wheels
+    assert "build_ca" not in " ".join(i.args for i in final.instructions)
 
 
 def test_builder_makes_wheels(stages: list[Stage]) -> None:

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make image`: build the operator image from the Dockerfile with podman (buildah when podman is
+# missing). Usage: hack/build-image.sh IMAGE [BASE]
+#   BASE=public (default): FROM python:3.11-slim, pulled from its registry.
+#   BASE=local: FROM a Debian base made here by hack/build-base.sh (no registry reachable).
+#   Any other value is used as the base image's name.
+# Workarounds for this kind of machine, none of which end up in the image:
+# - --network host: podman's default network is 10.88.0.0/16, a private range we never use;
+# - --ulimit: root lacks CAP_SYS_RESOURCE here, podman's default limits cannot be set;
+# - the host's CA bundle is given as the build secret `build_ca` (pip meets an intercepting CA):
+#   mounted for the builder's pip step only, in no layer.
+set -euo pipefail
+image=${1:?image name, e.g. localhost/projectgen:dev}; base=${2:-public}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+version=$(python3 -c 'import tomllib,sys;print(tomllib.load(open(sys.argv[1],"rb"))["project"]["version"])' "$repo/pyproject.toml")
+args=(--build-arg "VERSION=$version" --network host
+      --ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+case "$base" in
+  public) ;;
+  local) base=localhost/projectgen-base:bookworm
+         bash "$repo/hack/build-base.sh" "$base"
+         args+=(--build-arg "BASE=$base" --pull=never) ;;
+  *) args+=(--build-arg "BASE=$base") ;;
+esac
+ca=${BUILD_CA_FILE:-/etc/ssl/certs/ca-certificates.crt}
+if [ -s "$ca" ]; then
+  args+=(--secret "id=build_ca,src=$ca")
+fi
+if command -v podman >/dev/null; then
+  podman build "${args[@]}" -t "$image" -f "$repo/Dockerfile" "$repo"
+else
+  buildah bud "${args[@]}" -t "$image" -f "$repo/Dockerfile" "$repo"
+fi
