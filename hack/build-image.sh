@@ -26,8 +26,33 @@ ca=${BUILD_CA_FILE:-/etc/ssl/certs/ca-certificates.crt}
 if [ -s "$ca" ]; then
   args+=(--secret "id=build_ca,src=$ca")
 fi
-if command -v podman >/dev/null; then
-  podman build "${args[@]}" -t "$image" -f "$repo/Dockerfile" "$repo"
+# Layer caches are not trusted: buildah 1.28 (Debian 12) reuses a cached `COPY operator ./operator`
+# layer after files in operator/ changed or were added, so an image "built" from new sources ran old
+# code. Instead the image is keyed by a digest of everything the build reads (the Dockerfile, the
+# build context after .dockerignore, the base image's ID and the build args), built without cache
+# when that digest is new, and reused as it is otherwise.
+if command -v podman >/dev/null; then tool=podman; else tool=buildah; fi
+base_id=$($tool image inspect --format '{{.Id}}' "${base/#public/python:3.11-slim}" 2>/dev/null || echo "$base")
+digest=$(
+  cd "$repo"
+  { printf '%s\n' "$base_id" "${args[*]}"
+    find Dockerfile .dockerignore pyproject.toml README.md operator -type f \
+      ! -path 'operator/projectgen_dev/*' ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' \
+      -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -c1-20
+)
+keyed="localhost/projectgen-build:$digest"
+if $tool image exists "$keyed" 2>/dev/null; then
+  echo "[image] sources unchanged since $keyed was built: reusing it"
 else
-  buildah bud "${args[@]}" -t "$image" -f "$repo/Dockerfile" "$repo"
+  if [ "$tool" = podman ]; then
+    podman build --no-cache "${args[@]}" -t "$keyed" -f "$repo/Dockerfile" "$repo"
+  else
+    buildah bud --no-cache "${args[@]}" -t "$keyed" -f "$repo/Dockerfile" "$repo"
+  fi
 fi
+$tool tag "$keyed" "$image"
+# Older keyed builds are untagged (an image still tagged otherwise stays).
+for old in $($tool images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/projectgen-build:' || true); do
+  [ "$old" = "$keyed" ] || $tool rmi "$old" >/dev/null 2>&1 || true
+done

@@ -295,12 +295,6 @@ def test_garbage_collection_of_exports(node: Node, installed: client.V1Pod) -> N
         assert not left, f"RepositoryExports not garbage-collected: {left}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found here: the download APIService of manifests/download is unavailable on this node (nothing "
-    "listens on the pod's 8443: connection refused), and an unavailable APIService blocks every namespace "
-    "deletion (NamespaceDeletionDiscoveryFailure); strict, so the fix shows as XPASS",
-)
 def test_deleting_a_namespace_completes(node: Node, installed: client.V1Pod) -> None:
     namespace = "samples"
     with node.api_client() as api:
