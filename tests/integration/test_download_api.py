@@ -254,18 +254,22 @@ def test_alice_downloads_team_a_with_kubectl_get_raw(cluster: Cluster, team_a_zi
     assert out.stdout[:2] == b"PK"
 
 
-def test_alice_downloads_with_projectgen_download(
-    cluster: Cluster, team_a_zip: dict[str, Any], tmp_path: Path
-) -> None:
-    env = {**os.environ, "KUBECONFIG": str(cluster.alice)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "projectgen", "download", "rexp/alice-zip", "-n", "team-a"],
-        cwd=tmp_path,
-        env=env,
+def projectgen_download(kubeconfig: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`projectgen download` as a user runs it, with that user's kubeconfig."""
+    return subprocess.run(
+        [sys.executable, "-m", "projectgen", "download", *args],
+        cwd=cwd,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_alice_downloads_with_projectgen_download(
+    cluster: Cluster, team_a_zip: dict[str, Any], tmp_path: Path
+) -> None:
+    proc = projectgen_download(cluster.alice, tmp_path, "rexp/alice-zip", "-n", "team-a")
     assert proc.returncode == 0, proc.stderr
     target = tmp_path / Path(team_a_zip["status"]["archivePath"]).name  # the Content-Disposition name
     assert hashlib.sha256(target.read_bytes()).hexdigest() == team_a_zip["status"]["archiveSha256"]
@@ -274,57 +278,19 @@ def test_alice_downloads_with_projectgen_download(
     # A partial file is resumed with Range, and still checked whole.
     partial = tmp_path / "resumed.zip"
     partial.write_bytes(target.read_bytes()[:300])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "projectgen",
-            "download",
-            "rexp/alice-zip",
-            "-n",
-            "team-a",
-            "-o",
-            str(partial),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = projectgen_download(cluster.alice, tmp_path, "rexp/alice-zip", "-n", "team-a", "-o", str(partial))
     assert proc.returncode == 0, proc.stderr
     assert "resuming at byte 300" in proc.stderr
     assert partial.read_bytes() == target.read_bytes()
 
     # A complete file is checked, not fetched again.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "projectgen",
-            "download",
-            "rexp/alice-zip",
-            "-n",
-            "team-a",
-            "-o",
-            str(partial),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = projectgen_download(cluster.alice, tmp_path, "rexp/alice-zip", "-n", "team-a", "-o", str(partial))
     assert proc.returncode == 0 and "(already downloaded)" in proc.stderr, proc.stderr
 
     # A partial file that is not a prefix of the archive fails the check, saying so.
     wrong = tmp_path / "wrong.zip"
     wrong.write_bytes(b"X" * 300)
-    proc = subprocess.run(
-        [sys.executable, "-m", "projectgen", "download", "rexp/alice-zip", "-n", "team-a", "-o", str(wrong)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = projectgen_download(cluster.alice, tmp_path, "rexp/alice-zip", "-n", "team-a", "-o", str(wrong))
     assert proc.returncode != 0
     assert "SHA-256 mismatch" in proc.stderr
 
