@@ -5,7 +5,7 @@
 #   BASE=local: FROM a Debian base made here by hack/build-base.sh (no registry reachable).
 #   Any other value is used as the base image's name.
 # Workarounds for this kind of machine, none of which end up in the image:
-# - --network host: podman's default network is 10.88.0.0/16, a private range we never use;
+# - --network host: podman's default bridge network is in a private range, which we never use;
 # - --ulimit: root lacks CAP_SYS_RESOURCE here, podman's default limits cannot be set;
 # - the host's CA bundle is given as the build secret `build_ca` (pip meets an intercepting CA):
 #   mounted for the builder's pip step only, in no layer.
