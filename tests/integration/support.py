@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,35 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"cannot run in CI: {reason}")
     pytest.skip(reason)
+
+
+# What a permission problem looks like in the operator's log: an HTTP 403 (not a number inside a
+# hash, a uid or a resourceVersion), "forbidden", or kopf's warnings when it lacks a permission.
+DENIED = re.compile(
+    r"forbidden|(?<![\w.,-])403(?![\w.,-])|not enough permissions|failed to post an event", re.IGNORECASE
+)
+# The timestamp that opens a line of the plain log, as in [2026-12-02 01:45:40,403].
+_PLAIN_TIMESTAMP = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+\]")
+
+
+def permission_problems(log: str) -> list[str]:
+    """The lines of an operator's log, plain or JSON, that show a missing permission.
+
+    Each line is searched without its timestamp: the milliseconds 403 are not a refusal."""
+    problems = []
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            entry.pop("timestamp", None)
+            text = json.dumps(entry)
+        else:
+            text = _PLAIN_TIMESTAMP.sub("", line)
+        if DENIED.search(text):
+            problems.append(line)
+    return problems
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ credentials for github.com/gitlab.com, which the tests do not have.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -30,6 +29,7 @@ from support import (
     export_body,
     get,
     inline_source,
+    permission_problems,
     project_body,
     unavailable,
     wait_phase,
@@ -217,28 +217,8 @@ def test_install_runs_as_the_manifests_say(node: Node, installed: client.V1Pod) 
     # the ServiceAccount token is mounted and the operator uses it: no 403 in its log
     log = node.kubectl("logs", "-n", NAMESPACE, pod)
     assert log.strip(), "the operator logged nothing"
-    refused = [message for message in _log_messages(log) if _FORBIDDEN.search(message)]
+    refused = permission_problems(log)
     assert not refused, refused
-
-
-# An HTTP 403 as kopf, the kubernetes client and aiohttp word it. It is looked for in
-# each line without its timestamp: 15.854039 there is not a refusal.
-_FORBIDDEN = re.compile(r"forbidden|(?<![\w.])403(?![\w.])", re.IGNORECASE)
-
-
-def _log_messages(log: str) -> list[str]:
-    """Each JSON log line without its timestamp; a line that is not JSON counts whole."""
-    messages = []
-    for line in log.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            entry = None
-        if isinstance(entry, dict):
-            entry.pop("timestamp", None)
-            line = json.dumps(entry)
-        messages.append(line)
-    return messages
 
 
 def _landlock_in_pod(node: Node, pod: str) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from support import (
     export_body,
     free_port,
     inline_source,
+    permission_problems,
     project_body,
     wait_event,
     wait_for,
@@ -54,11 +54,6 @@ RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 APISERVICE = "v1alpha1.download.projectgen.io"
 CA_SECRET = "projectgen-serving-ca"
 TOKEN = "ghp_RbacTestS3cret0123456789abcdef"
-# What a permission problem looks like in the operator's log: an HTTP 403 (not a number inside a
-# hash, a uid or a resourceVersion), "forbidden", or kopf's warnings when it lacks a permission.
-DENIED = re.compile(
-    r"forbidden|(?<![\w.-])403(?![\w.-])|not enough permissions|failed to post an event", re.IGNORECASE
-)
 
 
 def kustomize() -> list[dict[str, Any]]:
@@ -211,7 +206,7 @@ def test_operator_runs_a_full_cycle_as_its_service_account(
     assert served["spec"]["caBundle"] == secret.data["ca.crt"]
     log = operator.logs()
     assert "download API served" in log and f"set the caBundle of apiservices/{APISERVICE}" in log
-    denied = [line for line in log.splitlines() if DENIED.search(line)]
+    denied = permission_problems(log)
     assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])
     assert TOKEN not in log
     assert "PRIVATE KEY" not in log
@@ -547,5 +542,5 @@ def test_namespaced_install_serves_a_namespace_given_a_rolebinding(
         project = wait_phase(api_client, PROJECTS, ns, "p", "Completed", "Failed", timeout=90)
         assert project["status"]["phase"] == "Completed", project["status"]
         wait_event(api_client, ns, "p", lambda e: e.reason == "Completed")
-    denied = [line for line in operator.logs().splitlines() if DENIED.search(line)]
+    denied = permission_problems(operator.logs())
     assert not denied, "the operator hit missing permissions:\n" + "\n".join(denied[:20])
