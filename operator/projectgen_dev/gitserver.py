@@ -60,9 +60,12 @@ class _Handler(BaseHTTPRequestHandler):
             "GIT_PROJECT_ROOT": str(self.server.root),
             "GIT_HTTP_EXPORT_ALL": "1",
             # http-backend reads no GIT_HTTP_RECEIVE_PACK variable: push is governed by http.receivepack.
-            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_COUNT": "2",
             "GIT_CONFIG_KEY_0": "http.receivepack",
             "GIT_CONFIG_VALUE_0": "true" if self.server.allow_push else "false",
+            # partial clones (--filter), as GitHub, GitLab and Gitea serve them
+            "GIT_CONFIG_KEY_1": "uploadpack.allowFilter",
+            "GIT_CONFIG_VALUE_1": "true",
             "REMOTE_USER": "projectgen-test",
             "REMOTE_ADDR": self.client_address[0],
             "PATH_INFO": path,
@@ -94,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        with self.server._lock:
+            self.server.bytes_sent += len(payload)
 
     do_GET = _serve
     do_POST = _serve
@@ -109,6 +114,7 @@ class _Server(ThreadingHTTPServer):
         self.allow_push = allow_push
         self.requests: list[str] = []
         self.faults: list[tuple[str, int]] = []
+        self.bytes_sent = 0
         self._lock = threading.Lock()
 
     def add_faults(self, match: str, status: int, times: int) -> None:
@@ -149,6 +155,11 @@ class GitHTTPServer:
     @property
     def requests(self) -> list[str]:
         return self._server.requests
+
+    @property
+    def bytes_sent(self) -> int:
+        """The bytes of every response body served so far (what clients fetched)."""
+        return self._server.bytes_sent
 
     @property
     def allow_push(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.render import ConfigMapData, RenderResult, render_project
+from projectgen.outbound.policy import Limits
 from projectgen_dev.gitserver import GitHTTPServer
 
 GIT_ENV = {
@@ -161,6 +164,50 @@ def test_template_ref_and_subdirectory(tmp_path: Path, basic: str) -> None:
     )
     assert files(tmp_path / "stage" / "tree") == {"README.md": "# demo v1\n"}
     assert [f.path for f in result.manifest.files] == ["README.md"]
+
+
+HEAVY_BLOB = 8 << 20
+
+
+@pytest.fixture(scope="module")
+def heavy_history(server: GitHTTPServer, work: Path) -> str:
+    """A template whose v1 carried 8 MiB of incompressible assets that v2 deleted."""
+    v1 = {"copier.yml": "{}\n", "README.md": "v1\n", "assets/video.bin": os.urandom(HEAVY_BLOB)}
+    url = publish(server, work, "heavy", [("v1.0.0", v1)])
+    git(work / "heavy", "rm", "-q", "assets/video.bin")
+    (work / "heavy" / "README.md").write_text("v2\n")
+    git(work / "heavy", "commit", "-qam", "v2")
+    git(work / "heavy", "tag", "v2.0.0")
+    git(work / "heavy", "push", "-q", "--tags", str(server.repo_path("tpl/heavy")), "main")
+    return url
+
+
+def test_template_history_is_not_downloaded(
+    tmp_path: Path, server: GitHTTPServer, heavy_history: str
+) -> None:
+    """The clone is partial: the latest version costs its own size, not its history's, and an
+    older ref still gets its files (fetched on checkout, through the same pinned, capped git)."""
+    g = outbound.Guard(
+        outbound.parse_policy("templates: [{urlPrefix: 'http://'}]\ninternal: [{cidr: 127.0.0.0/8}]\n", "t"),
+        "team-a",
+        limits=Limits(template_max_bytes=HEAVY_BLOB // 2),
+    )
+    before = server.bytes_sent
+    result = render_project(template(url=heavy_history), tmp_path / "latest", configmaps={}.get, guard=g)
+    assert files(tmp_path / "latest") == {"README.md": "v2\n"}
+    assert [f.path for f in result.manifest.files] == ["README.md"]
+    fetched = server.bytes_sent - before
+    assert fetched < HEAVY_BLOB // 8, f"{fetched} bytes fetched for a template of a few bytes"
+
+    # v1 is within reach, and still under the clone's cap: a fetch past it is stopped
+    with pytest.raises(GenerationError, match="the template repository"):
+        render_project(template(url=heavy_history, ref="v1.0.0"), tmp_path / "v1", configmaps={}.get, guard=g)
+    roomy = dataclasses.replace(g, limits=Limits())
+    result = render_project(
+        template(url=heavy_history, ref="v1.0.0"), tmp_path / "v1", configmaps={}.get, guard=roomy
+    )
+    assert (tmp_path / "v1" / "assets/video.bin").stat().st_size == HEAVY_BLOB
+    assert sorted(f.path for f in result.manifest.files) == ["README.md", "assets/video.bin"]
 
 
 def test_template_keeps_executable_bit(tmp_path: Path, basic: str) -> None:

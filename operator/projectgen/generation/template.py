@@ -1,7 +1,11 @@
 """Template sources: a copier template, fetched here and rendered in a sandboxed child.
 
 - The parent (this module) fetches the template before the child starts: a git clone with its
-  submodules (`fetch_git`, the one place a template is cloned), or the ConfigMap's files. git
+  submodules (`fetch_git`, the one place a template is cloned), or the ConfigMap's files. The
+  clone is partial (`--filter=blob:none`, as GitHub, GitLab and Gitea serve it): the whole history
+  and every tag, which copier's ref choice and version need, but the file contents of only the
+  commit checked out, so a template with a long or heavy history is fetched at the size of one
+  version (a server without filters sends everything, as before). git
   runs with no user or system configuration, no credential prompts, only http(s) transports
   (submodules included) and a low-speed abort. With a guard (the operator always passes one),
   the URL passes the outbound policy first and git is pinned to the checked addresses, follows
@@ -264,7 +268,7 @@ def fetch_git(
 
     try:
         dest.mkdir()
-        git("clone", "--no-checkout", "--quiet", "--", url, ".")
+        git("clone", "--no-checkout", "--filter=blob:none", "--quiet", "--", url, ".")
         target = ref if ref is not None else _latest_tag(git("tag", "--list").split())
         commit = _resolve(git, target)
         git("checkout", "--quiet", "--detach", commit)
