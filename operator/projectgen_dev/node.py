@@ -396,6 +396,11 @@ class Node:
         return self.workdir
 
     @property
+    def root_dir(self) -> Path:
+        """The kubelet's --root-dir; Localhost seccomp profiles are read from its `seccomp/`."""
+        return self._wd() / "root"
+
+    @property
     def containerd_socket(self) -> Path:
         return self._wd() / "containerd" / "containerd.sock"
 
@@ -710,7 +715,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     str(bin_dir / "kubelet"),
                     f"--config={wd / 'config.yaml'}",
                     f"--kubeconfig={self.cp.kubeconfig}",
-                    f"--root-dir={wd / 'root'}",
+                    f"--root-dir={self.root_dir}",
                     f"--cert-dir={wd / 'pki'}",
                     f"--node-ip={self.node_ip}",
                     f"--hostname-override={NODE_NAME}",

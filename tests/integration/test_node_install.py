@@ -9,6 +9,7 @@ credentials for github.com/gitlab.com, which the tests do not have.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ from support import (
     permission_problems,
     project_body,
     unavailable,
+    wait_event,
     wait_phase,
 )
 
@@ -221,6 +223,25 @@ def test_install_runs_as_the_manifests_say(node: Node, installed: client.V1Pod) 
     assert not refused, refused
 
 
+EXTENSION_TEMPLATE = {
+    "copier.yml": "_jinja_extensions:\n  - jinja2_time.TimeExtension\n",
+    "a.txt.jinja": "{{ 1 + 1 }}\n",
+}
+PLAIN_TEMPLATE = {
+    "copier.yml": "name:\n  type: str\n  default: demo\n",
+    "{{name}}.txt.jinja": "{{ 1 + 1 }}\n",
+}
+
+
+def _configmap_template(node: Node, namespace: str, name: str, files: dict[str, str]) -> dict[str, Any]:
+    """A ConfigMap holding `files` (keys k0, k1, ...), and the template source that reads it."""
+    keys = {f"k{i}": path for i, path in enumerate(files)}
+    literals = [f"--from-literal={key}={files[path]}" for key, path in keys.items()]
+    node.kubectl("create", "configmap", "-n", namespace, name, *literals)
+    items = [{"key": key, "path": path} for key, path in keys.items()]
+    return {"template": {"configMap": {"name": name, "items": items}}}
+
+
 def _landlock_in_pod(node: Node, pod: str) -> bool:
     """Whether landlock_create_ruleset(NULL, 0, VERSION) works in the pod (under RuntimeDefault)."""
     code = (
@@ -244,29 +265,7 @@ def test_the_samples_complete_and_the_sandbox_runs_under_the_runtime_profile(
             assert obj["status"]["phase"] == "Completed", obj["status"]
         # a template that loads a Jinja extension needs Landlock (the sandbox runs inside the pod,
         # so under containerd's default seccomp profile)
-        files = {
-            "copier.yml": "_jinja_extensions:\n  - jinja2_time.TimeExtension\n",
-            "a.txt.jinja": "{{ 1 + 1 }}\n",
-        }
-        node.kubectl(
-            "create",
-            "configmap",
-            "-n",
-            namespace,
-            "ext-template",
-            *(
-                f"--from-literal={k}={v}"
-                for k, v in [("copier", files["copier.yml"]), ("a", files["a.txt.jinja"])]
-            ),
-        )
-        source = {
-            "template": {
-                "configMap": {
-                    "name": "ext-template",
-                    "items": [{"key": "copier", "path": "copier.yml"}, {"key": "a", "path": "a.txt.jinja"}],
-                }
-            }
-        }
+        source = _configmap_template(node, namespace, "ext-template", EXTENSION_TEMPLATE)
         create(api, PROJECTS, namespace, project_body("ext", [source]))
         landlock = _landlock_in_pod(node, installed.metadata.name)
         obj = wait_phase(api, PROJECTS, namespace, "ext", "Completed", "Failed", timeout=120)
@@ -352,6 +351,58 @@ def test_a_new_pod_finishes_the_work_of_a_deleted_one(node: Node, installed: cli
     staging = work / "pv" / ".staging"
     assert staging.is_dir()
     assert sorted(p.name for p in staging.iterdir()) == [], "staging debris after the restart"
+
+
+# A seccomp profile that forbids Landlock's syscalls, as one that does not list them does (runc
+# answers EPERM for an unlisted syscall older than the profile's newest): landlock_* get EPERM.
+NO_LANDLOCK_PROFILE = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [
+        {
+            "names": ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+        }
+    ],
+}
+
+
+def _seccomp(node: Node, profile: dict[str, str]) -> client.V1Pod:
+    """Roll the operator onto pod-level seccompProfile `profile`; the new pod, Ready."""
+    with node.api_client() as api:
+        old = _wait_operator_ready(api)
+        patch = {"spec": {"template": {"spec": {"securityContext": {"seccompProfile": profile}}}}}
+        node.kubectl("patch", "deployment", "-n", NAMESPACE, "projectgen", "-p", json.dumps(patch))
+        return _wait_operator_ready(api, other_than=old.metadata.name, timeout=120)
+
+
+def test_where_the_runtime_forbids_landlock_plain_templates_render_and_extensions_fail_saying_why(
+    node: Node, installed: client.V1Pod
+) -> None:
+    namespace = "no-landlock"
+    node.kubectl("create", "namespace", namespace)
+    plain = _configmap_template(node, namespace, "plain-template", PLAIN_TEMPLATE)
+    extensions = _configmap_template(node, namespace, "ext-template", EXTENSION_TEMPLATE)
+    (node.root_dir / "seccomp").mkdir(exist_ok=True)
+    (node.root_dir / "seccomp" / "no-landlock.json").write_text(json.dumps(NO_LANDLOCK_PROFILE))
+    pod = _seccomp(node, {"type": "Localhost", "localhostProfile": "no-landlock.json"})
+    try:
+        assert "Seccomp:\t2" in _exec(node, pod.metadata.name, "cat", "/proc/1/status")
+        assert not _landlock_in_pod(node, pod.metadata.name), "the profile did not forbid Landlock"
+        with node.api_client() as api:
+            create(api, PROJECTS, namespace, project_body("plain", [plain]))
+            create(api, PROJECTS, namespace, project_body("ext", [extensions]))
+            done = wait_phase(api, PROJECTS, namespace, "plain", "Completed", "Failed", timeout=120)
+            assert done["status"]["phase"] == "Completed", done["status"]
+            assert [f["path"] for f in done["status"]["files"]] == ["demo.txt"]
+            failed = wait_phase(api, PROJECTS, namespace, "ext", "Completed", "Failed", timeout=120)
+            assert failed["status"]["phase"] == "Failed", failed["status"]
+            message = failed["status"]["message"]
+            assert "the container's seccomp profile forbids it" in message, message
+            assert "allow landlock_create_ruleset, landlock_add_rule and landlock_restrict_self" in message
+            wait_event(api, namespace, "ext", lambda e: "seccomp profile forbids" in (e.message or ""))
+    finally:
+        _seccomp(node, {"type": "RuntimeDefault"})
 
 
 def test_the_liveness_probe_passes(node: Node, installed: client.V1Pod) -> None:

@@ -5,6 +5,7 @@ within their limits, changing nothing outside their output."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ from test_generation_template import GIT_ENV, git, publish, server, template, wo
 
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.render import RenderResult, TemplateOptions, render_project
-from projectgen.generation.sandbox import Limits, RenderCancelled, runner
+from projectgen.generation.sandbox import Limits, RenderCancelled, confine, runner
 from projectgen_dev.gitserver import GitHTTPServer
 
 __all__ = ["server", "work"]  # module fixtures shared with test_generation_template
@@ -439,21 +440,24 @@ def test_renders_run_in_parallel(tmp_path: Path, server: GitHTTPServer, work: Pa
     assert not sandbox_children()
 
 
-# -- a kernel without Landlock ------------------------------------------------------------------
+# -- a kernel without Landlock, or a runtime profile that forbids it --------------------------
 
 NO_LANDLOCK = """\
 import errno, os, sys
 import pyseccomp as sc
 f = sc.SyscallFilter(defaction=sc.ALLOW)
 for name in ("landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"):
-    f.add_rule(sc.ERRNO(errno.ENOSYS), name)
+    f.add_rule(sc.ERRNO(getattr(errno, os.environ["NO_LANDLOCK_ERRNO"])), name)
 f.load()
 os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
-def render_cli_without_landlock(tmp_path: Path, url: str, name: str) -> subprocess.CompletedProcess[str]:
-    """`projectgen render` as on a kernel built without Landlock: its syscalls answer ENOSYS
+def render_cli_without_landlock(
+    tmp_path: Path, url: str, name: str, errno_name: str
+) -> subprocess.CompletedProcess[str]:
+    """`projectgen render` where Landlock's syscalls answer `errno_name`: ENOSYS as on a kernel
+    built without it, EPERM as under a container runtime's seccomp profile that does not list them
     (a seccomp filter, inherited by every process the command starts)."""
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(
@@ -467,36 +471,65 @@ def render_cli_without_landlock(tmp_path: Path, url: str, name: str) -> subproce
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "NO_LANDLOCK_ERRNO": errno_name},
     )
 
 
+@pytest.mark.parametrize(
+    ("errno_name", "why"),
+    [
+        # the wrapper's filter is what a container runtime's profile would be: both are named
+        (
+            "ENOSYS",
+            "needs Landlock, and this kernel lacks it, or the container's seccomp profile hides it "
+            "(Function not implemented; if the node's kernel has Landlock, allow landlock_create_ruleset",
+        ),
+        (
+            "EPERM",
+            "needs Landlock, and the container's seccomp profile forbids it (Operation not permitted; "
+            "allow landlock_create_ruleset, landlock_add_rule and landlock_restrict_self",
+        ),
+    ],
+)
 def test_without_landlock_plain_templates_render_and_code_is_refused(
-    tmp_path: Path, server: GitHTTPServer, work: Path
+    tmp_path: Path, server: GitHTTPServer, work: Path, errno_name: str, why: str
 ) -> None:
     plain = make(
         server,
         work,
-        "time-nolandlock",
+        f"time-nolandlock-{errno_name}",
         {
             "copier.yml": "_jinja_extensions:\n  - jinja2_time.TimeExtension\n",
             "a.txt.jinja": "{% now 'utc', '%Y' %}",
         },
     )
-    done = render_cli_without_landlock(tmp_path, plain, "time")
+    done = render_cli_without_landlock(tmp_path, plain, "time", errno_name)
     assert done.returncode == 1, done.stderr  # jinja2-time is an extension: refused too
-    assert "needs Landlock, which this kernel lacks" in done.stderr
-    plain = make(server, work, "plain2-nolandlock", {"a.txt.jinja": "{{ 1 + 1 }}\n"})
-    done = render_cli_without_landlock(tmp_path, plain, "plain2")
+    assert why in done.stderr
+    plain = make(server, work, f"plain2-nolandlock-{errno_name}", {"a.txt.jinja": "{{ 1 + 1 }}\n"})
+    done = render_cli_without_landlock(tmp_path, plain, "plain2", errno_name)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "plain2" / "a.txt").read_text() == "2\n"
-    probe = make(server, work, "probe-nolandlock", extension("out['ran'] = True"))
-    done = render_cli_without_landlock(tmp_path, probe, "probe")
+    probe = make(server, work, f"probe-nolandlock-{errno_name}", extension("out['ran'] = True"))
+    done = render_cli_without_landlock(tmp_path, probe, "probe", errno_name)
     assert done.returncode == 1
     assert (
         "the template loads Jinja extensions (copier_templates_extensions.TemplateExtensionLoader, ext.py:Probe)"
         in (done.stderr)
     )
     assert not (tmp_path / "probe").exists()
+
+
+def test_why_landlock_is_missing_names_the_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(confine, "_under_seccomp", lambda: False)
+    assert confine._landlock_missing(errno.ENOSYS) == "this kernel lacks it (Function not implemented)"
+    assert "switched off" in (confine._landlock_missing(errno.EOPNOTSUPP) or "")
+    assert (confine._landlock_missing(errno.EPERM) or "").startswith(
+        "the container's seccomp profile forbids"
+    )
+    assert confine._landlock_missing(errno.EINVAL) is None  # a real failure: the render fails
+    monkeypatch.setattr(confine, "_under_seccomp", lambda: True)
+    assert "or the container's seccomp profile hides it" in (confine._landlock_missing(errno.ENOSYS) or "")
 
 
 def test_a_resource_may_lower_the_limits_never_raise_them(

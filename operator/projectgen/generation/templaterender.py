@@ -214,7 +214,7 @@ def render(request: dict[str, Any], *, extensions_allowed: bool, why_not: str) -
             if template.jinja_extensions and not extensions_allowed:
                 raise RenderFailed(
                     f"the template loads Jinja extensions ({', '.join(template.jinja_extensions)}), which run "
-                    f"code; that needs Landlock, which this kernel lacks ({why_not}); only templates without "
+                    f"code; that needs Landlock, and {why_not}; only templates without "
                     "_jinja_extensions render here"
                 )
             tasks = describe_tasks(template)

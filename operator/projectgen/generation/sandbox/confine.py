@@ -79,6 +79,43 @@ class ConfinementError(Exception):
     """The sandbox could not be set up: nothing of the template was loaded."""
 
 
+# Why Landlock is not there, by the errno of its version probe. EPERM is a seccomp profile that
+# does not list the Landlock syscalls (runc answers EPERM for an unlisted syscall older than the
+# profile's newest, ENOSYS for a newer one): the kernel may have it, this process may not use it.
+_ALLOW_LANDLOCK = (
+    "allow landlock_create_ruleset, landlock_add_rule and landlock_restrict_self in the pod's seccompProfile"
+)
+_LANDLOCK_MISSING = {
+    errno.ENOSYS: ("this kernel lacks it", ""),
+    errno.EOPNOTSUPP: ("this kernel has it switched off", "see the boot parameter lsm="),
+    errno.EPERM: ("the container's seccomp profile forbids it", _ALLOW_LANDLOCK),
+}
+_LANDLOCK_HIDDEN = (
+    "this kernel lacks it, or the container's seccomp profile hides it",
+    f"if the node's kernel has Landlock, {_ALLOW_LANDLOCK}",
+)
+
+
+def _under_seccomp() -> bool:
+    """Whether a seccomp filter (a container runtime's profile) already confines this process."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return any(line.split() == ["Seccomp:", "2"] for line in fh)
+    except OSError:
+        return False
+
+
+def _landlock_missing(code: int) -> str | None:
+    """The reason for status when the probe failed with `code`; None when it is no such reason."""
+    missing = _LANDLOCK_MISSING.get(code)
+    if missing is None:
+        return None
+    if code == errno.ENOSYS and _under_seccomp():
+        missing = _LANDLOCK_HIDDEN
+    why, hint = missing
+    return f"{why} ({'; '.join(filter(None, (os.strerror(code), hint)))})"
+
+
 @dataclass(frozen=True, slots=True)
 class Confinement:
     landlock_abi: int
@@ -117,9 +154,10 @@ def landlock(read: Iterable[str], write: Iterable[str]) -> Confinement:
     try:
         abi = int(ll.landlock_abi_version())
     except ll.SyscallError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
-            return Confinement(0, exc.reason or os.strerror(exc.errno or 0))
-        raise ConfinementError(f"Landlock: {exc}") from exc
+        why = _landlock_missing(exc.errno or 0)
+        if why is None:
+            raise ConfinementError(f"Landlock: {exc}") from exc
+        return Confinement(0, why)
     reading = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR
     ruleset = ll.Ruleset()
     for path in read:
