@@ -367,7 +367,7 @@ NO_LANDLOCK_PROFILE = {
 }
 
 
-def _seccomp(node: Node, profile: dict[str, str]) -> client.V1Pod:
+def _seccomp(node: Node, profile: dict[str, str | None]) -> client.V1Pod:
     """Roll the operator onto pod-level seccompProfile `profile`; the new pod, Ready."""
     with node.api_client() as api:
         old = _wait_operator_ready(api)
@@ -397,12 +397,12 @@ def test_where_the_runtime_forbids_landlock_plain_templates_render_and_extension
             assert [f["path"] for f in done["status"]["files"]] == ["demo.txt"]
             failed = wait_phase(api, PROJECTS, namespace, "ext", "Completed", "Failed", timeout=120)
             assert failed["status"]["phase"] == "Failed", failed["status"]
-            message = failed["status"]["message"]
+            message = failed["status"]["errorMessage"]
             assert "the container's seccomp profile forbids it" in message, message
             assert "allow landlock_create_ruleset, landlock_add_rule and landlock_restrict_self" in message
             wait_event(api, namespace, "ext", lambda e: "seccomp profile forbids" in (e.message or ""))
     finally:
-        _seccomp(node, {"type": "RuntimeDefault"})
+        _seccomp(node, {"type": "RuntimeDefault", "localhostProfile": None})
 
 
 def test_the_liveness_probe_passes(node: Node, installed: client.V1Pod) -> None:
