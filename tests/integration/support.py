@@ -63,6 +63,15 @@ def permission_problems(log: str) -> list[str]:
     return problems
 
 
+def ensure_namespace(api: client.ApiClient, name: str) -> None:
+    """Create the namespace unless it is there."""
+    try:
+        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

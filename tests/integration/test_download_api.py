@@ -14,7 +14,6 @@ folds the ``aggregate-to-*`` ClusterRoles into view/edit/admin, as its controlle
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import json
 import os
@@ -29,10 +28,6 @@ from typing import Any
 
 import pytest
 import urllib3
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from support import (
@@ -40,6 +35,7 @@ from support import (
     PROJECTS,
     OperatorProcess,
     create,
+    ensure_namespace,
     export_body,
     free_port,
     inline_source,
@@ -49,7 +45,9 @@ from support import (
     wait_phase,
 )
 
+from projectgen.serving import tls
 from projectgen.serving.download import GROUP, download_path
+from projectgen_dev import pki
 from projectgen_dev.aggregation import aggregate_cluster_roles, endpoint_slice
 from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 from projectgen_dev.netns import NetworkNamespace
@@ -84,14 +82,6 @@ class Cluster:
         )
 
 
-def _ensure_namespace(api: client.ApiClient, name: str) -> None:
-    try:
-        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-
 @pytest.fixture(scope="module")
 def cluster(
     network_namespace: NetworkNamespace, tmp_path_factory: pytest.TempPathFactory
@@ -103,7 +93,7 @@ def cluster(
     ns = network_namespace
     with ControlPlane(bin_dir, netns=ns) as cp, cp.api_client() as api:
         cp.install(REPO_ROOT / "crds")
-        _ensure_namespace(api, SYSTEM)
+        ensure_namespace(api, SYSTEM)
         subprocess.run(
             [
                 "kubectl",
@@ -139,7 +129,7 @@ def cluster(
                 ).start()
             _wait_available(api, shards)
             for name in ("team-a", "team-b"):
-                _ensure_namespace(api, name)
+                ensure_namespace(api, name)
             aggregate_cluster_roles(api)
             rbac = client.RbacAuthorizationV1Api(api)
             for user, namespace, role in ((ALICE, "team-a", "edit"), (BOB, "team-b", "view")):
@@ -199,18 +189,14 @@ def _export(
     content = {f"src/file{i:03}.txt": f"{name} line {i}\n" * (i + 1) for i in range(files)}
     project = project_body(f"{name}-p", [inline_source(content)])
     project["metadata"]["labels"] = labels
-    try:
-        create(cluster.api, PROJECTS, namespace, project)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
     export = export_body(name, f"{name}-p", export_type)
     export["metadata"]["labels"] = labels
-    try:
-        create(cluster.api, EXPORTS, namespace, export)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    for plural, body in ((PROJECTS, project), (EXPORTS, export)):
+        try:
+            create(cluster.api, plural, namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
     return wait_phase(cluster.api, EXPORTS, namespace, name, "Completed", timeout=90)
 
 
@@ -399,28 +385,13 @@ def _direct_pool(cluster: Cluster, cert: Path | None = None, key: Path | None = 
 
 
 def _issue(ca_cert: Path, ca_key: Path, common_name: str, out: Path) -> tuple[Path, Path]:
-    issuer = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    signer = serialization.load_pem_private_key(ca_key.read_bytes(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    """A client certificate for `common_name` from the CA in those files, in `out`.crt|.key."""
+    cert, key = tls.CertificateAuthority(ca_cert.read_bytes(), ca_key.read_bytes()).issue(
+        common_name, client=True
     )
     cert_path, key_path = out.with_suffix(".crt"), out.with_suffix(".key")
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    cert_path.write_bytes(cert)
+    key_path.write_bytes(key)
     return cert_path, key_path
 
 
@@ -436,38 +407,19 @@ def test_requests_not_from_the_api_server_are_refused(
     assert no_cert.status == 401 and json.loads(no_cert.data)["reason"] == "Unauthorized"
 
     # Signed by the requestheader CA, but not a name in requestheader-allowed-names.
-    pki = cluster.cp.cert_dir
+    cert_dir = cluster.cp.cert_dir
     cert, key = _issue(
-        pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key", "not-the-front-proxy", tmp_path / "np"
+        cert_dir / "front-proxy-ca.crt",
+        cert_dir / "front-proxy-ca.key",
+        "not-the-front-proxy",
+        tmp_path / "np",
     )
     wrong_name = _direct_pool(cluster, cert, key).request("GET", url, headers=headers)
     assert wrong_name.status == 401
     assert "requestheader-allowed-names" in json.loads(wrong_name.data)["message"]
 
     # The right name, from a CA the cluster never heard of: refused in the TLS handshake.
-    own_ca = tmp_path / "rogue-ca"
-    rogue_key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue")])
-    now = datetime.datetime.now(datetime.UTC)
-    rogue = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(rogue_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(rogue_key, hashes.SHA256())
-    )
-    own_ca.with_suffix(".crt").write_bytes(rogue.public_bytes(serialization.Encoding.PEM))
-    own_ca.with_suffix(".key").write_bytes(
-        rogue_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    cert, key = _issue(
-        own_ca.with_suffix(".crt"), own_ca.with_suffix(".key"), "front-proxy-client", tmp_path / "rp"
-    )
+    rogue = pki.CertificateAuthority(tmp_path, "rogue-ca").issue("rp", "front-proxy-client")
+    cert, key = rogue.cert, rogue.key
     with pytest.raises(urllib3.exceptions.HTTPError):
         _direct_pool(cluster, cert, key).request("GET", url, headers=headers)

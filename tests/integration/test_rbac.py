@@ -27,6 +27,7 @@ from support import (
     OperatorProcess,
     condition,
     create,
+    ensure_namespace,
     export_body,
     free_port,
     inline_source,
@@ -61,14 +62,6 @@ def kustomize() -> list[dict[str, Any]]:
         ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
-
-
-def ensure_namespace(api: client.ApiClient, name: str) -> None:
-    try:
-        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
 
 
 @pytest.fixture(scope="module")
