@@ -22,7 +22,6 @@ import argparse
 import atexit
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import secrets
@@ -46,6 +45,7 @@ import kubernetes.client
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from projectgen_dev import buildcache
 from projectgen_dev.netns import NetworkNamespace
 from projectgen_dev.pki import CertificateAuthority, KeyPair
 
@@ -149,32 +149,15 @@ def _build_binaries(target: Path) -> Path:
             f"kube-apiserver and etcd not found and `go` is not on PATH to build them into {target} "
             f"(set KUBEBUILDER_ASSETS or put the binaries on PATH)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.parent / f".{target.name}.lock"
-    with lock_path.open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(f"another process is building the control plane into {target}; waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _cache_complete(target):  # built by whoever held the lock before us
-                return target
-            _log(f"building kube-apiserver {K8S_VERSION} and etcd {ETCD_VERSION} into {target}")
-            started = time.monotonic()
-            proc = subprocess.run(
-                ["bash", str(script), str(target), K8S_VERSION, ETCD_VERSION],
-                stdout=sys.stderr,  # progress only, never on our stdout
-                check=False,
-            )
-            if proc.returncode != 0 or not _cache_complete(target):
-                raise BinariesNotFoundError(
-                    f"{script} failed with exit code {proc.returncode} (see its output above)"
-                )
-            _log(f"built in {time.monotonic() - started:.0f}s")
-            return target
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    buildcache.build_once(
+        target.parent / f".{target.name}.lock",
+        lambda: _cache_complete(target),
+        ["bash", str(script), str(target), K8S_VERSION, ETCD_VERSION],
+        what=f"kube-apiserver {K8S_VERSION} and etcd {ETCD_VERSION} into {target}",
+        error=BinariesNotFoundError,
+        log=_log,
+    )
+    return target
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import fcntl
 import os
 import pwd
 import re
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import requests
+
+from projectgen_dev import buildcache
 
 GITEA_VERSION = "v1.26.0"
 BIN_ENV = "PROJECTGEN_GITEA_BIN"
@@ -93,27 +94,15 @@ def _build(target: Path) -> Path:
         raise GiteaError(f"gitea not found (set {BIN_ENV} or put it on PATH); {target} is empty")
     if shutil.which("go") is None:
         raise GiteaError(f"gitea not found and `go` is not on PATH to build it into {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with (target.parent / f".{target.name}.lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(f"another process is building Gitea into {target}; waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _cache_complete(target):
-                return target
-            _log(f"building Gitea {GITEA_VERSION} into {target}")
-            started = time.monotonic()
-            proc = subprocess.run(
-                ["bash", str(script), str(target), GITEA_VERSION], stdout=sys.stderr, check=False
-            )
-            if proc.returncode != 0 or not _cache_complete(target):
-                raise GiteaError(f"{script} failed with exit code {proc.returncode} (see its output above)")
-            _log(f"built in {time.monotonic() - started:.0f}s")
-            return target
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    buildcache.build_once(
+        target.parent / f".{target.name}.lock",
+        lambda: _cache_complete(target),
+        ["bash", str(script), str(target), GITEA_VERSION],
+        what=f"Gitea {GITEA_VERSION} into {target}",
+        error=GiteaError,
+        log=_log,
+    )
+    return target
 
 
 def _free_port() -> int:

@@ -11,18 +11,18 @@ Tests only: the operator never runs it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from projectgen_dev import buildcache
 
 CLI_UTILS_VERSION = "v0.37.2"
 """The sigs.k8s.io/cli-utils version pinned in hack/kstatus/go.mod."""
@@ -96,27 +96,18 @@ def ensure_binary() -> Path:
     if go is None:
         raise KstatusUnavailable(f"`go` is not on PATH to build the kstatus helper into {target}")
     target.mkdir(parents=True, exist_ok=True)
-    with (target.parent / f".{target.name}.lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(f"another process is building the kstatus helper into {target}; waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _built(target, digest):
-                return target / "kstatus"
-            _build(go, source, target, digest)
-            return target / "kstatus"
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    buildcache.build_once(
+        target.parent / f".{target.name}.lock",
+        lambda: _built(target, digest),
+        lambda: _build(go, source, target, digest),
+        what=f"the kstatus helper (sigs.k8s.io/cli-utils {CLI_UTILS_VERSION}) into {target}",
+        error=KstatusUnavailable,
+        log=_log,
+    )
+    return target / "kstatus"
 
 
 def _build(go: str, source: Path, target: Path, digest: str) -> None:
-    _log(
-        f"building the kstatus helper (sigs.k8s.io/cli-utils {CLI_UTILS_VERSION}) from the Go module proxy "
-        f"into {target} (first time: a minute or two)"
-    )
-    started = time.monotonic()
     (target / "SOURCE").unlink(missing_ok=True)
     tmp = target / "kstatus.tmp"
     env = {
@@ -144,7 +135,6 @@ def _build(go: str, source: Path, target: Path, digest: str) -> None:
         )
     tmp.replace(target / "kstatus")
     (target / "SOURCE").write_text(digest + "\n")
-    _log(f"built in {time.monotonic() - started:.0f}s")
 
 
 def results(objects: Iterable[Mapping[str, Any]]) -> list[Result]:

@@ -40,7 +40,6 @@ or ``python -m projectgen_dev controlplane --node``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import io
@@ -63,6 +62,7 @@ from typing import Any
 import kubernetes.client
 import yaml
 
+from projectgen_dev import buildcache
 from projectgen_dev import netns as netns_module
 from projectgen_dev.controlplane import (
     K8S_VERSION,
@@ -164,22 +164,15 @@ def find_node_binaries() -> Path:
             f"{', '.join(NODE_BINARIES)} not found in {target}; set KUBEBUILDER_ASSETS, or build them "
             f"with hack/build-node.sh (needs a source checkout and `go`)"
         )
-    target.mkdir(parents=True, exist_ok=True)
-    with (target.parent / f".{target.name}.node.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _node_cache_complete(target):
-                return target
-            started = time.monotonic()
-            proc = subprocess.run(
-                ["bash", str(script), str(target), K8S_VERSION], stdout=sys.stderr, check=False
-            )
-            if proc.returncode != 0 or not _node_cache_complete(target):
-                raise NodeError(f"{script} failed with exit code {proc.returncode} (see its output above)")
-            _log(f"built the node binaries in {time.monotonic() - started:.0f}s")
-            return target
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    buildcache.build_once(
+        target.parent / f".{target.name}.node.lock",
+        lambda: _node_cache_complete(target),
+        ["bash", str(script), str(target), K8S_VERSION],
+        what=f"the node binaries into {target}",
+        error=NodeError,
+        log=_log,
+    )
+    return target
 
 
 # --------------------------------------------------------------------------------------------
