@@ -775,12 +775,16 @@ def is_crd_not_ready(status: int | None, text: str) -> bool:
 
 
 def admission_probes() -> list[tuple[str, dict[str, Any]]]:
-    """One minimal object of each kind, as ``(plural, body)``."""
-    meta = {"name": _PROBE_NAME, "namespace": PROBE_NAMESPACE}
+    """One minimal object of each kind, as ``(plural, body)``, each with a forged createdBy."""
+    meta = {
+        "name": _PROBE_NAME,
+        "namespace": PROBE_NAMESPACE,
+        "annotations": {"projectgen.io/created-by": "forged"},
+    }
     project = {
         "apiVersion": "projectgen.io/v1alpha1",
         "kind": "GeneratedProject",
-        "metadata": {**meta, "annotations": {"projectgen.io/created-by": "forged"}},
+        "metadata": dict(meta),
         "spec": {
             "projectRef": {"name": "probe"},
             "sources": [{"inline": {"files": [{"path": "a", "content": "a"}]}}],
@@ -822,7 +826,7 @@ def wait_admissible(client: kubernetes.client.ApiClient, *, created_by: bool, ti
                 "projectgen.io", "v1alpha1", PROBE_NAMESPACE, plural, body, dry_run="All"
             )
             stamped = (made.get("metadata", {}).get("annotations") or {}).get("projectgen.io/created-by")
-            if created_by and plural == "generatedprojects" and stamped == "forged":
+            if created_by and stamped == "forged":
                 raise ApiException(status=0, reason="the createdBy policy does not act yet")
             return made
 

@@ -274,6 +274,24 @@ def export_body(name: str, project: str, export_type: str, **spec: Any) -> dict[
     }
 
 
+CREATED_BY_KINDS = [pytest.param(PROJECTS, id="project"), pytest.param(EXPORTS, id="export")]
+"""The kinds whose creator admission records (manifests/created-by/): createdBy tests run on each."""
+
+
+def create_annotated(
+    api: client.ApiClient, plural: str, namespace: str, name: str, annotations: dict[str, str]
+) -> dict[str, Any]:
+    """A small GeneratedProject or zip RepositoryExport ``name`` with ``annotations``, created by
+    ``api``'s user; an export's project (``<name>-project``) is created first, by the same user."""
+    files = [inline_source({"a.txt": "a"})]
+    body = project_body(name, files)
+    if plural == EXPORTS:
+        create(api, PROJECTS, namespace, project_body(f"{name}-project", files))
+        body = export_body(name, f"{name}-project", "zip")
+    body["metadata"]["annotations"] = annotations
+    return create(api, plural, namespace, body)
+
+
 def events(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
     items = (
         client.CoreV1Api(api)

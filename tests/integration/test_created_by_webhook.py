@@ -10,6 +10,7 @@ fills in the configuration's caBundle itself; kube-apiserver verifies the certif
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +20,11 @@ import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 from support import (
-    PROJECTS,
+    CREATED_BY_KINDS,
     OperatorProcess,
-    create,
+    create_annotated,
     expose,
     free_port,
-    inline_source,
-    project_body,
     wait_phase,
 )
 
@@ -81,8 +80,8 @@ def webhook_operator(
 
 
 def namespace_for(cluster: ControlPlane, user: str) -> str:
-    """A namespace where ``user`` may create GeneratedProjects (and read them)."""
-    name = f"wh-{user}"
+    """A fresh namespace where ``user`` may create GeneratedProjects and RepositoryExports (and read them)."""
+    name = f"wh-{user}-{secrets.token_hex(3)}"
     with cluster.api_client() as api:
         kubernetes.client.CoreV1Api(api).create_namespace(
             kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
@@ -95,7 +94,7 @@ def namespace_for(cluster: ControlPlane, user: str) -> str:
                 "rules": [
                     {
                         "apiGroups": ["projectgen.io"],
-                        "resources": ["generatedprojects"],
+                        "resources": ["generatedprojects", "repositoryexports"],
                         "verbs": ["get", "list", "create", "patch", "update"],
                     }
                 ],
@@ -112,31 +111,32 @@ def namespace_for(cluster: ControlPlane, user: str) -> str:
     return name
 
 
+@pytest.mark.parametrize("plural", CREATED_BY_KINDS)
 def test_the_webhook_stamps_the_requesting_user_over_a_forged_one(
-    cluster: ControlPlane, webhook_operator: OperatorProcess
+    cluster: ControlPlane, webhook_operator: OperatorProcess, plural: str
 ) -> None:
     namespace = namespace_for(cluster, "alice")
-    body = project_body("forged", [inline_source({"a.txt": "a"})])
-    body["metadata"]["annotations"] = {"projectgen.io/created-by": "mallory", "team": "billing"}
+    forged = {"projectgen.io/created-by": "mallory", "team": "billing"}
     with kubernetes.client.ApiClient(cluster.user_configuration("alice")) as alice:
-        made = create(alice, PROJECTS, namespace, body)
+        made = create_annotated(alice, plural, namespace, "forged", forged)
         assert made["metadata"]["annotations"] == {"projectgen.io/created-by": "alice", "team": "billing"}
     with cluster.api_client() as admin:
-        done = wait_phase(admin, PROJECTS, namespace, "forged", "Completed")
+        done = wait_phase(admin, plural, namespace, "forged", "Completed")
         assert done["status"]["createdBy"] == "alice"
 
 
-def test_a_change_is_refused(cluster: ControlPlane, webhook_operator: OperatorProcess) -> None:
+@pytest.mark.parametrize("plural", CREATED_BY_KINDS)
+def test_a_change_is_refused(cluster: ControlPlane, webhook_operator: OperatorProcess, plural: str) -> None:
     namespace = namespace_for(cluster, "carol")
     with kubernetes.client.ApiClient(cluster.user_configuration("carol")) as carol:
-        create(carol, PROJECTS, namespace, project_body("mine", [inline_source({"a.txt": "a"})]))
+        create_annotated(carol, plural, namespace, "mine", {})
         custom = kubernetes.client.CustomObjectsApi(carol)
         with pytest.raises(ApiException) as excinfo:
             custom.patch_namespaced_custom_object(
                 "projectgen.io",
                 "v1alpha1",
                 namespace,
-                PROJECTS,
+                plural,
                 "mine",
                 {"metadata": {"annotations": {"projectgen.io/created-by": "eve"}}},
             )

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 from support import (
+    CREATED_BY_KINDS,
     PROJECTS,
     OperatorProcess,
     condition,
     create,
+    create_annotated,
     custom,
     get,
     inline_source,
@@ -444,19 +446,20 @@ def test_restart_mid_generation_completes_without_debris(
         assert outputs == [Path(status["outputDirectory"])]
 
 
+@pytest.mark.parametrize("plural", CREATED_BY_KINDS)
 def test_created_by_cannot_be_forged_or_changed(
-    api_client: client.ApiClient, namespace: str, kubectl: Callable[..., Any]
+    api_client: client.ApiClient, namespace: str, kubectl: Callable[..., Any], plural: str
 ) -> None:
-    body = project_body("forged", [inline_source({"a.txt": "a"})])
-    body["metadata"]["annotations"] = {"projectgen.io/created-by": "mallory"}
-    create(api_client, PROJECTS, namespace, body)
-    assert completed(api_client, namespace, "forged")["status"]["createdBy"] == "projectgen-admin"
+    made = create_annotated(api_client, plural, namespace, "forged", {"projectgen.io/created-by": "mallory"})
+    assert made["metadata"]["annotations"] == {"projectgen.io/created-by": "projectgen-admin"}  # the policy's
+    done = wait_phase(api_client, plural, namespace, "forged", "Completed")
+    assert done["status"]["createdBy"] == "projectgen-admin"
     result = kubectl(
         "annotate",
         "-n",
         namespace,
         "--overwrite",
-        "generatedproject/forged",
+        f"{plural}/forged",
         "projectgen.io/created-by=eve",
         check=False,
     )

@@ -1,7 +1,8 @@
 """The questions users ask of their generations, answered by the API server itself.
 
 `selectableFields` on both CRDs and the `projectgen.io/project` label turn "every generation of
-project billing", "every failed export", "everything alice created" and "all GitHub exports" into
+project billing", "every failed export", "everything alice created" (projects and exports) and "all
+GitHub exports" into
 `kubectl get --field-selector` / `-l` queries, served by the kube-apiserver (no operator involved).
 """
 
@@ -41,8 +42,8 @@ def _apply_as(kubectl: Kubectl, user: str, namespace: str, body: dict[str, objec
 @pytest.fixture(scope="module")
 def generations(api_client: client.ApiClient, kubectl: Kubectl, operator: object) -> str:
     """Two projects (billing, web), each generated twice, one generation of each failed; alice
-    created two of them; zip, tar and GitHub exports, some of failed generations. One namespace
-    for the module: the tests only read."""
+    created two of them; zip, tar and GitHub exports, some of failed generations, alice created two
+    of those. One namespace for the module: the tests only read."""
     namespace = f"selectors-{secrets.token_hex(3)}"
     client.CoreV1Api(api_client).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
@@ -51,21 +52,18 @@ def generations(api_client: client.ApiClient, kubectl: Kubectl, operator: object
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="absent-key"), data={"a": "x"})
     )
     kubectl("create", "role", "creator", "-n", namespace, "--verb=create,get,list",
-            "--resource=generatedprojects.projectgen.io")  # fmt: skip
+            "--resource=generatedprojects.projectgen.io,repositoryexports.projectgen.io")  # fmt: skip
     kubectl("create", "rolebinding", "alice", "-n", namespace, "--role=creator", "--user=alice")
     ok = inline_source({"README.md": "hello\n"})
     create(api_client, PROJECTS, namespace, project_body("billing-1", [ok], project="billing"))
     _apply_as(kubectl, "alice", namespace, project_body("billing-2", [_failing_source()], project="billing"))
     _apply_as(kubectl, "alice", namespace, project_body("web-1", [ok], project="web"))
     create(api_client, PROJECTS, namespace, project_body("web-2", [_failing_source()], project="web"))
-    for name, project, export_type in (
-        ("billing-1-zip", "billing-1", "zip"),
-        ("billing-2-zip", "billing-2", "zip"),
-        ("billing-2-gh", "billing-2", "github"),
-        ("web-1-tar", "web-1", "tar"),
-        ("web-2-gh", "web-2", "github"),
-    ):
-        create(api_client, EXPORTS, namespace, _export(name, project, export_type))
+    create(api_client, EXPORTS, namespace, _export("billing-1-zip", "billing-1", "zip"))
+    _apply_as(kubectl, "alice", namespace, _export("billing-2-zip", "billing-2", "zip"))
+    create(api_client, EXPORTS, namespace, _export("billing-2-gh", "billing-2", "github"))
+    _apply_as(kubectl, "alice", namespace, _export("web-1-tar", "web-1", "tar"))
+    create(api_client, EXPORTS, namespace, _export("web-2-gh", "web-2", "github"))
     for name in ("billing-1", "web-1"):
         wait_phase(api_client, PROJECTS, namespace, name, "Completed")
     for name in ("billing-2", "web-2"):
@@ -124,16 +122,33 @@ def test_every_failed_export(api_client: client.ApiClient, kubectl: Kubectl, gen
     assert _names(api_client, EXPORTS, ns, labels="projectgen.io/generated-project=billing-2") == of_billing_2
 
 
-def test_everything_alice_created(api_client: client.ApiClient, kubectl: Kubectl, generations: str) -> None:
+@pytest.mark.parametrize(
+    ("plural", "kind", "created", "failed"),
+    [
+        (PROJECTS, "gp", {"billing-2", "web-1"}, {"billing-2"}),
+        (EXPORTS, "rexp", {"billing-2-zip", "web-1-tar"}, {"billing-2-zip"}),
+    ],
+)
+def test_everything_alice_created(
+    api_client: client.ApiClient,
+    kubectl: Kubectl,
+    generations: str,
+    plural: str,
+    kind: str,
+    created: set[str],
+    failed: set[str],
+) -> None:
     ns = generations
-    assert _names(api_client, PROJECTS, ns, fields="status.createdBy=alice") == {"billing-2", "web-1"}
-    assert _kubectl_names(kubectl, "gp", ns, "--field-selector", "status.createdBy=alice") == {
-        "billing-2",
-        "web-1",
-    }
-    assert _names(api_client, PROJECTS, ns, fields="status.createdBy=alice,status.phase=Failed") == {
-        "billing-2"
-    }
+    assert _names(api_client, plural, ns, fields="status.createdBy=alice") == created
+    assert _kubectl_names(kubectl, kind, ns, "--field-selector", "status.createdBy=alice") == created
+    assert _names(api_client, plural, ns, fields="status.createdBy=alice,status.phase=Failed") == failed
+
+
+def test_wide_output_says_who_created_an_export(kubectl: Kubectl, generations: str) -> None:
+    lines = kubectl("get", "rexp", "-n", generations, "-o", "wide").stdout.splitlines()
+    at = lines[0].index(" CREATOR ") + 1  # columns are aligned; earlier cells may hold spaces
+    creators = {row.split()[0]: row[at:].split()[0] for row in lines[1:]}
+    assert creators["web-1-tar"] == "alice" and creators["billing-1-zip"] == "projectgen-admin"
 
 
 def test_all_github_exports(api_client: client.ApiClient, kubectl: Kubectl, generations: str) -> None:

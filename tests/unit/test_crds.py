@@ -163,7 +163,7 @@ def test_gitlab_name_error_says_what_is_allowed() -> None:
         ),
         (
             "repositoryexports.projectgen.io.yaml",
-            [".spec.exportType", ".spec.generatedProjectRef.name", ".status.phase"],
+            [".spec.exportType", ".spec.generatedProjectRef.name", ".status.phase", ".status.createdBy"],
         ),
     ],
 )

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from projectgen import metrics
 from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
-from projectgen.api.v1alpha1.generatedproject import CREATED_BY_ANNOTATION, PLURAL
+from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import Manifest
@@ -79,14 +79,12 @@ def reconcile(
     generation = int(meta.get("generation") or 1)
     status = dict(body.get("status") or {})
     kube = Kube(namespace)  # the only namespace this resource can make the operator read
-    created_by = (meta.get("annotations") or {}).get(CREATED_BY_ANNOTATION)
-    extra: dict[str, Any] = {"createdBy": created_by} if created_by and not status.get("createdBy") else {}
 
     if resuming and is_current(body):
         logger.debug("status is current; nothing to do")
         return metrics.Outcome.CURRENT
 
-    write = StatusWriter(body, PLURAL, always=extra)
+    write = StatusWriter(body, PLURAL)
 
     try:
         spec = GeneratedProjectSpec.model_validate(body.get("spec") or {})

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from projectgen.api.v1alpha1 import GeneratedProjectPhase, RepositoryExportPhase
+from projectgen.api.v1alpha1.common import CREATED_BY_ANNOTATION
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
 from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.handlers.kube import Kube
@@ -29,11 +30,12 @@ def unchanged(new: dict[str, Any], old: dict[str, Any]) -> bool:
 class StatusWriter:
     """`write(phase, state, reason, message, **fields)`: one patch of the status subresource.
 
-    `always` fields go into every patch (e.g. createdBy until it is recorded). A transition that
-    would only restamp the current status is skipped, except failures (their Event is the point).
+    Every patch carries createdBy (the admission-stamped annotation, same for both kinds) until
+    status records it. A transition that would only restamp the current status is skipped, except
+    failures (their Event is the point).
     """
 
-    def __init__(self, body: kopf.Body, plural: str, *, always: dict[str, Any] | None = None) -> None:
+    def __init__(self, body: kopf.Body, plural: str) -> None:
         meta = body["metadata"]
         self.body = body
         self.plural = plural
@@ -41,7 +43,8 @@ class StatusWriter:
         self.kube = Kube(meta["namespace"])
         self.generation = int(meta.get("generation") or 1)
         self.status: dict[str, Any] = dict(body.get("status") or {})
-        self.always = always or {}
+        created_by = (meta.get("annotations") or {}).get(CREATED_BY_ANNOTATION)
+        self.always = {"createdBy": created_by} if created_by and not self.status.get("createdBy") else {}
 
     def __call__(self, phase: Phase, state: State, reason: str, message: str, **fields: Any) -> None:
         patch = transition(

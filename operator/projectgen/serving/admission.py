@@ -3,7 +3,7 @@
 Why a webhook at all: ``manifests/created-by/`` stamps the requesting user with an in-tree
 MutatingAdmissionPolicy, but that API is beta in Kubernetes 1.34 and off by default, so on most
 clusters ``status.createdBy`` would stay empty. This answers the same question the policy does,
-from the operator's HTTPS server: on CREATE of a GeneratedProject, set the
+from the operator's HTTPS server: on CREATE of a GeneratedProject or a RepositoryExport, set the
 ``projectgen.io/created-by`` annotation to ``request.userInfo.username``, overwriting whatever the
 request carried. Changing it later is refused by the same in-tree ValidatingAdmissionPolicy
 (admissionregistration.k8s.io/v1, GA since 1.30) that the policy install uses, so immutability does
@@ -22,11 +22,13 @@ from typing import Any
 
 from aiohttp import web
 
-from projectgen.api.v1alpha1 import GROUP
-from projectgen.api.v1alpha1.generatedproject import CREATED_BY_ANNOTATION, PLURAL
+from projectgen.api.v1alpha1 import GROUP, generatedproject, repositoryexport
+from projectgen.api.v1alpha1.common import CREATED_BY_ANNOTATION
 
 PATH = "/admission/created-by"
 """Where the MutatingWebhookConfiguration of ``manifests/created-by-webhook/`` points."""
+STAMPED = frozenset({generatedproject.PLURAL, repositoryexport.PLURAL})
+"""The resources whose creator is recorded: the same list as the policies' resourceRules."""
 MAX_REVIEW_BYTES = 4 * 1024 * 1024  # the API server's own request limit is 3 MiB
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def review(body: dict[str, Any]) -> dict[str, Any]:
     if (
         request.get("operation") == "CREATE"
         and resource.get("group") == GROUP
-        and resource.get("resource") == PLURAL
+        and resource.get("resource") in STAMPED
         and not request.get("subResource")
         and isinstance(obj, dict)
     ):

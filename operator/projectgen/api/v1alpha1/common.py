@@ -26,6 +26,10 @@ SHA256_PATTERN = r"^[a-f0-9]{64}$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
+CREATED_BY_ANNOTATION = f"{GROUP}/created-by"
+"""Stamped with the requesting user on create of either kind by admission (policy or webhook; see
+manifests/created-by/), copied by the operator to status.createdBy."""
+
 # One source for the path rules: the CEL text and the Python check below must agree.
 _BAD_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -77,6 +81,10 @@ RelativePath = Annotated[
 ObjectName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, min_length=64, max_length=64)]
 Message = Annotated[str, Field(max_length=MAX_MESSAGE)]
+CreatedBy = Annotated[
+    str,
+    Field(max_length=MAX_PATH, description="The user who created the resource (see manifests/created-by/)."),
+]
 
 
 class Model(BaseModel):

@@ -12,9 +12,9 @@ from pydantic import Field, model_validator
 
 from projectgen.api.v1alpha1.common import (
     CONFIGMAP_KEY_PATTERN,
-    GROUP,
     MAX_PATH,
     Conditions,
+    CreatedBy,
     LocalObjectReference,
     Message,
     Model,
@@ -36,9 +36,6 @@ BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 SELECTABLE_FIELDS = (".spec.projectRef.name", ".status.phase", ".status.createdBy")
 # Set by the operator on every GeneratedProject: what label selectors (and kopf sharding) can use.
 PROJECT_LABEL = "projectgen.io/project"
-
-CREATED_BY_ANNOTATION = f"{GROUP}/created-by"
-"""Stamped with the requesting user on create by admission (policy or webhook), copied to status.createdBy."""
 
 
 class InlineFile(Model):
@@ -359,9 +356,7 @@ class GeneratedProjectStatus(Model):
     error_message: Message | None = Field(
         default=None, alias="errorMessage", description="Why the last generation failed."
     )
-    created_by: str | None = Field(
-        default=None, alias="createdBy", max_length=MAX_PATH, description="The user who created the resource."
-    )
+    created_by: CreatedBy | None = Field(default=None, alias="createdBy")
     completed_at: datetime | None = Field(
         default=None, alias="completedAt", description="When the last generation completed."
     )

@@ -12,6 +12,7 @@ from pydantic.config import JsonDict, JsonValue
 from projectgen.api.v1alpha1.common import (
     CONFIGMAP_KEY_PATTERN,
     Conditions,
+    CreatedBy,
     LocalObjectReference,
     Message,
     Model,
@@ -23,8 +24,13 @@ from projectgen.api.v1alpha1.forges import NAME_RULES, VISIBILITIES, is_gitlab_c
 KIND = "RepositoryExport"
 PLURAL = "repositoryexports"
 # Fields `kubectl get --field-selector` can filter on (the CRD's selectableFields): every export of
-# a project, every failed export, all GitHub exports.
-SELECTABLE_FIELDS = (".spec.exportType", ".spec.generatedProjectRef.name", ".status.phase")
+# a project, every failed export, all GitHub exports, everything a user exported.
+SELECTABLE_FIELDS = (
+    ".spec.exportType",
+    ".spec.generatedProjectRef.name",
+    ".status.phase",
+    ".status.createdBy",
+)
 REPOSITORY_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 URL_RULE: JsonDict = {
     "rule": "self.startsWith('https://') || self.startsWith('http://')",
@@ -416,6 +422,7 @@ class RepositoryExportStatus(Model):
     error_message: Message | None = Field(
         default=None, alias="errorMessage", description="Why the export failed."
     )
+    created_by: CreatedBy | None = Field(default=None, alias="createdBy")
     completed_at: datetime | None = Field(
         default=None, alias="completedAt", description="When the export completed."
     )
