@@ -56,6 +56,68 @@ def test_internal_addresses_are_named(address: str, reason: str) -> None:
     assert internal_reason(ipaddress.ip_address(address)) == reason
 
 
+def _public_ipv4() -> ipaddress.IPv4Address:
+    """An address Python calls global (never connected to), without a public literal in the tree."""
+    return next(a for a in (ipaddress.IPv4Address(n << 24 | 1) for n in range(1, 224)) if a.is_global)
+
+
+def _teredo(server: str, client: str) -> str:
+    """2001:0:<server>:<flags>:<port>:<client>, the client's address stored inverted (RFC 4380)."""
+    s, c = int(ipaddress.IPv4Address(server)), int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF
+    return str(ipaddress.IPv6Address(0x20010000 << 96 | s << 64 | c))
+
+
+# Each IPv6 form that carries an IPv4 address, carrying an internal one. Python 3.11.7's ipaddress
+# calls most of them global; each must be refused, naming the IPv4 address and the form.
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("64:ff9b::a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as NAT64)"),
+        ("64:ff9b::7f00:1", "loopback (IPv4 127.0.0.1 inside, as NAT64)"),
+        ("2002:7f00:1::", "loopback (IPv4 127.0.0.1 inside, as 6to4)"),
+        ("2002:a9fe:a9fe::1", "link-local (IPv4 169.254.169.254 inside, as 6to4)"),
+        ("::ffff:0:7f00:1", "loopback (IPv4 127.0.0.1 inside, as SIIT)"),
+        ("::ffff:0:a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as SIIT)"),
+        ("::7f00:1", "loopback (IPv4 127.0.0.1 inside, as IPv4-compatible)"),
+        ("::a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as IPv4-compatible)"),
+        ("::c612:1", "private (IPv4 198.18.0.1 inside, as IPv4-compatible)"),
+        ("::ffff:169.254.169.254", "link-local"),
+        (_teredo("198.18.0.1", str(_public_ipv4())), "private (IPv4 198.18.0.1 inside, as Teredo server)"),
+        (_teredo(str(_public_ipv4()), "127.0.0.1"), "loopback (IPv4 127.0.0.1 inside, as Teredo client)"),
+        ("3ffe::5efe:a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as ISATAP)"),
+        ("3ffe::200:5efe:7f00:1", "loopback (IPv4 127.0.0.1 inside, as ISATAP)"),
+        ("64:ff9b:1::a9fe:a9fe", "local-use NAT64 (64:ff9b:1::/48)"),
+        ("64:ff9b:1:ffff::1", "local-use NAT64 (64:ff9b:1::/48)"),
+        ("2002::1", "unspecified (IPv4 0.0.0.0 inside, as 6to4)"),
+    ],
+)
+def test_ipv6_forms_carrying_an_internal_ipv4_address_are_internal(address: str, reason: str) -> None:
+    assert internal_reason(ipaddress.ip_address(address)) == reason
+
+
+def test_embedded_ipv4_in_the_cluster_ranges_is_internal() -> None:
+    networks = outbound.parse_networks(["198.18.0.0/16"], "test")
+    assert internal_reason(ipaddress.ip_address("64:ff9b::c612:304"), networks) == (
+        "in the cluster's service/pod range 198.18.0.0/16 (IPv4 198.18.3.4 inside, as NAT64)"
+    )
+
+
+def test_a_name_resolving_to_nat64_of_the_metadata_address_is_refused(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("64:ff9b::a9fe:a9fe forge.test\n")
+    with pytest.raises(outbound.Refused, match=r"IPv4 169\.254\.169\.254 inside, as NAT64"):
+        guard(resolver=outbound.Resolver(hosts)).check("forge", "https://forge.test/api/v4")
+
+
+def test_ipv6_forms_carrying_a_public_ipv4_address() -> None:
+    """NAT64 of a public host passes (DNS64 clusters reach forges that way); 6to4, deprecated and
+    relayed by whoever is nearest, is refused whatever it carries, as newer Pythons do."""
+    public = int(_public_ipv4())
+    assert internal_reason(ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | public)) is None
+    assert internal_reason(ipaddress.IPv6Address(0x3FFE << 112 | 0x5EFE << 32 | public)) is None
+    assert internal_reason(ipaddress.IPv6Address(0x2002 << 112 | public << 80)) == "6to4 (2002::/16)"
+
+
 def test_cluster_ranges_are_internal_and_named_first() -> None:
     networks = outbound.parse_networks(["198.18.0.0/16"], "test")
     assert internal_reason(ipaddress.ip_address("198.18.3.4"), networks) == (
