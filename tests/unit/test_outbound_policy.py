@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -268,6 +269,7 @@ def test_git_config_pins_refuses_redirects_and_other_origin_submodules(tmp_path:
     config = outbound.git_config(g, "template", "http://u:p@git.test:8080/t.git", submodules=True)
     assert ("http.curloptResolve", "git.test:8080:127.0.0.1,[::1]") in config
     assert ("http.followRedirects", "false") in config
+    assert ("http.proxy", "") in config  # an empty proxy: curl ignores the proxy variables
     assert ("url.projectgen-refused://.insteadOf", "https://") in config
     assert ("url.projectgen-refused://.insteadOf", "http://") in config
     assert ("url.http://git.test:8080/.insteadOf", "http://git.test:8080/") in config
@@ -311,6 +313,51 @@ def listener() -> Iterator[tuple[str, list[str], type[_Recorder]]]:
         server.server_close()
 
 
+class _Proxy(BaseHTTPRequestHandler):
+    """A forward proxy on loopback that records each request (absolute URI or CONNECT) and forwards
+    none: whatever reaches it would have been resolved by the proxy, not by the policy."""
+
+    seen: list[str]
+
+    def _record(self) -> None:
+        self.seen.append(f"{self.command} {self.path}")
+        self.send_response(502)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_CONNECT = _record
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The operator's environment names a proxy, in every spelling, with no exceptions."""
+    handler = type("Proxy", (_Proxy,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for name in (*PROXY_VARIABLES, "Https_Proxy"):
+        monkeypatch.setenv(name, url)
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'http.proxy'='{url}'")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        yield handler.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_without_proxies_drops_every_spelling() -> None:
+    env = {name: "x" for name in (*PROXY_VARIABLES, "No_Proxy", "no_proxy", "PATH")}
+    assert outbound.without_proxies(env) == {"PATH": "x"}
+
+
 def test_session_refuses_before_connecting(listener: tuple[str, list[str], type[_Recorder]]) -> None:
     url, seen, _ = listener
     s = outbound.session(guard(HTTP_ALL))
@@ -330,6 +377,17 @@ def test_session_connects_to_the_checked_address(
     # forge.test exists only in the policy's hosts file: the connection used the checked address.
     assert s.get(f"http://forge.test:{port}/x", timeout=5).json() == {"ok": True}
     assert seen == ["/x"]
+
+
+def test_session_goes_to_the_checked_address_not_the_proxy(
+    tmp_path: Path, listener: tuple[str, list[str], type[_Recorder]], proxy: list[str]
+) -> None:
+    url, seen, _ = listener
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 forge.test\n")
+    s = outbound.session(guard(HTTP_ALL + LOOPBACK, resolver=outbound.Resolver(hosts)))
+    assert s.get(f"http://forge.test:{url.rsplit(':', 1)[1]}/x", timeout=5).json() == {"ok": True}
+    assert seen == ["/x"] and proxy == []
 
 
 def test_redirect_to_a_refused_address_is_refused(
@@ -422,6 +480,16 @@ def test_forge_allowed_by_the_policy_publishes_through_it(
     assert env.fake.git.requests  # the push went through the pinned remote
 
 
+def test_publishing_goes_to_the_checked_addresses_not_the_proxy(
+    env: HostEnv, project: Project, proxy: list[str]
+) -> None:
+    """The API calls (PyGithub, python-gitlab) and the push (git ls-remote, fetch, push) alike."""
+    result = env.run(env.request(project, guard=guard(HTTP_ALL + LOOPBACK)))
+    assert result.created and result.pushed
+    assert env.fake.requests and env.fake.git.requests
+    assert proxy == []
+
+
 def test_a_push_remote_the_policy_refuses_is_not_contacted(env: HostEnv, project: Project) -> None:
     """The API is allowed, but the clone URL it answers (the stand-in's git server) is not."""
     g = guard(f"forges: [{{urlPrefix: '{env.fake.api_url}'}}]\n{LOOPBACK}")
@@ -507,6 +575,43 @@ def _repo(
     bare.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], env=env, check=True)
     return server.url(f"t/{name}")
+
+
+def _template_spec(url: str) -> GeneratedProjectSpec:
+    return GeneratedProjectSpec.model_validate(
+        {"projectRef": {"name": "t"}, "sources": [{"template": {"url": url}}]}
+    )
+
+
+def test_template_clone_goes_to_the_checked_address_not_the_proxy(tmp_path: Path, proxy: list[str]) -> None:
+    """Through a proxy, the proxy would resolve the name again (DNS rebinding); with a policy the
+    clone goes to the checked address, and a name resolving to an internal address is refused."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 templates.test\n127.0.0.2 rebound.test\n")
+    g = guard(HTTP_ALL + "internal: [{host: templates.test}]\n", resolver=outbound.Resolver(hosts))
+
+    def render(url: str, policy: outbound.Guard | None) -> list[str]:
+        work = Path(tempfile.mkdtemp(dir=tmp_path))
+        spec = GeneratedProjectSpec.model_validate(
+            {"projectRef": {"name": "t"}, "sources": [{"template": {"url": url}}]}
+        )
+        result = render_project(spec, work / "tree", configmaps=lambda _: None, workdir=work, guard=policy)
+        return [f.path for f in result.manifest.files]
+
+    with GitHTTPServer(tmp_path / "srv") as server:
+        url = _repo(server, tmp_path, "t", {"copier.yml": "{}\n", "hello.txt": "hello\n"})
+        assert render(url.replace("127.0.0.1", "templates.test"), g) == ["hello.txt"]
+        assert server.requests and proxy == []
+
+        before = len(server.requests)
+        with pytest.raises(GenerationError, match=r"rebound\.test resolves to 127\.0\.0\.2"):
+            render(url.replace("127.0.0.1", "rebound.test"), g)
+        assert len(server.requests) == before and proxy == []
+
+        # No policy (`projectgen render` without --policy): the caller's own network, proxy included.
+        with pytest.raises(GenerationError, match="502"):
+            render(url, None)
+        assert proxy and proxy[0].startswith("GET http://127.0.0.1:")
 
 
 def test_submodules_only_from_the_templates_own_origin(tmp_path: Path) -> None:
