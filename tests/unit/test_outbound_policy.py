@@ -26,6 +26,7 @@ from projectgen.generation.errors import GenerationError
 from projectgen.generation.render import render_project
 from projectgen.outbound.addresses import internal_reason
 from projectgen_dev.gitserver import GitHTTPServer
+from projectgen_dev.proxy import RecordingProxy
 
 LOOPBACK = "internal: [{cidr: 127.0.0.0/8}]\n"
 HTTP_ALL = "templates: [{urlPrefix: 'http://'}]\nforges: [{urlPrefix: 'http://'}]\n"
@@ -313,44 +314,19 @@ def listener() -> Iterator[tuple[str, list[str], type[_Recorder]]]:
         server.server_close()
 
 
-class _Proxy(BaseHTTPRequestHandler):
-    """A forward proxy on loopback that records each request (absolute URI or CONNECT) and forwards
-    none: whatever reaches it would have been resolved by the proxy, not by the policy."""
-
-    seen: list[str]
-
-    def _record(self) -> None:
-        self.seen.append(f"{self.command} {self.path}")
-        self.send_response(502)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_GET = do_POST = do_CONNECT = _record
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
 @pytest.fixture
 def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The operator's environment names a proxy, in every spelling, with no exceptions."""
-    handler = type("Proxy", (_Proxy,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    for name in (*PROXY_VARIABLES, "Https_Proxy"):
-        monkeypatch.setenv(name, url)
-    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'http.proxy'='{url}'")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    try:
-        yield handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    """The operator's environment names a recording proxy, in every spelling, with no exceptions."""
+    with RecordingProxy() as recorder:
+        for name in (*PROXY_VARIABLES, "Https_Proxy"):
+            monkeypatch.setenv(name, recorder.url)
+        monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'http.proxy'='{recorder.url}'")
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        yield recorder.seen
 
 
 def test_without_proxies_drops_every_spelling() -> None:
