@@ -91,6 +91,9 @@ def _teredo(server: str, client: str) -> str:
         ("64:ff9b:1::a9fe:a9fe", "local-use NAT64 (64:ff9b:1::/48)"),
         ("64:ff9b:1:ffff::1", "local-use NAT64 (64:ff9b:1::/48)"),
         ("2002::1", "unspecified (IPv4 0.0.0.0 inside, as 6to4)"),
+        # Not IPv4 carriers, but ranges Python 3.11.7 calls global too.
+        ("fec0::1", "site-local IPv6 (fec0::/10)"),
+        ("5f00::1", "SRv6 segment identifiers (5f00::/16)"),
     ],
 )
 def test_ipv6_forms_carrying_an_internal_ipv4_address_are_internal(address: str, reason: str) -> None:

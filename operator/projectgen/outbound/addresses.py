@@ -11,7 +11,9 @@ public IPv4 host passes (a DNS64 cluster reaches GitHub that way).
 The standard library's own answer is not enough and changes between patch releases: the Python CI
 uses (3.11.7) calls `64:ff9b::a9fe:a9fe` (NAT64 for 169.254.169.254) and `2002:7f00:1::` global;
 later releases added the local-use NAT64 prefix, 6to4 and 3fff::/20 to their not-global list. Those
-are listed here (`_NOT_GLOBAL_V6`), so every supported Python gives the same verdict.
+are listed here (`_NOT_GLOBAL_V6`), so every supported Python gives the same verdict, with two that
+every Python calls global: site-local `fec0::/10` (deprecated, but routed inside the sites that use
+it) and the SRv6 block `5f00::/16`.
 
 Names are resolved once, here, and the connection is then made to exactly the addresses that were
 checked (git: `http.curloptResolve`; HTTP: a connection to the checked address). A hosts file can
@@ -39,6 +41,11 @@ _NOT_GLOBAL_V6 = (
     # RFC 7526 deprecated 6to4; it reaches IPv4 hosts through whichever relay is nearest.
     (ipaddress.ip_network("2002::/16"), "6to4"),
     (ipaddress.ip_network("3fff::/20"), "documentation"),  # RFC 9637
+    (ipaddress.ip_network("5f00::/16"), "SRv6 segment identifiers"),  # RFC 9602: not globally reachable
+    (
+        ipaddress.ip_network("fec0::/10"),
+        "site-local IPv6",
+    ),  # deprecated (RFC 3879), still routed inside sites
 )
 _ISATAP_MASK = 0xFCFFFFFF  # the interface identifier's high half, without its u and g bits
 _ISATAP_ID = 0x00005EFE
