@@ -5,8 +5,8 @@ Internal addresses (loopback, link-local, private, unique-local IPv6, the cluste
 refused unless the admin's policy allows them for the namespace; the checked addresses are pinned
 for the connection (git: `http.curloptResolve`; HTTP: the adapter connects to the checked address);
 redirects are refused by git and re-checked like any request over HTTP; no proxy is used on any path
-(a proxy would resolve the name itself). Nothing here imports
-`generation/` or `export/`: they call in with a `Guard`, a policy bound to one namespace.
+(a proxy would resolve the name itself). Nothing here imports `generation/` or `export/`: they call
+in with a `Guard`, a policy bound to one namespace.
 """
 
 from __future__ import annotations

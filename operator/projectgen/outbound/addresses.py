@@ -42,10 +42,8 @@ _NOT_GLOBAL_V6 = (
     (ipaddress.ip_network("2002::/16"), "6to4"),
     (ipaddress.ip_network("3fff::/20"), "documentation"),  # RFC 9637
     (ipaddress.ip_network("5f00::/16"), "SRv6 segment identifiers"),  # RFC 9602: not globally reachable
-    (
-        ipaddress.ip_network("fec0::/10"),
-        "site-local IPv6",
-    ),  # deprecated (RFC 3879), still routed inside sites
+    # Deprecated (RFC 3879), but still routed inside the sites that use it.
+    (ipaddress.ip_network("fec0::/10"), "site-local IPv6"),
 )
 _ISATAP_MASK = 0xFCFFFFFF  # the interface identifier's high half, without its u and g bits
 _ISATAP_ID = 0x00005EFE
