@@ -179,7 +179,7 @@ def run_child(mode: str, input_root: Path, storage_root: Path) -> None:
         report["sources"] = len(sources)
     elif mode == "template":
         # The real apply_template and its sandbox, with the clone replaced by hard links.
-        def local_fetch(url: str, ref: str | None, dest: Path, *args: object) -> None:
+        def local_fetch(url: str, ref: str | None, dest: Path, *args: object, **kwargs: object) -> None:
             shutil.copytree(input_root, dest, copy_function=os.link)
 
         run_sandboxed = template.sandbox.run

@@ -2,7 +2,9 @@
 internal addresses. One operator with a strict policy serves two namespaces of its own; the test
 listeners are on loopback, which that policy refuses except by the name `allowed.test`, and only
 for namespaces labelled `outbound-test=allowed`. Names come from a hosts file the test controls
-(PROJECTGEN_HOSTS_FILE): `allowed.test` and `refused.test` both resolve to 127.0.0.1.
+(PROJECTGEN_HOSTS_FILE): `allowed.test` and `refused.test` both resolve to 127.0.0.1. The operator's
+environment names a recording proxy in every proxy variable (all but the API server's 127.0.0.1, as
+a cluster install would): nothing the policy checks may go through it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from support import (
 
 from projectgen_dev.fakehosts import FakeGitHub
 from projectgen_dev.gitserver import GitHTTPServer
+from projectgen_dev.proxy import RecordingProxy
 
 POLICY = """\
 templates: [{urlPrefix: "http://"}]
@@ -64,6 +67,8 @@ class Env:
     other: str
     git: GitHTTPServer
     operator: OperatorProcess
+    proxied: list[str]
+    """What reached the proxy named in the operator's environment."""
 
     def template(self, name: str, files: dict[str, bytes]) -> str:
         """Publish a copier template; returns its path on the git server (no host)."""
@@ -101,6 +106,9 @@ def env(
     (root / "hosts").write_text("127.0.0.1 allowed.test refused.test\n")
     allowed = _namespace(api_client, "allowed", {"outbound-test": "allowed"})
     other = _namespace(api_client, "other", {"outbound-test": "other"})
+    proxy = RecordingProxy()
+    proxies = {name: proxy.url for name in ("http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY")}
+    proxies |= {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
     operator = OperatorProcess(
         control_plane.kubeconfig,
         root / "data",
@@ -111,10 +119,11 @@ def env(
             "PROJECTGEN_HOSTS_FILE": str(root / "hosts"),
             "PROJECTGEN_TEMPLATE_MAX_BYTES": str(MAX_BYTES),
             "TMPDIR": str(root),
+            **proxies,
         },
     )
-    with GitHTTPServer(root / "git") as git, operator:
-        yield Env(api_client, allowed, other, git, operator)
+    with proxy, GitHTTPServer(root / "git") as git, operator:
+        yield Env(api_client, allowed, other, git, operator, proxy.seen)
     print(f"operator log: {root / 'operator.log'}")
 
 
@@ -168,6 +177,17 @@ def test_a_name_resolving_to_a_refused_address_is_refused(env: Env) -> None:
     message = failed(env, env.allowed, "named")
     assert "refused.test resolves to 127.0.0.1, a loopback address" in message
     assert env.requested(path) == []
+    assert env.proxied == []
+
+
+def test_the_proxy_in_the_operators_environment_is_not_used(env: Env) -> None:
+    """Through the proxy, the proxy would resolve allowed.test again (DNS rebinding)."""
+    path = env.template("unproxied", {"hello.txt": b"hello\n"})
+    create(env.api, PROJECTS, env.allowed, template_project("unproxied", env.url("allowed.test", path)))
+    done = wait_phase(env.api, PROJECTS, env.allowed, "unproxied", "Completed", "Failed", timeout=90)
+    assert done["status"]["phase"] == "Completed", done["status"]
+    assert env.requested(path)
+    assert env.proxied == []
 
 
 class _Listener(BaseHTTPRequestHandler):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ from projectgen.generation.errors import GenerationError
 from projectgen.generation.render import render_project
 from projectgen.outbound.addresses import internal_reason
 from projectgen_dev.gitserver import GitHTTPServer
+from projectgen_dev.proxy import RecordingProxy
 
 LOOPBACK = "internal: [{cidr: 127.0.0.0/8}]\n"
 HTTP_ALL = "templates: [{urlPrefix: 'http://'}]\nforges: [{urlPrefix: 'http://'}]\n"
@@ -35,6 +37,17 @@ def guard(policy: str = "", namespace: str = "team-a", **kw: object) -> outbound
 
 
 # --- addresses ----------------------------------------------------------------------------------
+
+
+def _public_ipv4() -> ipaddress.IPv4Address:
+    """An address Python calls global (never connected to), without a public literal in the tree."""
+    return next(a for a in (ipaddress.IPv4Address(n << 24 | 1) for n in range(1, 224)) if a.is_global)
+
+
+def _teredo(server: str, client: str) -> str:
+    """2001:0:<server>:<flags>:<port>:<client>, the client's address stored inverted (RFC 4380)."""
+    s, c = int(ipaddress.IPv4Address(server)), int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF
+    return str(ipaddress.IPv6Address(0x20010000 << 96 | s << 64 | c))
 
 
 @pytest.mark.parametrize(
@@ -50,16 +63,57 @@ def guard(policy: str = "", namespace: str = "team-a", **kw: object) -> outbound
         ("198.18.0.1", "private"),
         ("0.0.0.0", "unspecified"),
         ("224.0.0.1", "multicast"),
+        # Each IPv6 form that carries an IPv4 address, carrying an internal one: Python 3.11.7's
+        # ipaddress calls most of them global. Refused, naming the IPv4 address and the form.
+        ("64:ff9b::a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as NAT64)"),
+        ("64:ff9b::7f00:1", "loopback (IPv4 127.0.0.1 inside, as NAT64)"),
+        ("2002:7f00:1::", "loopback (IPv4 127.0.0.1 inside, as 6to4)"),
+        ("2002:a9fe:a9fe::1", "link-local (IPv4 169.254.169.254 inside, as 6to4)"),
+        ("::ffff:0:7f00:1", "loopback (IPv4 127.0.0.1 inside, as SIIT)"),
+        ("::ffff:0:a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as SIIT)"),
+        ("::7f00:1", "loopback (IPv4 127.0.0.1 inside, as IPv4-compatible)"),
+        ("::a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as IPv4-compatible)"),
+        ("::c612:1", "private (IPv4 198.18.0.1 inside, as IPv4-compatible)"),
+        ("::ffff:169.254.169.254", "link-local"),
+        (_teredo("198.18.0.1", str(_public_ipv4())), "private (IPv4 198.18.0.1 inside, as Teredo server)"),
+        (_teredo(str(_public_ipv4()), "127.0.0.1"), "loopback (IPv4 127.0.0.1 inside, as Teredo client)"),
+        ("3ffe::5efe:a9fe:a9fe", "link-local (IPv4 169.254.169.254 inside, as ISATAP)"),
+        ("3ffe::200:5efe:7f00:1", "loopback (IPv4 127.0.0.1 inside, as ISATAP)"),
+        ("64:ff9b:1::a9fe:a9fe", "local-use NAT64 (64:ff9b:1::/48)"),
+        ("64:ff9b:1:ffff::1", "local-use NAT64 (64:ff9b:1::/48)"),
+        ("2002::1", "unspecified (IPv4 0.0.0.0 inside, as 6to4)"),
+        # Not IPv4 carriers, but ranges Python 3.11.7 calls global too.
+        ("fec0::1", "site-local IPv6 (fec0::/10)"),
+        ("5f00::1", "SRv6 segment identifiers (5f00::/16)"),
     ],
 )
 def test_internal_addresses_are_named(address: str, reason: str) -> None:
     assert internal_reason(ipaddress.ip_address(address)) == reason
 
 
-def test_cluster_ranges_are_internal_and_named_first() -> None:
+def test_a_name_resolving_to_nat64_of_the_metadata_address_is_refused(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("64:ff9b::a9fe:a9fe forge.test\n")
+    with pytest.raises(outbound.Refused, match=r"IPv4 169\.254\.169\.254 inside, as NAT64"):
+        guard(resolver=outbound.Resolver(hosts)).check("forge", "https://forge.test/api/v4")
+
+
+def test_ipv6_forms_carrying_a_public_ipv4_address() -> None:
+    """NAT64 of a public host passes (DNS64 clusters reach forges that way); 6to4, deprecated and
+    relayed by whoever is nearest, is refused whatever it carries, as newer Pythons do."""
+    public = int(_public_ipv4())
+    assert internal_reason(ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | public)) is None
+    assert internal_reason(ipaddress.IPv6Address(0x3FFE << 112 | 0x5EFE << 32 | public)) is None
+    assert internal_reason(ipaddress.IPv6Address(0x2002 << 112 | public << 80)) == "6to4 (2002::/16)"
+
+
+@pytest.mark.parametrize(
+    ("address", "carried"), [("198.18.3.4", ""), ("64:ff9b::c612:304", " (IPv4 198.18.3.4 inside, as NAT64)")]
+)
+def test_cluster_ranges_are_internal_and_named_first(address: str, carried: str) -> None:
     networks = outbound.parse_networks(["198.18.0.0/16"], "test")
-    assert internal_reason(ipaddress.ip_address("198.18.3.4"), networks) == (
-        "in the cluster's service/pod range 198.18.0.0/16"
+    assert internal_reason(ipaddress.ip_address(address), networks) == (
+        f"in the cluster's service/pod range 198.18.0.0/16{carried}"
     )
 
 
@@ -206,6 +260,7 @@ def test_git_config_pins_refuses_redirects_and_other_origin_submodules(tmp_path:
     config = outbound.git_config(g, "template", "http://u:p@git.test:8080/t.git", submodules=True)
     assert ("http.curloptResolve", "git.test:8080:127.0.0.1,[::1]") in config
     assert ("http.followRedirects", "false") in config
+    assert ("http.proxy", "") in config  # an empty proxy: curl ignores the proxy variables
     assert ("url.projectgen-refused://.insteadOf", "https://") in config
     assert ("url.projectgen-refused://.insteadOf", "http://") in config
     assert ("url.http://git.test:8080/.insteadOf", "http://git.test:8080/") in config
@@ -249,6 +304,26 @@ def listener() -> Iterator[tuple[str, list[str], type[_Recorder]]]:
         server.server_close()
 
 
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The operator's environment names a recording proxy, in every spelling, with no exceptions."""
+    with RecordingProxy() as recorder:
+        for name in (*PROXY_VARIABLES, "Https_Proxy"):
+            monkeypatch.setenv(name, recorder.url)
+        monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'http.proxy'='{recorder.url}'")
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        yield recorder.seen
+
+
+def test_without_proxies_drops_every_spelling() -> None:
+    env = {name: "x" for name in (*PROXY_VARIABLES, "No_Proxy", "no_proxy", "PATH")}
+    assert outbound.without_proxies(env) == {"PATH": "x"}
+
+
 def test_session_refuses_before_connecting(listener: tuple[str, list[str], type[_Recorder]]) -> None:
     url, seen, _ = listener
     s = outbound.session(guard(HTTP_ALL))
@@ -268,6 +343,17 @@ def test_session_connects_to_the_checked_address(
     # forge.test exists only in the policy's hosts file: the connection used the checked address.
     assert s.get(f"http://forge.test:{port}/x", timeout=5).json() == {"ok": True}
     assert seen == ["/x"]
+
+
+def test_session_goes_to_the_checked_address_not_the_proxy(
+    tmp_path: Path, listener: tuple[str, list[str], type[_Recorder]], proxy: list[str]
+) -> None:
+    url, seen, _ = listener
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 forge.test\n")
+    s = outbound.session(guard(HTTP_ALL + LOOPBACK, resolver=outbound.Resolver(hosts)))
+    assert s.get(f"http://forge.test:{url.rsplit(':', 1)[1]}/x", timeout=5).json() == {"ok": True}
+    assert seen == ["/x"] and proxy == []
 
 
 def test_redirect_to_a_refused_address_is_refused(
@@ -360,6 +446,16 @@ def test_forge_allowed_by_the_policy_publishes_through_it(
     assert env.fake.git.requests  # the push went through the pinned remote
 
 
+def test_publishing_goes_to_the_checked_addresses_not_the_proxy(
+    env: HostEnv, project: Project, proxy: list[str]
+) -> None:
+    """The API calls (PyGithub, python-gitlab) and the push (git ls-remote, fetch, push) alike."""
+    result = env.run(env.request(project, guard=guard(HTTP_ALL + LOOPBACK)))
+    assert result.created and result.pushed
+    assert env.fake.requests and env.fake.git.requests
+    assert proxy == []
+
+
 def test_a_push_remote_the_policy_refuses_is_not_contacted(env: HostEnv, project: Project) -> None:
     """The API is allowed, but the clone URL it answers (the stand-in's git server) is not."""
     g = guard(f"forges: [{{urlPrefix: '{env.fake.api_url}'}}]\n{LOOPBACK}")
@@ -445,6 +541,43 @@ def _repo(
     bare.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], env=env, check=True)
     return server.url(f"t/{name}")
+
+
+def _template_spec(url: str) -> GeneratedProjectSpec:
+    return GeneratedProjectSpec.model_validate(
+        {"projectRef": {"name": "t"}, "sources": [{"template": {"url": url}}]}
+    )
+
+
+def test_template_clone_goes_to_the_checked_address_not_the_proxy(tmp_path: Path, proxy: list[str]) -> None:
+    """Through a proxy, the proxy would resolve the name again (DNS rebinding); with a policy the
+    clone goes to the checked address, and a name resolving to an internal address is refused."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 templates.test\n127.0.0.2 rebound.test\n")
+    g = guard(HTTP_ALL + "internal: [{host: templates.test}]\n", resolver=outbound.Resolver(hosts))
+
+    def render(url: str, policy: outbound.Guard | None) -> list[str]:
+        work = Path(tempfile.mkdtemp(dir=tmp_path))
+        spec = GeneratedProjectSpec.model_validate(
+            {"projectRef": {"name": "t"}, "sources": [{"template": {"url": url}}]}
+        )
+        result = render_project(spec, work / "tree", configmaps=lambda _: None, workdir=work, guard=policy)
+        return [f.path for f in result.manifest.files]
+
+    with GitHTTPServer(tmp_path / "srv") as server:
+        url = _repo(server, tmp_path, "t", {"copier.yml": "{}\n", "hello.txt": "hello\n"})
+        assert render(url.replace("127.0.0.1", "templates.test"), g) == ["hello.txt"]
+        assert server.requests and proxy == []
+
+        before = len(server.requests)
+        with pytest.raises(GenerationError, match=r"rebound\.test resolves to 127\.0\.0\.2"):
+            render(url.replace("127.0.0.1", "rebound.test"), g)
+        assert len(server.requests) == before and proxy == []
+
+        # No policy (`projectgen render` without --policy): the caller's own network, proxy included.
+        with pytest.raises(GenerationError, match="502"):
+            render(url, None)
+        assert proxy and proxy[0].startswith("GET http://127.0.0.1:")
 
 
 def test_submodules_only_from_the_templates_own_origin(tmp_path: Path) -> None:

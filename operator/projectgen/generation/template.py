@@ -176,7 +176,10 @@ def apply_template(
             src = url if url.endswith(".git") else f"git+{url}"
             checkout = Path(tmp, "template")
             with _outbound(guard, url, Path(tmp), where) as env:
-                revision = fetch_git(url, source.ref, checkout, where, Path(tmp), {**options.git_env, **env})
+                extra = {**options.git_env, **env}
+                revision = fetch_git(
+                    url, source.ref, checkout, where, Path(tmp), extra, proxies=guard is None
+                )
         strip_vcs_metadata(checkout)
         check_checkout(checkout, where)
         box = Path(tmp, "box")
@@ -248,14 +251,24 @@ def _outbound(guard: outbound.Guard | None, url: str, scratch: Path, where: str)
 
 
 def fetch_git(
-    url: str, ref: str | None, dest: Path, where: str, scratch: Path, extra_env: Mapping[str, str]
+    url: str,
+    ref: str | None,
+    dest: Path,
+    where: str,
+    scratch: Path,
+    extra_env: Mapping[str, str],
+    *,
+    proxies: bool = False,
 ) -> dict[str, Any]:
     """Clone `url` at `ref` (default: the latest PEP 440 tag, else HEAD) with its submodules into
     `dest`; return what copier records of it (commit description, hash, version).
 
     The one place a template is cloned: the outbound URL policy adds its git configuration
-    through `extra_env`."""
+    through `extra_env`. The environment's proxy variables are kept only with `proxies` (no policy:
+    `projectgen render` without `--policy`, on its caller's network)."""
     env = {k: v for k, v in os.environ.items() if k not in _GIT_UNSET and not k.startswith("KUBERNETES_")}
+    if not proxies:
+        env = outbound.without_proxies(env)
     env.update(GIT_ENV, TMPDIR=str(scratch), **extra_env)
 
     def git(*args: str) -> str:

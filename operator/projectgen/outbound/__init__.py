@@ -4,8 +4,9 @@ forge API URLs and push remotes.
 Internal addresses (loopback, link-local, private, unique-local IPv6, the cluster's ranges) are
 refused unless the admin's policy allows them for the namespace; the checked addresses are pinned
 for the connection (git: `http.curloptResolve`; HTTP: the adapter connects to the checked address);
-redirects are refused by git and re-checked like any request over HTTP. Nothing here imports
-`generation/` or `export/`: they call in with a `Guard`, a policy bound to one namespace.
+redirects are refused by git and re-checked like any request over HTTP; no proxy is used on any path
+(a proxy would resolve the name itself). Nothing here imports `generation/` or `export/`: they call
+in with a `Guard`, a policy bound to one namespace.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from projectgen.outbound.addresses import IPNetwork, Resolver, internal_reason, parse_networks
 from projectgen.outbound.fetchcap import CapExceeded, watch_size
-from projectgen.outbound.git import REFUSED_TRANSPORT, config_env, git_config
+from projectgen.outbound.git import REFUSED_TRANSPORT, config_env, git_config, without_proxies
 from projectgen.outbound.http import AnswerTooLarge, CheckedAdapter, bind, session, unbind
 from projectgen.outbound.policy import (
     DEFAULT_ORIGIN,
@@ -119,4 +120,5 @@ __all__ = [
     "session",
     "unbind",
     "watch_size",
+    "without_proxies",
 ]

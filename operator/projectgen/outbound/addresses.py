@@ -2,7 +2,18 @@
 
 An address is internal when it is not globally routable (loopback, link-local, private, unique-local
 IPv6, shared, reserved, multicast, unspecified) or lies in one of the cluster's own service and pod
-ranges; IPv4-mapped IPv6 addresses are judged by the IPv4 address they carry.
+ranges. An IPv6 address that carries an IPv4 address reaches that IPv4 host through a translator or
+tunnel, so the IPv4 address is judged by the same rules: IPv4-mapped `::ffff:a.b.c.d`, SIIT
+`::ffff:0:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`,
+Teredo (server and client) and ISATAP interface identifiers (`…:0:5efe:a.b.c.d`). A NAT64 address of a
+public IPv4 host passes (a DNS64 cluster reaches GitHub that way).
+
+The standard library's own answer is not enough and changes between patch releases: the Python CI
+uses (3.11.7) calls `64:ff9b::a9fe:a9fe` (NAT64 for 169.254.169.254) and `2002:7f00:1::` global;
+later releases added the local-use NAT64 prefix, 6to4 and 3fff::/20 to their not-global list. Those
+are listed here (`_NOT_GLOBAL_V6`), so every supported Python gives the same verdict, with two that
+every Python calls global: site-local `fec0::/10` (deprecated, but routed inside the sites that use
+it) and the SRv6 block `5f00::/16`.
 
 Names are resolved once, here, and the connection is then made to exactly the addresses that were
 checked (git: `http.curloptResolve`; HTTP: a connection to the checked address). A hosts file can
@@ -21,10 +32,46 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NOT_GLOBAL_V6 = (
+    # RFC 8215: the IPv4 address sits where the site's translator puts it; not routed on the internet.
+    (ipaddress.ip_network("64:ff9b:1::/48"), "local-use NAT64"),
+    # RFC 7526 deprecated 6to4; it reaches IPv4 hosts through whichever relay is nearest.
+    (ipaddress.ip_network("2002::/16"), "6to4"),
+    (ipaddress.ip_network("3fff::/20"), "documentation"),  # RFC 9637
+    (ipaddress.ip_network("5f00::/16"), "SRv6 segment identifiers"),  # RFC 9602: not globally reachable
+    # Deprecated (RFC 3879), but still routed inside the sites that use it.
+    (ipaddress.ip_network("fec0::/10"), "site-local IPv6"),
+)
+_ISATAP_MASK = 0xFCFFFFFF  # the interface identifier's high half, without its u and g bits
+_ISATAP_ID = 0x00005EFE
 
 
 class ResolutionError(Exception):
     """A name that does not resolve (the connection would fail anyway)."""
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses `address` carries, each with the name of the form that carries it
+    (IPv4-mapped aside: `internal_reason` judges such an address as the IPv4 address itself)."""
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    found: list[tuple[str, ipaddress.IPv4Address]] = []
+    if address in _SIIT:
+        found.append(("SIIT", low))
+    elif address in _NAT64:
+        found.append(("NAT64", low))
+    elif address in _IPV4_COMPATIBLE and int(address) > 1:
+        found.append(("IPv4-compatible", low))
+    if address.sixtofour is not None:
+        found.append(("6to4", address.sixtofour))
+    if address.teredo is not None:
+        server, client = address.teredo
+        found += [("Teredo server", server), ("Teredo client", client)]
+    if (int(address) >> 32) & _ISATAP_MASK == _ISATAP_ID:
+        found.append(("ISATAP", low))
+    return found
 
 
 def internal_reason(address: IPAddress, cluster_networks: Sequence[IPNetwork] = ()) -> str | None:
@@ -40,8 +87,16 @@ def internal_reason(address: IPAddress, cluster_networks: Sequence[IPNetwork] = 
         return "link-local"
     if address.is_unspecified:
         return "unspecified"
-    if isinstance(address, ipaddress.IPv6Address) and address in _UNIQUE_LOCAL:
-        return "unique-local IPv6"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _UNIQUE_LOCAL:
+            return "unique-local IPv6"
+        for form, carried in embedded_ipv4(address):
+            reason = internal_reason(carried, cluster_networks)
+            if reason is not None:
+                return f"{reason} (IPv4 {carried} inside, as {form})"
+        for network, name in _NOT_GLOBAL_V6:
+            if address in network:
+                return f"{name} ({network})"
     if address.is_multicast:
         return "multicast"
     if address.is_private:

@@ -4,6 +4,10 @@
   does not resolve the name again, so a name that changes its answer between the check and the
   connection gets nowhere new.
 - `http.followRedirects=false`: git would follow a redirect to a host nobody checked; it is refused.
+- No proxy: through a proxy the proxy resolves the name again (DNS rebinding reaches internal
+  addresses) and `http.curloptResolve` is not used. `http.proxy=` (empty) makes curl ignore the
+  proxy variables, and `without_proxies` removes them from git's environment as well, so the clone,
+  the push and the forge API calls (`http.py`) follow the same rule: the checked address, directly.
 - Submodules: their URLs are known only after the clone. Only those on the template's own origin
   (scheme, host and port, so the same pinned address) are fetched; every other http(s) URL is
   rewritten (`url.<base>.insteadOf`, longest match wins) to a transport git refuses, before any
@@ -15,12 +19,22 @@ The settings go in `GIT_CONFIG_COUNT` environment configuration, which every git
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from projectgen.outbound.policy import Checked, Guard, Kind
 
 REFUSED_TRANSPORT = "projectgen-refused"
 """The scheme other-origin submodule URLs are rewritten to; git refuses it (not in GIT_ALLOW_PROTOCOL)."""
+
+
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+"""Compared in lower case: curl reads the lower- and upper-case forms, Python's urllib any case."""
+
+
+def without_proxies(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without any proxy variable, whatever its letter case."""
+    return {name: value for name, value in env.items() if name.lower() not in PROXY_VARIABLES}
 
 
 def _resolve_entry(checked: Checked) -> str:
@@ -31,7 +45,11 @@ def _resolve_entry(checked: Checked) -> str:
 def git_config(guard: Guard, kind: Kind, url: str, *, submodules: bool = False) -> list[tuple[str, str]]:
     """Check `url` (raises Refused) and return the git config pairs that pin it."""
     checked = guard.check(kind, url.removeprefix("git+"))
-    config = [("http.curloptResolve", _resolve_entry(checked)), ("http.followRedirects", "false")]
+    config = [
+        ("http.curloptResolve", _resolve_entry(checked)),
+        ("http.followRedirects", "false"),
+        ("http.proxy", ""),
+    ]
     if submodules:
         parts = urlsplit(url.removeprefix("git+"))
         origins = {

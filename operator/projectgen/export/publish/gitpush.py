@@ -16,6 +16,9 @@ The token never reaches disk or argv (argv is world-readable in /proc): git gets
 `GIT_CONFIG_COUNT` environment config as an `Authorization: Basic` header scoped to the
 remote's origin, with no credential helper, no prompts, `HOME` in the temp dir (the
 user's and the system's config are not read) and a timeout on every command.
+
+With an outbound policy (always in the operator) git connects to the checked address and never
+through a proxy (`projectgen.outbound.git`); the proxy variables reach git only without one.
 """
 
 from __future__ import annotations
@@ -148,6 +151,8 @@ class _Git:
         if guard is not None:  # checks the push remote (raises outbound.Refused) and pins it
             config += outbound.git_config(guard, "forge", url)
         env = {name: os.environ[name] for name in _PASS_ENV if name in os.environ}
+        if guard is not None:  # the policy connects to the checked address itself, never via a proxy
+            env = outbound.without_proxies(env)
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update(
             {
