@@ -118,6 +118,14 @@ class Settings:
             "a download of another shard's export is proxied there.",
         },
     )
+    serving_refresh_seconds: float = field(
+        default_factory=lambda: float(_env("SERVING_REFRESH_SECONDS", "60")),
+        metadata={
+            "env": "SERVING_REFRESH_SECONDS",
+            "doc": "How often the HTTPS side re-reads the serving CA Secret, the requestheader "
+            "configuration and the caBundles (a rotation is followed within this).",
+        },
+    )
     downloads_max: int = field(
         default_factory=lambda: int(_env("DOWNLOADS_MAX", "32")),
         metadata={
@@ -251,7 +259,7 @@ class Settings:
         for name in ("downloads_max", "downloads_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be at least 1")
-        for name in ("serving_header_timeout", "serving_idle_timeout"):
+        for name in ("serving_header_timeout", "serving_idle_timeout", "serving_refresh_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be a positive number of seconds")
         if self.workers < 1:

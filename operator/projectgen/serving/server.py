@@ -6,8 +6,8 @@ It serves the download API (``download.py``) and the createdBy admission webhook
 Started by ``projectgen run`` (``PROJECTGEN_SERVING_PORT``, default 8443, 0: off). Starting it
 needs the API server (the CA Secret, the requestheader ConfigMap), so it is retried in the
 background until it works, with the reason logged: the operator reconciles meanwhile, only
-downloads wait. Once up, a refresh every :data:`REFRESH_SECONDS` follows a rotated requestheader
-CA, a renewed admin-supplied certificate, and puts the caBundle back should an `kubectl apply`
+downloads wait. Once up, a refresh every ``PROJECTGEN_SERVING_REFRESH_SECONDS`` follows a rotated requestheader
+CA, a renewed admin-supplied certificate, a recreated CA Secret, and puts the caBundle back should an `kubectl apply`
 of the APIService have dropped it.
 
 Sharding: every shard serves the same APIService (one Service selects them all); a request for an
@@ -48,7 +48,6 @@ from projectgen.serving.tls import (
 from projectgen.settings import Settings
 from projectgen.storage import Storage
 
-REFRESH_SECONDS = 60.0
 RETRY_SECONDS = 10.0
 SERVING_RENEW = datetime.timedelta(days=30)
 """The operator's own serving certificate (90 days) is reissued after this."""
@@ -112,7 +111,7 @@ class Server:
                 log.warning("download API not served yet, retrying in %.0fs: %s", RETRY_SECONDS, _brief(exc))
                 await asyncio.sleep(RETRY_SECONDS)
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)
+            await asyncio.sleep(self.settings.serving_refresh_seconds)
             try:
                 await self.refresh()
             except Exception as exc:
