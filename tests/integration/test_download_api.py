@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -75,13 +76,17 @@ class Cluster:
             ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, check=False, timeout=60
         )
 
-    def user_pool(self, user: str) -> urllib3.PoolManager:
+    def user_pool(self, user: str, receive_buffer: int = 0) -> urllib3.PoolManager:
+        """A client with ``user``'s certificate; ``receive_buffer``: a fixed SO_RCVBUF (no autotuning,
+        so what the kernel holds for a slow reader stays small)."""
         pair = self.cp.user_credentials(user, ["team-devs"])
+        options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)] if receive_buffer else None
         return urllib3.PoolManager(
             cert_reqs="CERT_REQUIRED",
             ca_certs=str(self.cp.ca_file),
             cert_file=str(pair.cert),
             key_file=str(pair.key),
+            socket_options=options,
         )
 
 
@@ -470,6 +475,21 @@ def big_tar(cluster: Cluster) -> dict[str, Any]:
                 raise
     done = wait_phase(cluster.api, EXPORTS, "team-a", "big", "Completed", timeout=120)
     assert done["status"]["archiveSize"] > BIG_PARTS * BIG_PART_BYTES
+    # TCP buffers in the namespace (kube-apiserver's side, and a client run inside it) autotune up
+    # to a few hundred KiB instead of tens of MiB: the archive cannot sit whole in kernel buffers.
+    subprocess.run(
+        cluster.ns.wrap(
+            [
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.tcp_rmem=4096 65536 262144",
+                "net.ipv4.tcp_wmem=4096 16384 262144",
+            ]
+        ),
+        check=True,
+        timeout=30,
+    )
     return done
 
 
@@ -502,7 +522,8 @@ def test_a_download_that_outlasts_the_request_timeout_completes(
     # One GET read slowly: kube-apiserver ends it at its request timeout, mid-body. The archive
     # subresource is not one of its long-running kinds, and an aggregated API cannot declare one
     # (kubernetes/kubernetes#73421, #83200).
-    response = cluster.user_pool(ALICE).request("GET", _url(cluster, path), preload_content=False)
+    pool = cluster.user_pool(ALICE, receive_buffer=64 * 1024)
+    response = pool.request("GET", _url(cluster, path), preload_content=False)
     assert response.status == 200
     started = time.monotonic()
     first, error = _read_slowly(response.read, size)
@@ -510,10 +531,12 @@ def test_a_download_that_outlasts_the_request_timeout_completes(
     assert error is not None and len(first) < size, "one response carried it all: nothing to prove"
     print(f"one GET: cut after {time.monotonic() - started:.1f}s at byte {len(first)} of {size}: {error!r}")
 
-    # `projectgen download`, its output read as slowly: it resumes with Range where each response
-    # was cut, and the result is the archive.
+    # `projectgen download` (in the namespace: small buffers), its output read as slowly: it resumes
+    # with Range where each response was cut, and the result is the archive.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "projectgen", "download", "rexp/big", "-n", "team-a", "-o", "-"],
+        cluster.ns.wrap(
+            [sys.executable, "-m", "projectgen", "download", "rexp/big", "-n", "team-a", "-o", "-"]
+        ),
         env={**os.environ, "KUBECONFIG": str(cluster.alice)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -530,12 +553,12 @@ def test_a_download_that_outlasts_the_request_timeout_completes(
 
 
 def test_downloads_past_the_bound_are_429_with_retry_after(cluster: Cluster, big_tar: dict[str, Any]) -> None:
-    pool = cluster.user_pool(ALICE)
+    pool = cluster.user_pool(ALICE, receive_buffer=64 * 1024)
     url = _url(cluster, big_tar["status"]["downloadPath"])
     running = [pool.request("GET", url, preload_content=False) for _ in range(PER_USER)]
     try:
         assert [r.status for r in running] == [200] * PER_USER  # held open: alice reads nothing
-        refused = pool.request("GET", url)
+        refused = pool.request("GET", url, retries=False)  # urllib3 would wait Retry-After and retry
         assert refused.status == 429, refused.data[:300]
         assert int(refused.headers["Retry-After"]) > 0
         body = json.loads(refused.data)

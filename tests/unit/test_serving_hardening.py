@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -337,6 +339,44 @@ def _stalled_download(port: int, cas: dict[str, CertificateAuthority]) -> ssl.SS
     sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
     sock.recv(1024)
     return sock
+
+
+def test_a_client_that_goes_away_ends_its_download_without_an_error(
+    cas: dict[str, CertificateAuthority], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What kube-apiserver does at its request timeout: the connection is reset mid-body. That is a
+    client leaving, logged as such, not an error with a traceback."""
+    archive = tmp_path / "big.zip"
+    with archive.open("wb") as fh:
+        fh.truncate(64 << 20)
+    located = Located(archive, "", "big.zip")
+
+    async def run() -> bool:
+        done = asyncio.Event()
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                return await download.stream_file(request, located, idle_timeout=WAIT)
+            finally:
+                done.set()
+
+        app = web.Application()
+        app.router.add_get("/a", handler)
+        async with _serve(app, _settings(tmp_path), cas) as port:
+            sock = await asyncio.to_thread(_stalled_download, port, cas)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, unread data and all
+            try:
+                await asyncio.wait_for(done.wait(), WAIT)
+            except TimeoutError:
+                return False
+            return True  # leaving _serve waits for aiohttp to finish the response: any error is logged
+
+    with caplog.at_level("INFO"):
+        assert asyncio.run(run())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert any("ended by the client" in r.getMessage() for r in caplog.records)
 
 
 def _review(obj: Any) -> bytes:

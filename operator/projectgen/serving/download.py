@@ -461,6 +461,9 @@ async def stream_file(
                 if request.transport is not None:
                     request.transport.abort()
                 return response
+            except ConnectionError:  # the client went (kube-apiserver ends it at its request timeout)
+                log.info("download of %s ended by the client, %d bytes short", located.filename, remaining)
+                return response
             remaining -= len(chunk)
         await response.write_eof()
         return response

@@ -6,9 +6,10 @@ It serves the download API (``download.py``) and the createdBy admission webhook
 Started by ``projectgen run`` (``PROJECTGEN_SERVING_PORT``, default 8443, 0: off). Starting it
 needs the API server (the CA Secret, the requestheader ConfigMap), so it is retried in the
 background until it works, with the reason logged: the operator reconciles meanwhile, only
-downloads wait. Once up, a refresh every ``PROJECTGEN_SERVING_REFRESH_SECONDS`` follows a rotated requestheader
-CA, a renewed admin-supplied certificate, a recreated CA Secret, and puts the caBundle back should an `kubectl apply`
-of the APIService have dropped it.
+downloads wait. Once up, a refresh every ``PROJECTGEN_SERVING_REFRESH_SECONDS`` follows a rotated
+requestheader CA, a renewed admin-supplied certificate, a recreated CA Secret (see
+:meth:`Server.adopt_ca`), and puts the caBundle back should an `kubectl apply` of the APIService
+have dropped it.
 
 Sharding: every shard serves the same APIService (one Service selects them all); a request for an
 export another shard holds (label ``projectgen.io/shard``) is forwarded to that shard's URL from
