@@ -14,7 +14,11 @@ loop (memory stays flat whatever the size), one ``Range`` is honoured (206, 416 
 from ``status.archiveSha256`` and ``Repr-Digest`` (RFC 9530) carries it too.
 
 Which file: never ``status.archivePath`` as given, but the file of that name inside the directory
-:class:`~projectgen.storage.Storage` assigns to this namespace, name and uid.
+:class:`~projectgen.storage.Storage` assigns to this namespace, name and uid, of the export whose
+own namespace and name are the URL's (both checked as Kubernetes names first: 400 otherwise).
+
+Bounds (README, Security): downloads at once per user and in all (429 with ``Retry-After``), a
+timeout on each write to a client that reads nothing, and on the API calls made for a request.
 """
 
 from __future__ import annotations
