@@ -296,36 +296,23 @@ def test_slow_handshakes_and_slow_headers_are_cut(
     assert results == {"handshake": True, "headers": True}
 
 
-def test_a_client_that_stops_reading_frees_its_download(
-    cas: dict[str, CertificateAuthority], tmp_path: Path
-) -> None:
+def _big_download(tmp_path: Path, idle_timeout: float) -> tuple[web.Application, asyncio.Event]:
+    """An app serving a 64 MiB archive at /a, and an event set when its handler has returned."""
     archive = tmp_path / "big.zip"
     with archive.open("wb") as fh:
         fh.truncate(64 << 20)
     located = Located(archive, "", "big.zip")
-    finished = asyncio.Event
+    done = asyncio.Event()
 
-    async def run() -> bool:
-        done = finished()
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            return await download.stream_file(request, located, idle_timeout=idle_timeout)
+        finally:
+            done.set()
 
-        async def handler(request: web.Request) -> web.StreamResponse:
-            try:
-                return await download.stream_file(request, located, idle_timeout=0.5)
-            finally:
-                done.set()
-
-        app = web.Application()
-        app.router.add_get("/a", handler)
-        async with _serve(app, _settings(tmp_path), cas) as port:
-            sock = await asyncio.to_thread(_stalled_download, port, cas)
-            with sock:
-                try:
-                    await asyncio.wait_for(done.wait(), WAIT)
-                except TimeoutError:
-                    return False
-                return await asyncio.to_thread(_closed_by_server, sock)
-
-    assert asyncio.run(run()), "a download whose client reads nothing kept running"
+    app = web.Application()
+    app.router.add_get("/a", handler)
+    return app, done
 
 
 def _stalled_download(port: int, cas: dict[str, CertificateAuthority]) -> ssl.SSLSocket:
@@ -341,27 +328,31 @@ def _stalled_download(port: int, cas: dict[str, CertificateAuthority]) -> ssl.SS
     return sock
 
 
+def test_a_client_that_stops_reading_frees_its_download(
+    cas: dict[str, CertificateAuthority], tmp_path: Path
+) -> None:
+    async def run() -> bool:
+        app, done = _big_download(tmp_path, idle_timeout=0.5)
+        async with _serve(app, _settings(tmp_path), cas) as port:
+            sock = await asyncio.to_thread(_stalled_download, port, cas)
+            with sock:
+                try:
+                    await asyncio.wait_for(done.wait(), WAIT)
+                except TimeoutError:
+                    return False
+                return await asyncio.to_thread(_closed_by_server, sock)
+
+    assert asyncio.run(run()), "a download whose client reads nothing kept running"
+
+
 def test_a_client_that_goes_away_ends_its_download_without_an_error(
     cas: dict[str, CertificateAuthority], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What kube-apiserver does at its request timeout: the connection is reset mid-body. That is a
     client leaving, logged as such, not an error with a traceback."""
-    archive = tmp_path / "big.zip"
-    with archive.open("wb") as fh:
-        fh.truncate(64 << 20)
-    located = Located(archive, "", "big.zip")
 
     async def run() -> bool:
-        done = asyncio.Event()
-
-        async def handler(request: web.Request) -> web.StreamResponse:
-            try:
-                return await download.stream_file(request, located, idle_timeout=WAIT)
-            finally:
-                done.set()
-
-        app = web.Application()
-        app.router.add_get("/a", handler)
+        app, done = _big_download(tmp_path, idle_timeout=WAIT)
         async with _serve(app, _settings(tmp_path), cas) as port:
             sock = await asyncio.to_thread(_stalled_download, port, cas)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
