@@ -27,6 +27,7 @@ import urllib3
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from multidict import CIMultiDict
 from yarl import URL
 
 from projectgen.serving import admission, auth, download
@@ -568,3 +569,62 @@ def test_a_recreated_ca_is_followed(cas: dict[str, CertificateAuthority], tmp_pa
     assert authenticator.verify_peer(_der(new.issue(SHARD_PROXY_CN, client=True)[0])) == "shard"
     with pytest.raises(auth.Unauthenticated):
         authenticator.verify_peer(_der(old.issue(SHARD_PROXY_CN, client=True)[0]))
+
+
+def test_a_renewal_cuts_no_forwarded_download(cas: dict[str, CertificateAuthority], tmp_path: Path) -> None:
+    """The CA changes while a forwarded download streams: that download finishes on the session it
+    started on; the next request presents a certificate from the new CA."""
+    old, new = cas["own"], cas["new-own"]
+    release = asyncio.Event
+    issuers: list[x509.Name] = []
+
+    def shard_app(gate: asyncio.Event) -> web.Application:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+            peer = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            issuers.append(x509.load_der_x509_certificate(peer).issuer if peer else x509.Name([]))
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(b"first half,")
+            await gate.wait()
+            await response.write(b" second half")
+            await response.write_eof()
+            return response
+
+        app = web.Application()
+        app.router.add_get("/a", handler)
+        return app
+
+    async def shard(app: web.Application, ca: CertificateAuthority) -> tuple[web.AppRunner, int]:
+        runner = serving_runner(app, _settings(tmp_path))
+        await runner.setup()
+        context = ServingIdentity.from_ca(ca, ["127.0.0.1"]).server_context([old.cert_pem, new.cert_pem])
+        site = TLSSite(runner, 0, context, 5.0, host="127.0.0.1")
+        await site.start()
+        return runner, site.port
+
+    async def run() -> tuple[bytes, bytes]:
+        gate, open_gate = release(), release()
+        open_gate.set()
+        (runner_old, port_old), (runner_new, port_new) = (
+            await shard(shard_app(gate), old),
+            await shard(shard_app(open_gate), new),
+        )
+        client = ShardClient(old)
+        try:
+            async with client.get(f"https://127.0.0.1:{port_old}/a", CIMultiDict()) as streaming:
+                head = await streaming.content.readexactly(len(b"first half,"))
+                client.follow(new)  # the Secret was recreated meanwhile
+                async with client.get(f"https://127.0.0.1:{port_new}/a", CIMultiDict()) as after:
+                    assert await after.read() == b"first half, second half"
+                gate.set()
+                tail = await streaming.read()
+        finally:
+            await client.close()
+            await runner_old.cleanup()
+            await runner_new.cleanup()
+        return head, tail
+
+    head, tail = asyncio.run(run())
+    assert head + tail == b"first half, second half"
+    assert issuers == [_cert(old.cert_pem).subject, _cert(new.cert_pem).subject]
