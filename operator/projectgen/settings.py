@@ -118,6 +118,44 @@ class Settings:
             "a download of another shard's export is proxied there.",
         },
     )
+    serving_refresh_seconds: float = field(
+        default_factory=lambda: float(_env("SERVING_REFRESH_SECONDS", "60")),
+        metadata={
+            "env": "SERVING_REFRESH_SECONDS",
+            "doc": "How often the HTTPS side re-reads the serving CA Secret, the requestheader "
+            "configuration and the caBundles (a rotation is followed within this).",
+        },
+    )
+    downloads_max: int = field(
+        default_factory=lambda: int(_env("DOWNLOADS_MAX", "32")),
+        metadata={
+            "env": "DOWNLOADS_MAX",
+            "doc": "Downloads served at once, by everyone together; past it: 429 with Retry-After.",
+        },
+    )
+    downloads_per_user: int = field(
+        default_factory=lambda: int(_env("DOWNLOADS_PER_USER", "4")),
+        metadata={
+            "env": "DOWNLOADS_PER_USER",
+            "doc": "Downloads one user may have running at once; past it: 429 with Retry-After.",
+        },
+    )
+    serving_header_timeout: float = field(
+        default_factory=lambda: float(_env("SERVING_HEADER_TIMEOUT", "15")),
+        metadata={
+            "env": "SERVING_HEADER_TIMEOUT",
+            "doc": "Seconds the HTTPS port waits for a TLS handshake, and then for a request's headers "
+            "(on a new or an idle kept-alive connection), before it closes the connection.",
+        },
+    )
+    serving_idle_timeout: float = field(
+        default_factory=lambda: float(_env("SERVING_IDLE_TIMEOUT", "60")),
+        metadata={
+            "env": "SERVING_IDLE_TIMEOUT",
+            "doc": "Seconds a download may wait on a client that reads nothing (or a webhook on a request "
+            "body that does not come) before the connection is dropped.",
+        },
+    )
     namespaces: tuple[str, ...] = field(
         # `projectgen run -n a -n b` passes them space-separated; commas are accepted too.
         default_factory=lambda: tuple(n for n in re.split(r"[\s,]+", _env("NAMESPACES", "")) if n),
@@ -218,6 +256,12 @@ class Settings:
         for name in ("liveness_port", "metrics_port", "serving_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{PREFIX}{name.upper()} must be a port (0-65535), or 0 for off")
+        for name in ("downloads_max", "downloads_per_user"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{PREFIX}{name.upper()} must be at least 1")
+        for name in ("serving_header_timeout", "serving_idle_timeout", "serving_refresh_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be a positive number of seconds")
         if self.workers < 1:
             raise ValueError(f"{PREFIX}WORKERS must be at least 1")
         for f in fields(self):

@@ -17,6 +17,8 @@ import base64
 import hashlib
 import json
 import os
+import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -56,6 +58,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = "projectgen-system"
 APISERVICE = f"v1alpha1.{GROUP}"
 ALICE, BOB = "alice", "bob"
+REQUEST_TIMEOUT = 5
+PER_USER = 2
 
 
 @dataclass
@@ -72,13 +76,17 @@ class Cluster:
             ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, check=False, timeout=60
         )
 
-    def user_pool(self, user: str) -> urllib3.PoolManager:
+    def user_pool(self, user: str, receive_buffer: int = 0) -> urllib3.PoolManager:
+        """A client with ``user``'s certificate; ``receive_buffer``: a fixed SO_RCVBUF (no autotuning,
+        so what the kernel holds for a slow reader stays small)."""
         pair = self.cp.user_credentials(user, ["team-devs"])
+        options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)] if receive_buffer else None
         return urllib3.PoolManager(
             cert_reqs="CERT_REQUIRED",
             ca_certs=str(self.cp.ca_file),
             cert_file=str(pair.cert),
             key_file=str(pair.key),
+            socket_options=options,
         )
 
 
@@ -91,7 +99,12 @@ def cluster(
     except BinariesNotFoundError as exc:
         unavailable(f"control plane binaries unavailable: {exc}")
     ns = network_namespace
-    with ControlPlane(bin_dir, netns=ns) as cp, cp.api_client() as api:
+    # kube-apiserver ends a proxied aggregated request after --request-timeout (60 s by default); 5 s
+    # here, so a download that outlasts it takes seconds instead of minutes.
+    with (
+        ControlPlane(bin_dir, netns=ns, apiserver_args={"--request-timeout": f"{REQUEST_TIMEOUT}s"}) as cp,
+        cp.api_client() as api,
+    ):
         cp.install(REPO_ROOT / "crds")
         ensure_namespace(api, SYSTEM)
         subprocess.run(
@@ -125,6 +138,8 @@ def cluster(
                         "PROJECTGEN_OPERATOR_NAMESPACE": SYSTEM,
                         "PROJECTGEN_SHARD": shard,
                         "PROJECTGEN_SHARD_URLS": urls,
+                        "PROJECTGEN_DOWNLOADS_PER_USER": str(PER_USER),
+                        "PROJECTGEN_SERVING_REFRESH_SECONDS": "2",
                     },
                 ).start()
             _wait_available(api, shards)
@@ -423,3 +438,167 @@ def test_requests_not_from_the_api_server_are_refused(
     cert, key = rogue.cert, rogue.key
     with pytest.raises(urllib3.exceptions.HTTPError):
         _direct_pool(cluster, cert, key).request("GET", url, headers=headers)
+
+
+# -- long and many downloads -----------------------------------------------------------------------
+
+BIG_PARTS, BIG_PART_BYTES = 7, 900_000
+
+
+@pytest.fixture(scope="module")
+def big_tar(cluster: Cluster) -> dict[str, Any]:
+    """A 6 MB uncompressed tar on shard a (the APIService's endpoint): more than every buffer between
+    the operator and a client holds, so a client that reads slowly is still reading when
+    kube-apiserver's request timeout strikes."""
+    core = client.CoreV1Api(cluster.api)
+    for i in range(BIG_PARTS):
+        try:
+            core.create_namespaced_config_map(
+                "team-a",
+                {
+                    "metadata": {"name": f"big-{i}"},
+                    "data": {f"part{i}.txt": secrets.token_hex(BIG_PART_BYTES // 2)},
+                },
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    project = project_body("big-p", [{"configMap": {"name": f"big-{i}"}} for i in range(BIG_PARTS)])
+    project["metadata"]["labels"] = {"projectgen.io/shard": "a"}
+    export = export_body("big", "big-p", "tar")
+    export["metadata"]["labels"] = {"projectgen.io/shard": "a"}
+    for plural, body in ((PROJECTS, project), (EXPORTS, export)):
+        try:
+            create(cluster.api, plural, "team-a", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    done = wait_phase(cluster.api, EXPORTS, "team-a", "big", "Completed", timeout=120)
+    assert done["status"]["archiveSize"] > BIG_PARTS * BIG_PART_BYTES
+    # TCP buffers in the namespace (kube-apiserver's side, and a client run inside it) autotune up
+    # to a few hundred KiB instead of tens of MiB: the archive cannot sit whole in kernel buffers.
+    subprocess.run(
+        cluster.ns.wrap(
+            [
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.tcp_rmem=4096 65536 262144",
+                "net.ipv4.tcp_wmem=4096 16384 262144",
+            ]
+        ),
+        check=True,
+        timeout=30,
+    )
+    return done
+
+
+RATE = 512 * 1024
+"""Bytes per second the slow client reads: the big archive takes about 12 s, over twice the timeout."""
+
+
+def _read_slowly(read: Any, total: int) -> tuple[bytes, BaseException | None]:
+    """Read up to ``total`` bytes with ``read(n)`` at :data:`RATE`; what arrived, and the error that
+    ended it early (None: all of it)."""
+    got, start = bytearray(), time.monotonic()
+    while len(got) < total:
+        try:
+            chunk = read(64 * 1024)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return bytes(got), exc
+        if not chunk:
+            break
+        got += chunk
+        time.sleep(max(0.0, start + len(got) / RATE - time.monotonic()))  # the throttle's pace
+    return bytes(got), None if len(got) >= total else EOFError(f"{len(got)} of {total} bytes")
+
+
+def test_a_download_that_outlasts_the_request_timeout_completes(
+    cluster: Cluster, big_tar: dict[str, Any], tmp_path: Path
+) -> None:
+    size, sha = big_tar["status"]["archiveSize"], big_tar["status"]["archiveSha256"]
+    path = big_tar["status"]["downloadPath"]
+
+    # One GET read slowly: kube-apiserver ends it at its request timeout, mid-body. The archive
+    # subresource is not one of its long-running kinds, and an aggregated API cannot declare one
+    # (kubernetes/kubernetes#73421, #83200).
+    pool = cluster.user_pool(ALICE, receive_buffer=64 * 1024)
+    response = pool.request("GET", _url(cluster, path), preload_content=False)
+    assert response.status == 200
+    started = time.monotonic()
+    first, error = _read_slowly(response.read, size)
+    response.release_conn()
+    assert error is not None and len(first) < size, "one response carried it all: nothing to prove"
+    print(f"one GET: cut after {time.monotonic() - started:.1f}s at byte {len(first)} of {size}: {error!r}")
+
+    # `projectgen download` (in the namespace: small buffers), its output read as slowly: it resumes
+    # with Range where each response was cut, and the result is the archive.
+    proc = subprocess.Popen(
+        cluster.ns.wrap(
+            [sys.executable, "-m", "projectgen", "download", "rexp/big", "-n", "team-a", "-o", "-"]
+        ),
+        env={**os.environ, "KUBECONFIG": str(cluster.alice)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    started = time.monotonic()
+    data, error = _read_slowly(proc.stdout.read, size)
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and error is None, stderr
+    assert time.monotonic() - started > 2 * REQUEST_TIMEOUT
+    assert hashlib.sha256(data).hexdigest() == sha
+    assert "resuming at byte" in stderr and f"SHA-256 OK: {sha}" in stderr
+    print(stderr)
+
+
+def test_downloads_past_the_bound_are_429_with_retry_after(cluster: Cluster, big_tar: dict[str, Any]) -> None:
+    pool = cluster.user_pool(ALICE, receive_buffer=64 * 1024)
+    url = _url(cluster, big_tar["status"]["downloadPath"])
+    running = [pool.request("GET", url, preload_content=False) for _ in range(PER_USER)]
+    try:
+        assert [r.status for r in running] == [200] * PER_USER  # held open: alice reads nothing
+        refused = pool.request("GET", url, retries=False)  # urllib3 would wait Retry-After and retry
+        assert refused.status == 429, refused.data[:300]
+        assert int(refused.headers["Retry-After"]) > 0
+        body = json.loads(refused.data)
+        assert body["kind"] == "Status" and body["reason"] == "TooManyRequests"
+        assert f"PROJECTGEN_DOWNLOADS_PER_USER={PER_USER}" in body["message"]
+        # Another user is not held up by alice's downloads.
+        other = cluster.user_pool(BOB).request("GET", url)
+        assert other.status == 403  # bob's RBAC, not alice's bound, decides
+    finally:
+        for r in running:
+            r.release_conn()
+
+
+def test_a_recreated_ca_secret_is_followed_by_every_shard(
+    cluster: Cluster, team_b_tgz: dict[str, Any]
+) -> None:
+    """Last in the module: the serving CA is replaced. Both shards move to the new CA, the
+    APIService's caBundle follows, and forwarding from shard a to shard b works with it."""
+    core = client.CoreV1Api(cluster.api)
+    core.delete_namespaced_secret("projectgen-serving-ca", SYSTEM)
+    cert, key = tls.new_ca("replaced serving CA")
+    core.create_namespaced_secret(
+        SYSTEM,
+        {
+            "metadata": {"name": "projectgen-serving-ca"},
+            "data": {"ca.crt": base64.b64encode(cert).decode(), "ca.key": base64.b64encode(key).decode()},
+        },
+    )
+    deadline = time.monotonic() + 60
+    bundle = ""
+    while time.monotonic() < deadline:
+        obj = client.CustomObjectsApi(cluster.api).get_cluster_custom_object(
+            "apiregistration.k8s.io", "v1", "apiservices", APISERVICE
+        )
+        bundle = obj["spec"].get("caBundle", "")
+        if bundle == base64.b64encode(cert).decode():
+            out = cluster.kubectl(cluster.bob, "get", "--raw", team_b_tgz["status"]["downloadPath"])
+            if out.returncode == 0:
+                assert hashlib.sha256(out.stdout).hexdigest() == team_b_tgz["status"]["archiveSha256"]
+                return
+        time.sleep(1)
+    logs = "\n".join(p.logs()[-3000:] for p in cluster.shards.values())
+    raise AssertionError(f"the shards did not follow the new CA (caBundle now {bundle[:40]}...)\n{logs}")

@@ -57,11 +57,34 @@ def test_parse_range(header: str | None, size: int, expected: tuple[int, int] | 
 
 
 @pytest.mark.parametrize(
-    ("header", "size"), [("bytes=10-", 10), ("bytes=11-12", 10), ("bytes=-0", 10), ("bytes=0-", 0)]
+    ("header", "size"),
+    [
+        ("bytes=10-", 10),
+        ("bytes=11-12", 10),
+        ("bytes=-0", 10),
+        ("bytes=0-", 0),
+        ("bytes=" + "9" * 5000 + "-", 10),  # past Python's int digit limit: still just past the end
+        ("bytes=" + "1" + "0" * 18 + "-" + "2" * 30, 10),
+    ],
 )
 def test_unsatisfiable_ranges(header: str, size: int) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, size)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=2-" + "9" * 5000, (2, 9)),  # a last position past the end: the rest of the file
+        ("bytes=-" + "9" * 5000, (0, 9)),  # a suffix longer than the file: all of it
+        ("bytes=" + "0" * 5000 + "3-4", (3, 4)),  # leading zeros are not a large number
+        ("bytes=\u0663-", None),  # a non-ASCII digit (int() takes it) is no byte range
+    ],
+)
+def test_long_range_positions_are_compared_not_converted(
+    header: str, expected: tuple[int, int] | None
+) -> None:
+    assert parse_range(header, 10) == expected
 
 
 # -- which file ------------------------------------------------------------------------------------

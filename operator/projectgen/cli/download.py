@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from projectgen.api.v1alpha1 import GROUP, VERSION
@@ -28,6 +29,11 @@ from projectgen.serving.download import download_path
 
 KINDS = ("rexp", "repositoryexport", "repositoryexports", "repositoryexports.projectgen.io")
 CHUNK = 256 * 1024
+BUSY_ATTEMPTS = 6
+"""Requests answered 429 (too many downloads at once) before the download gives up; each waits
+the ``Retry-After`` it was given."""
+RESUME_ATTEMPTS = 3
+"""Responses in a row that may end without a byte more before the download gives up."""
 PROGRESS_FROM = 1 << 20
 """Progress is shown for archives from this size (on a terminal, or with --progress)."""
 
@@ -168,41 +174,90 @@ def _fetch(
     expected: str,
     progress: Progress,
 ) -> str:
-    """Stream the archive into ``out`` from ``offset`` on; return the SHA-256 of the whole file."""
+    """Stream the archive into ``out`` from ``offset`` on; return the SHA-256 of the whole file.
+
+    A response cut short is resumed with ``Range`` from where it stopped: kube-apiserver ends every
+    proxied request to an aggregated API after its ``--request-timeout`` (60 s by default; the
+    archive subresource is not one of its long-running kinds), so a download that takes longer
+    arrives in several responses. ``If-Range`` makes sure each is the same archive."""
     hasher = hashlib.sha256()
+    done, total, stalls, first = offset, -1, 0, True
+    while True:
+        response = _request(api, path, done, expected)
+        before = done
+        try:
+            if response.status == 206 and done:
+                if first:  # the partial file on disk: its bytes count towards the digest
+                    out.seek(0)
+                    _hash_prefix(out, done, hasher)
+            else:  # the whole archive: from the start
+                if done and not out.seekable():
+                    raise CommandError(
+                        f"download of {path}: the archive changed while it was being downloaded"
+                    )
+                if out.seekable():
+                    out.seek(0)
+                hasher, done = hashlib.sha256(), 0
+            first = False
+            total = _total(response, done, total)
+            try:
+                for chunk in response.stream(CHUNK, decode_content=False):
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    done += len(chunk)
+                    progress.update(done)
+            except urllib3.exceptions.HTTPError:  # cut short: resumed below
+                pass
+        finally:
+            response.release_conn()
+        if total < 0 or done >= total:
+            break
+        stalls = 0 if done > before else stalls + 1
+        if stalls >= RESUME_ATTEMPTS:
+            raise CommandError(
+                f"download of {path}: cut at byte {done} of {total}, and resuming gets no further"
+            )
+        print(f"resuming at byte {done} of {total} (the response was cut short)", file=sys.stderr)
+    progress.update(done, final=True)
+    return hasher.hexdigest()
+
+
+def _request(api: kubernetes.client.ApiClient, path: str, offset: int, expected: str) -> Any:
     headers = {"Accept": "*/*"}
     if offset:
         headers |= {"Range": f"bytes={offset}-", "If-Range": f'"{expected}"'}
     method, url, headers, _, _ = api.param_serialize(
         "GET", path, header_params=headers, auth_settings=["BearerToken"]
     )
-    try:
-        response = api.call_api(method, url, header_params=headers).response
-    except kubernetes.client.exceptions.OpenApiException as exc:
-        raise CommandError(f"download of {path}: {exc}") from None
+    for _ in range(BUSY_ATTEMPTS):
+        try:
+            response = api.call_api(method, url, header_params=headers).response
+        except kubernetes.client.exceptions.OpenApiException as exc:
+            raise CommandError(f"download of {path}: {exc}") from None
+        if response.status != 429:
+            break
+        wait = response.headers.get("Retry-After", "")
+        response.release_conn()
+        seconds = min(int(wait), 60) if wait.isdigit() else 10
+        print(f"the operator is busy (429): trying again in {seconds}s", file=sys.stderr)
+        time.sleep(seconds)
     if response.status >= 400:
         try:
             message = str(json.loads(response.data)["message"])
         except (ValueError, KeyError, TypeError):
             message = f"HTTP {response.status}"
-        raise CommandError(f"download of {path}: {message}")
-    try:
-        if offset and response.status == 206:
-            out.seek(0)
-            _hash_prefix(out, offset, hasher)
-            done = offset
-        else:
-            out.seek(0)
-            done = 0
-        for chunk in response.stream(CHUNK, decode_content=False):
-            out.write(chunk)
-            hasher.update(chunk)
-            done += len(chunk)
-            progress.update(done)
-        progress.update(done, final=True)
-    finally:
         response.release_conn()
-    return hasher.hexdigest()
+        raise CommandError(f"download of {path}: {message}")
+    return response
+
+
+def _total(response: Any, offset: int, known: int) -> int:
+    """The archive's size from this response's headers (-1: unknown, read to the end)."""
+    content_range = response.headers.get("Content-Range", "")
+    if content_range.rpartition("/")[2].isdigit():
+        return int(content_range.rpartition("/")[2])
+    length = response.headers.get("Content-Length", "")
+    return offset + int(length) if length.isdigit() else known
 
 
 def _hash_prefix(out: IO[bytes], length: int, hasher: Any) -> None:

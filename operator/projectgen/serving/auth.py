@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+import urllib3
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -38,6 +39,9 @@ from kubernetes.client.exceptions import ApiException
 from projectgen.serving.tls import SHARD_PROXY_CN
 
 AUTH_CONFIGMAP = ("kube-system", "extension-apiserver-authentication")
+API_TIMEOUT = 10.0
+"""Seconds a call the download path makes to the API server (SubjectAccessReview, the export's
+list) may take: without it a stalled API server holds the download's thread and slot for ever."""
 log = logging.getLogger(__name__)
 
 
@@ -227,10 +231,15 @@ def authorize(
         )
     )
     try:
-        review = client.AuthorizationV1Api(api).create_subject_access_review(body)
+        review = client.AuthorizationV1Api(api).create_subject_access_review(
+            body, _request_timeout=API_TIMEOUT
+        )
     except ApiException as exc:
         log.warning("SubjectAccessReview failed: HTTP %s %s", exc.status, exc.reason)
         return Decision(False, f"the authorization check failed (HTTP {exc.status})")
+    except urllib3.exceptions.HTTPError as exc:  # a timeout, a refused connection
+        log.warning("SubjectAccessReview failed: %s", type(exc).__name__)
+        return Decision(False, "the authorization check failed (the API server did not answer in time)")
     status = review.status
     return Decision(bool(status and status.allowed), (status.reason or "") if status else "")
 

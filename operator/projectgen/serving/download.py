@@ -14,7 +14,11 @@ loop (memory stays flat whatever the size), one ``Range`` is honoured (206, 416 
 from ``status.archiveSha256`` and ``Repr-Digest`` (RFC 9530) carries it too.
 
 Which file: never ``status.archivePath`` as given, but the file of that name inside the directory
-:class:`~projectgen.storage.Storage` assigns to this namespace, name and uid.
+:class:`~projectgen.storage.Storage` assigns to this namespace, name and uid, of the export whose
+own namespace and name are the URL's (both checked as Kubernetes names first: 400 otherwise).
+
+Bounds (README, Security): downloads at once per user and in all (429 with ``Retry-After``), a
+timeout on each write to a client that reads nothing, and on the API calls made for a request.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import urllib3
 from aiohttp import web
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -36,7 +41,15 @@ from kubernetes.client.exceptions import ApiException
 from projectgen.api.v1alpha1 import GROUP as CRD_GROUP
 from projectgen.api.v1alpha1 import VERSION
 from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL, RepositoryExportPhase
-from projectgen.serving.auth import Authenticator, Unauthenticated, User, authorize, peer_certificate
+from projectgen.serving.auth import (
+    API_TIMEOUT,
+    Authenticator,
+    Unauthenticated,
+    User,
+    authorize,
+    peer_certificate,
+)
+from projectgen.serving.bounds import RETRY_AFTER_SECONDS, DownloadSlots
 from projectgen.storage import Storage
 
 GROUP = "download.projectgen.io"
@@ -56,7 +69,8 @@ def download_path(namespace: str, name: str) -> str:
 # -- Status objects ------------------------------------------------------------------------------
 
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict"}
-_REASONS |= {416: "RequestedRangeNotSatisfiable", 500: "InternalError", 502: "BadGateway"}
+_REASONS |= {416: "RequestedRangeNotSatisfiable", 429: "TooManyRequests", 500: "InternalError"}
+_REASONS |= {502: "BadGateway"}
 _REASONS |= {503: "ServiceUnavailable"}
 
 
@@ -143,32 +157,45 @@ def openapi_v3() -> dict[str, Any]:
 
 # -- Range ---------------------------------------------------------------------------------------
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits: int() would also take "٣"
+_MAX_DIGITS = 18
+"""Positions longer than this (leading zeros aside) are past the end of any file (10**18 bytes is an
+exabyte): compared as such, never given to ``int()``, whose digit limit (4300) raises ValueError."""
 
 
 class Unsatisfiable(ValueError):
     pass
 
 
+def _position(digits: str) -> int | None:
+    """A range position, or None when it is larger than any file could be."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else None
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The one byte range ``(first, last)`` inclusive asked for, or None for the whole file.
 
     Several ranges, or a header that is not a byte range, are answered with the whole file (RFC
-    9110 lets a server ignore Range). Raises :class:`Unsatisfiable` for a range past the end."""
+    9110 lets a server ignore Range). Raises :class:`Unsatisfiable` for a range past the end, as a
+    first position of any length is (RFC 9110 14.1.1: valid syntax, nothing of the file in it); a
+    last position or a suffix past the end is the rest of the file, whatever its length."""
     if not header:
         return None
     match = _RANGE.match(header.strip().replace(" ", ""))
     if not match or (not match[1] and not match[2]):
         return None
     if not match[1]:  # suffix: the last N bytes
-        count = int(match[2])
+        count = _position(match[2])
         if count == 0 or size == 0:
             raise Unsatisfiable(header)
-        return max(0, size - count), size - 1
-    first = int(match[1])
-    last = int(match[2]) if match[2] else size - 1
-    if first >= size:
+        return max(0, size - count) if count is not None else 0, size - 1
+    first = _position(match[1])
+    if first is None or first >= size:
         raise Unsatisfiable(header)
+    last = _position(match[2]) if match[2] else size - 1
+    if last is None:
+        last = size - 1
     if last < first:
         return None
     return first, min(last, size - 1)
@@ -231,16 +258,58 @@ def _ready_message(status: dict[str, Any]) -> str:
     return ""
 
 
+_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DNS1123_LABEL = re.compile(rf"{_LABEL}\Z")
+_DNS1123_SUBDOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+
+
+def invalid_reference(namespace: str, name: str) -> str:
+    """Why the URL's namespace or name cannot name a RepositoryExport ('' when they can).
+
+    Kubernetes' rules (k8s.io/apimachinery validation): a namespace is a DNS-1123 label (at most 63
+    characters), an object name a DNS-1123 subdomain (at most 253). Checked before anything is asked
+    of the API server, so ``..``, ``.``, an encoded ``/`` or an empty segment never reaches a client
+    that would resolve it into another path (``namespaces/../repositoryexports`` is the cluster-wide
+    list)."""
+    if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
+        return (
+            f"invalid namespace {_shortened(namespace)!r}: a namespace is a DNS-1123 label (lower-case "
+            "letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"
+        )
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        return (
+            f"invalid name {_shortened(name)!r}: a RepositoryExport's name is a DNS-1123 subdomain "
+            "(lower-case letters, digits, '-' and '.', at most 253 characters)"
+        )
+    return ""
+
+
 def find_export(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    """The export by name, with ``list`` (the operator's role has list/watch on exports, not get)."""
+    """The export by name, with ``list`` (the operator's role has list/watch on exports, not get).
+
+    Only an item whose own namespace and name are the ones asked for counts: whatever the list
+    answered (another path, a field selector ignored), nothing else is served under this URL."""
     answer = cast(
         dict[str, Any],
         client.CustomObjectsApi(api).list_namespaced_custom_object(
-            CRD_GROUP, VERSION, namespace, PLURAL, field_selector=f"metadata.name={name}"
+            CRD_GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=int(API_TIMEOUT),
+            _request_timeout=API_TIMEOUT,
         ),
     )
-    items = answer.get("items") or []
-    return dict(items[0]) if items else None
+    return the_export(answer.get("items") or [], namespace, name)
+
+
+def the_export(items: list[dict[str, Any]], namespace: str, name: str) -> dict[str, Any] | None:
+    for item in items:
+        meta = item.get("metadata") or {}
+        if meta.get("namespace") == namespace and meta.get("name") == name:
+            return dict(item)
+    return None
 
 
 # -- the handler ---------------------------------------------------------------------------------
@@ -256,6 +325,9 @@ class DownloadAPI:
     shard: str = ""
     forward: Forwarder | None = None
     """Proxies a request to the named shard (None: not sharded)."""
+    slots: DownloadSlots = field(default_factory=lambda: DownloadSlots(total=32, per_user=4))
+    idle_timeout: float = 60.0
+    """Seconds a write to the client may wait for the socket before the download is dropped."""
 
     def user(self, request: web.Request) -> User:
         return self.authenticator.authenticate(peer_certificate(request.transport), request.headers)
@@ -280,8 +352,23 @@ class DownloadAPI:
         try:
             user = self.user(request)
         except Unauthenticated as exc:
-            log.info("download of %s/%s refused: %s", namespace, name, exc)
+            log.info("download refused: %s", exc)
             return status_response(401, f"Unauthorized: {exc}")
+        invalid = invalid_reference(namespace, name)
+        if invalid:
+            return status_response(400, invalid)
+        refusal = self.slots.acquire(user.name)
+        if refusal:
+            log.info("download of %s/%s by %s refused: %s", namespace, name, user.name, refusal)
+            return status_response(429, refusal, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        try:
+            return await self._archive(request, user, namespace, name)
+        finally:
+            self.slots.release(user.name)
+
+    async def _archive(
+        self, request: web.Request, user: User, namespace: str, name: str
+    ) -> web.StreamResponse:
         decision = await asyncio.to_thread(
             authorize,
             self.api,
@@ -300,6 +387,10 @@ class DownloadAPI:
             export = await asyncio.to_thread(find_export, self.api, namespace, name)
         except ApiException as exc:
             return status_response(503, f"reading {PLURAL}.{CRD_GROUP} {namespace}/{name}: HTTP {exc.status}")
+        except urllib3.exceptions.HTTPError as exc:
+            return status_response(
+                503, f"reading {PLURAL}.{CRD_GROUP} {namespace}/{name}: {type(exc).__name__}"
+            )
         if export is None:
             return status_response(404, f'{PLURAL}.{CRD_GROUP} "{name}" not found', name=name)
         holder = ((export.get("metadata") or {}).get("labels") or {}).get(SHARD_LABEL, "")
@@ -315,10 +406,12 @@ class DownloadAPI:
             located = locate(export, self.storage)
         except NotServable as exc:
             return status_response(exc.code, exc.message, name=name)
-        return await stream_file(request, located)
+        return await stream_file(request, located, idle_timeout=self.idle_timeout)
 
 
-async def stream_file(request: web.Request, located: Located) -> web.StreamResponse:
+async def stream_file(
+    request: web.Request, located: Located, *, idle_timeout: float | None = None
+) -> web.StreamResponse:
     try:
         handle = await asyncio.to_thread(open, located.path, "rb")
     except OSError as exc:
@@ -342,7 +435,7 @@ async def stream_file(request: web.Request, located: Located) -> web.StreamRespo
         except Unsatisfiable:
             return status_response(
                 416,
-                f"range {wanted} is past the end of the archive ({size} bytes)",
+                f"range {_shortened(wanted or '')} is past the end of the archive ({size} bytes)",
                 headers={"Content-Range": f"bytes */{size}", **({"ETag": etag} if etag else {})},
             )
         if span is None:
@@ -361,12 +454,30 @@ async def stream_file(request: web.Request, located: Located) -> web.StreamRespo
             chunk = await asyncio.to_thread(handle.read, min(CHUNK, remaining))
             if not chunk:
                 break  # truncated under us: the client sees a short body and the ETag check fails
-            await response.write(chunk)  # waits for the socket: backpressure keeps memory flat
+            try:  # waits for the socket: backpressure keeps memory flat
+                async with asyncio.timeout(idle_timeout):
+                    await response.write(chunk)
+            except TimeoutError:
+                # A client that stopped reading (or reads a few bytes a minute) keeps no slot.
+                log.info(
+                    "download of %s dropped: the client read nothing for %ss", located.filename, idle_timeout
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            except ConnectionError:  # the client went (kube-apiserver ends it at its request timeout)
+                log.info("download of %s ended by the client, %d bytes short", located.filename, remaining)
+                return response
             remaining -= len(chunk)
         await response.write_eof()
         return response
     finally:
         handle.close()
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    """A header echoed in a message: a hostile one may be kilobytes long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _content_type(filename: str) -> str:

@@ -6,9 +6,10 @@ It serves the download API (``download.py``) and the createdBy admission webhook
 Started by ``projectgen run`` (``PROJECTGEN_SERVING_PORT``, default 8443, 0: off). Starting it
 needs the API server (the CA Secret, the requestheader ConfigMap), so it is retried in the
 background until it works, with the reason logged: the operator reconciles meanwhile, only
-downloads wait. Once up, a refresh every :data:`REFRESH_SECONDS` follows a rotated requestheader
-CA, a renewed admin-supplied certificate, and puts the caBundle back should an `kubectl apply`
-of the APIService have dropped it.
+downloads wait. Once up, a refresh every ``PROJECTGEN_SERVING_REFRESH_SECONDS`` follows a rotated
+requestheader CA, a renewed admin-supplied certificate, a recreated CA Secret (see
+:meth:`Server.adopt_ca`), and puts the caBundle back should an `kubectl apply` of the APIService
+have dropped it.
 
 Sharding: every shard serves the same APIService (one Service selects them all); a request for an
 export another shard holds (label ``projectgen.io/shard``) is forwarded to that shard's URL from
@@ -34,20 +35,23 @@ from multidict import CIMultiDict
 
 from projectgen.serving import admission, download
 from projectgen.serving.auth import Authenticator, RequestHeaderConfig, User, read_requestheader_config
+from projectgen.serving.bounds import DownloadSlots
+from projectgen.serving.shards import Clock, ShardClient, utcnow
 from projectgen.serving.tls import (
-    SHARD_PROXY_CN,
     CABundleTarget,
     CertificateAuthority,
     ServingIdentity,
     ensure_ca,
+    fingerprint,
     load_chain,
     sync_ca_bundle,
 )
 from projectgen.settings import Settings
 from projectgen.storage import Storage
 
-REFRESH_SECONDS = 60.0
 RETRY_SECONDS = 10.0
+SERVING_RENEW = datetime.timedelta(days=30)
+"""The operator's own serving certificate (90 days) is reissued after this."""
 log = logging.getLogger(__name__)
 _FORWARDED_RESPONSE_HEADERS = (
     "Content-Type",
@@ -88,8 +92,10 @@ class Server:
     context: ssl.SSLContext | None = None
     downloads: download.DownloadAPI | None = None
     runner: web.AppRunner | None = None
+    clock: Clock = utcnow
+    shards: ShardClient | None = None
+    """Forwards downloads to other shards (None: not sharded, or an admin-supplied certificate)."""
     _issued_at: datetime.datetime | None = None
-    _session: aiohttp.ClientSession | None = None
     _task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -106,7 +112,7 @@ class Server:
                 log.warning("download API not served yet, retrying in %.0fs: %s", RETRY_SECONDS, _brief(exc))
                 await asyncio.sleep(RETRY_SECONDS)
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)
+            await asyncio.sleep(self.settings.serving_refresh_seconds)
             try:
                 await self.refresh()
             except Exception as exc:
@@ -121,16 +127,23 @@ class Server:
         authenticator = Authenticator(self.requestheader, own_ca)
         self.context = self.identity.server_context(authenticator.trusted_pems())
         storage = Storage(self.settings.data_dir)
-        forward = self._forward if self.settings.shard_urls and self.identity.ca is not None else None
+        if self.settings.shard_urls and self.identity.ca is not None:
+            self.shards = ShardClient(self.identity.ca, self.clock)
         self.downloads = download.DownloadAPI(
-            self.api, storage, authenticator, shard=self.settings.shard, forward=forward
+            self.api,
+            storage,
+            authenticator,
+            shard=self.settings.shard,
+            forward=self._forward if self.shards is not None else None,
+            slots=DownloadSlots(self.settings.downloads_max, self.settings.downloads_per_user),
+            idle_timeout=self.settings.serving_idle_timeout,
         )
         app = web.Application()
         download.add_routes(app, self.downloads)
-        admission.add_routes(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        admission.add_routes(app, body_timeout=self.settings.serving_idle_timeout)
+        runner = serving_runner(app, self.settings)
         await runner.setup()
-        site = web.TCPSite(runner, "0.0.0.0", self.settings.serving_port, ssl_context=self.context)
+        site = TLSSite(runner, self.settings.serving_port, self.context, self.settings.serving_header_timeout)
         try:
             await site.start()
         except OSError:
@@ -145,8 +158,8 @@ class Server:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._session is not None:
-            await self._session.close()
+        if self.shards is not None:
+            await self.shards.close()
         if self.runner is not None:
             await self.runner.cleanup()
         self.api.close()
@@ -156,9 +169,14 @@ class Server:
     def _load_identity(self) -> ServingIdentity:
         if self.settings.serving_cert_dir is not None:
             return ServingIdentity.from_dir(self.settings.serving_cert_dir)
-        ca = ensure_ca(kubernetes.client.CoreV1Api(self.api), self.settings.operator_namespace)
-        self._issued_at = datetime.datetime.now(datetime.UTC)
-        return ServingIdentity.from_ca(ca, serving_names(self.settings))
+        return self._identity_from(self._read_ca())
+
+    def _read_ca(self) -> CertificateAuthority:
+        return ensure_ca(kubernetes.client.CoreV1Api(self.api), self.settings.operator_namespace)
+
+    def _identity_from(self, ca: CertificateAuthority) -> ServingIdentity:
+        self._issued_at = self.clock()
+        return ServingIdentity.from_ca(ca, serving_names(self.settings), now=self._issued_at)
 
     def bundle_targets(self) -> list[CABundleTarget]:
         """The objects whose caBundle must name the serving CA: the APIService, and the createdBy
@@ -177,15 +195,18 @@ class Server:
             sync_ca_bundle(self.api, target, self.identity.ca_bundle)
 
     async def refresh(self) -> None:
+        """Follow what may change under a running server: the admin's certificate files, or the CA
+        Secret (recreated: a new CA) and the age of the certificates issued from it; the requestheader
+        configuration; the caBundles."""
         if self.identity is None or self.context is None or self.downloads is None:
             return
-        renew = self._issued_at is not None and (
-            datetime.datetime.now(datetime.UTC) - self._issued_at > datetime.timedelta(days=30)
-        )
-        if self.identity.changed_on_disk() or renew:
-            self.identity = await asyncio.to_thread(self._load_identity)
-            load_chain(self.context, self.identity.cert_pem, self.identity.key_pem)  # new handshakes
-            log.info("serving certificate reloaded")
+        if self.settings.serving_cert_dir is not None:
+            if self.identity.changed_on_disk():
+                self.identity = await asyncio.to_thread(self._load_identity)
+                load_chain(self.context, self.identity.cert_pem, self.identity.key_pem)  # new handshakes
+                log.info("serving certificate reloaded")
+        else:
+            self.adopt_ca(await asyncio.to_thread(self._read_ca))
         config = await asyncio.to_thread(read_requestheader_config, kubernetes.client.CoreV1Api(self.api))
         if config != self.requestheader:
             self.requestheader = config
@@ -196,23 +217,33 @@ class Server:
             log.info("requestheader configuration reloaded")
         await asyncio.to_thread(self._sync_bundles)
 
-    # -- shards ------------------------------------------------------------------------------
+    def adopt_ca(self, ca: CertificateAuthority) -> None:
+        """Serve, trust and forward with ``ca`` from now on when it is not the CA in use (the Secret
+        was recreated), and reissue the serving certificate when it is due either way."""
+        if self.identity is None or self.context is None or self.downloads is None:
+            return
+        changed = ca != self.identity.ca
+        due = self._issued_at is None or self.clock() - self._issued_at > SERVING_RENEW
+        if not (changed or due):
+            return
+        self.identity = self._identity_from(ca)
+        load_chain(self.context, self.identity.cert_pem, self.identity.key_pem)  # new handshakes
+        if changed:
+            # The handshake accepts both CAs from now on; the Authenticator counts only the new one.
+            self.context.load_verify_locations(cadata=ca.cert_pem.decode())
+            if self.requestheader is not None:
+                self.downloads.authenticator = Authenticator(self.requestheader, ca.cert_pem)
+            if self.shards is not None:
+                self.shards.follow(ca)
+            log.info("serving CA changed (now %s): certificates reissued from it", fingerprint(ca.cert_pem))
+        else:
+            log.info("serving certificate renewed")
 
-    def _client_session(self, ca: CertificateAuthority) -> aiohttp.ClientSession:
-        if self._session is None:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca.cert_pem.decode())
-            cert, key = ca.issue(SHARD_PROXY_CN, client=True)
-            load_chain(context, cert, key)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
-                auto_decompress=False,
-            )
-        return self._session
+    # -- shards ------------------------------------------------------------------------------
 
     async def _forward(self, request: web.Request, user: User, shard: str) -> web.StreamResponse:
         base = dict(self.settings.shard_urls).get(shard)
-        if base is None or self.identity is None or self.identity.ca is None or self.requestheader is None:
+        if base is None or self.shards is None or self.requestheader is None:
             return download.status_response(
                 503, f"no URL for shard {shard!r} in PROJECTGEN_SHARD_URLS: the export's archive is there"
             )
@@ -220,9 +251,8 @@ class Server:
         for name in ("Range", "If-Range"):
             if name in request.headers:
                 headers[name] = request.headers[name]
-        session = self._client_session(self.identity.ca)
         try:
-            async with session.get(base + request.path, headers=headers) as upstream:
+            async with self.shards.get(base + request.path, headers) as upstream:
                 response = web.StreamResponse(
                     status=upstream.status,
                     headers={
@@ -237,6 +267,52 @@ class Server:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("forwarding a download to shard %s failed: %s", shard, exc)
             return download.status_response(503, f"shard {shard!r}, which holds the archive, is unreachable")
+
+
+def serving_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner of the HTTPS port. aiohttp's keep-alive timeout runs from the moment a connection
+    is up (after the TLS handshake) until a request's headers are complete, and again after each
+    response: a client dribbling its headers (slowloris) or idling holds the connection no longer."""
+    return web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=settings.serving_header_timeout
+    )
+
+
+class TLSSite(web.BaseSite):
+    """aiohttp's TCPSite with a TLS handshake timeout (asyncio's default is 60 s, not configurable
+    through TCPSite): a connection that never finishes its handshake is closed after ``timeout``."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        port: int,
+        context: ssl.SSLContext,
+        timeout: float,
+        host: str = "0.0.0.0",  # the Service's endpoint: every interface of the pod
+    ) -> None:
+        super().__init__(runner, ssl_context=context)
+        self._host, self._port, self._handshake_timeout = host, port, timeout
+        self.port = port
+        """The bound port (the one asked for, or the one the kernel chose for 0) once started."""
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None  # set by runner.setup()
+        listening = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout,
+            reuse_address=True,
+        )
+        self._server = listening
+        self.port = int(listening.sockets[0].getsockname()[1])
 
 
 def _brief(exc: BaseException) -> str:

@@ -103,15 +103,17 @@ class CertificateAuthority:
         server_names: Sequence[str] = (),
         client: bool = False,
         organizations: Sequence[str] = (),
+        now: datetime.datetime | None = None,
     ) -> tuple[bytes, bytes]:
         """A leaf certificate: for serving (SANs ``server_names``) or, with ``client``, for a client
-        (kube-apiserver reads a client certificate's ``organizations`` as the user's groups)."""
+        (kube-apiserver reads a client certificate's ``organizations`` as the user's groups), valid
+        from ``now`` (default: the current time)."""
         ca_cert = x509.load_pem_x509_certificate(self.cert_pem)
         ca_key = serialization.load_pem_private_key(self.key_pem, None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
             raise TLSError("the serving CA's key is not an EC key")
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
+        now = now or datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
             .subject_name(
@@ -214,8 +216,10 @@ class ServingIdentity:
     _stamp: tuple[float, ...] = ()
 
     @classmethod
-    def from_ca(cls, ca: CertificateAuthority, names: Sequence[str]) -> ServingIdentity:
-        cert, key = ca.issue(names[0] if names else "projectgen-api", server_names=names)
+    def from_ca(
+        cls, ca: CertificateAuthority, names: Sequence[str], now: datetime.datetime | None = None
+    ) -> ServingIdentity:
+        cert, key = ca.issue(names[0] if names else "projectgen-api", server_names=names, now=now)
         return cls(cert, key, ca.cert_pem, ca)
 
     @classmethod
