@@ -29,7 +29,7 @@ from projectgen.api.v1alpha1 import GROUP, generatedproject, repositoryexport
 from projectgen.api.v1alpha1.common import CREATED_BY_ANNOTATION
 
 PATH = "/admission/created-by"
-"""Where the MutatingWebhookConfiguration of ``manifests/created-by-webhook/`` points."""
+"""Where the MutatingWebhookConfiguration of ``manifests/created-by/webhook/`` points."""
 STAMPED = frozenset({generatedproject.PLURAL, repositoryexport.PLURAL})
 """The resources whose creator is recorded: the same list as the policies' resourceRules."""
 MAX_REVIEW_BYTES = 4 * 1024 * 1024  # the API server's own request limit is 3 MiB
