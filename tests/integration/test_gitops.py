@@ -13,7 +13,6 @@ and by `kubectl wait`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from support import (
     get,
     inline_source,
     project_body,
+    unavailable,
     wait_for,
     wait_phase,
 )
@@ -46,9 +46,7 @@ def kstatus_helper() -> None:
     try:
         kstatus.ensure_binary()
     except kstatus.KstatusUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"kstatus helper unavailable: {exc}")
-        pytest.skip(f"kstatus helper unavailable: {exc}")
+        unavailable(f"kstatus helper unavailable: {exc}")
 
 
 def waiting(obj: dict[str, Any]) -> bool:
