@@ -494,17 +494,8 @@ def wait_until(what: str, check: Callable[[], str | None], timeout: float, inter
 
 
 def peak_rss_kib(pid: int) -> int:
-    """VmHWM of a process: its peak resident set since start (or the last reset)."""
+    """VmHWM of a process: its peak resident set since it started."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM (Linux: write 5 to /proc/<pid>/clear_refs); False when not allowed."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
