@@ -355,6 +355,7 @@ def test_temporary_errors_are_retried(
     github.fail_next("GET", "/user", status=429, headers={"Retry-After": "1"}, times=1)
     create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url))
     assert finished(api_client, namespace, "gh")["status"]["phase"] == "Completed"
+    assert github.unserved_faults() == []
     assert github.created == ["octocat/billing-api"]
 
 
