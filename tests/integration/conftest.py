@@ -16,8 +16,9 @@ from typing import Protocol
 
 import kubernetes.client
 import pytest
-from support import OperatorProcess, unavailable
+from support import OperatorProcess
 
+from projectgen_dev.ci import unavailable
 from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 from projectgen_dev.gitea import GiteaError, GiteaServer, find_gitea
 from projectgen_dev.netns import NetworkNamespace

@@ -27,12 +27,12 @@ from support import (
     get,
     inline_source,
     project_body,
-    unavailable,
     wait_for,
     wait_phase,
 )
 
 from projectgen_dev import kstatus
+from projectgen_dev.ci import unavailable
 
 if TYPE_CHECKING:
     from conftest import Kubectl

@@ -33,13 +33,13 @@ from support import (
     inline_source,
     permission_problems,
     project_body,
-    unavailable,
     wait_event,
     wait_for,
     wait_phase,
 )
 
 from projectgen_dev import node as node_module
+from projectgen_dev.ci import unavailable
 from projectgen_dev.node import Node
 
 REPO = Path(__file__).resolve().parents[2]
