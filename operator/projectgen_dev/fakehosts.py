@@ -77,6 +77,16 @@ class Fault:
     after: bool
     times: int
 
+    def __str__(self) -> str:
+        what = (
+            "dropped connection"
+            if self.drop
+            else f"HTTP {self.status}"
+            if self.status
+            else f"{self.delay}s delay"
+        )
+        return f"{self.method} {self.pattern}: {what} x{self.times}"
+
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -228,6 +238,14 @@ class _FakeHost:
                         self._faults.remove(fault)
                     return fault
         return None
+
+    def unserved_faults(self) -> list[str]:
+        """Scripted faults (this host's and its git server's) that no request has met yet.
+
+        A retry test asserts this is empty: a fault that matched nothing proves nothing."""
+        with self._lock:
+            own = [str(fault) for fault in self._faults]
+        return own + [f"git: {fault}" for fault in self.git.unserved_faults()]
 
     def count(self, method: str, pattern: str) -> int:
         return sum(1 for m, p in self.calls if m == method and fnmatch.fnmatchcase(p, pattern))

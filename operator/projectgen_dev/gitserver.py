@@ -177,6 +177,12 @@ class GitHTTPServer:
         with self._server._lock:
             self._server.faults.clear()
 
+    def unserved_faults(self) -> list[str]:
+        """The scripted faults no request has met yet: a retry test asserts this is empty, or it
+        proves nothing about retries (a fault matched nothing and the first try succeeded)."""
+        with self._server._lock:
+            return [f"HTTP {status} for a path containing {match!r}" for match, status in self._server.faults]
+
     def url(self, full_name: str) -> str:
         return f"{self.base_url}/{full_name}.git"
 

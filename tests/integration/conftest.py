@@ -16,8 +16,9 @@ from typing import Protocol
 
 import kubernetes.client
 import pytest
-from support import OperatorProcess, unavailable
+from support import OperatorProcess
 
+from projectgen_dev.ci import unavailable
 from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 from projectgen_dev.gitea import GiteaError, GiteaServer, find_gitea
 from projectgen_dev.netns import NetworkNamespace
@@ -46,9 +47,7 @@ def control_plane() -> Iterator[ControlPlane]:
     try:
         bin_dir = find_binaries()
     except BinariesNotFoundError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"control plane binaries unavailable: {exc}")
-        pytest.skip(f"control plane binaries unavailable: {exc}")
+        unavailable(f"control plane binaries unavailable: {exc}")
     previous = os.environ.get("KUBECONFIG")
     with ControlPlane(bin_dir) as cp:
         if CRD_DIR.is_dir() and any(CRD_DIR.glob("*.yaml")):
@@ -161,8 +160,6 @@ def gitea_server() -> Iterator[GiteaServer]:
     try:
         binary = find_gitea()
     except GiteaError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Gitea unavailable: {exc}")
-        pytest.skip(f"Gitea unavailable: {exc}")
+        unavailable(f"Gitea unavailable: {exc}")
     with GiteaServer(binary) as server:
         yield server

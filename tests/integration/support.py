@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -25,13 +24,6 @@ GROUP, VERSION = "projectgen.io", "v1alpha1"
 LOOPBACK_POLICY = Path(__file__).with_name("loopback-policy.yaml")
 """The outbound policy every test operator gets unless its env says otherwise: loopback allowed."""
 PROJECTS, EXPORTS = "generatedprojects", "repositoryexports"
-
-
-def unavailable(reason: str) -> None:
-    """A test that cannot run here fails in CI (``CI=true``) and is skipped elsewhere, saying why."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"cannot run in CI: {reason}")
-    pytest.skip(reason)
 
 
 # What a permission problem looks like in the operator's log: an HTTP 403 (not a number inside a

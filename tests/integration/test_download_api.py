@@ -42,7 +42,6 @@ from support import (
     free_port,
     inline_source,
     project_body,
-    unavailable,
     wait_for,
     wait_phase,
 )
@@ -51,6 +50,7 @@ from projectgen.serving import tls
 from projectgen.serving.download import GROUP, download_path
 from projectgen_dev import pki
 from projectgen_dev.aggregation import aggregate_cluster_roles, endpoint_slice
+from projectgen_dev.ci import unavailable
 from projectgen_dev.controlplane import BinariesNotFoundError, ControlPlane, find_binaries
 from projectgen_dev.netns import NetworkNamespace
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import time
 import zipfile
@@ -244,14 +245,24 @@ def test_restart_during_a_large_export(
         create(api_client, PROJECTS, namespace, body)
         project = wait_phase(api_client, PROJECTS, namespace, "big", "Completed", timeout=180)
     export = export_body("big-tgz", "big", "tar.gz", compressionLevel=9)
+    exports = data / "exports" / namespace / "big-tgz"
     op = OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)).start()
     try:
         create(api_client, EXPORTS, namespace, export)
         wait_phase(api_client, EXPORTS, namespace, "big-tgz", "Exporting", timeout=60)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while not [p for p in exports.rglob(".*.tmp") if p.stat().st_size > 0]:
+            assert time.monotonic() < deadline, "the export never started writing its archive"
+            time.sleep(0.05)
+        # Frozen, the operator is where the kill will find it: mid-write, nothing placed, not done.
+        assert op.proc is not None
+        op.proc.send_signal(signal.SIGSTOP)
+        partial = [p for p in exports.rglob(".*.tmp") if p.stat().st_size > 0]
+        placed = [p for p in exports.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        phase = (get(api_client, EXPORTS, namespace, "big-tgz") or {}).get("status", {}).get("phase")
+        assert partial and not placed and phase == "Exporting", (partial, placed, phase)
     finally:
         op.kill()
-    exports = data / "exports" / namespace / "big-tgz"
     assert not [
         p for p in exports.rglob("*") if p.is_file() and not p.name.startswith(".")
     ]  # nothing half-written in place

@@ -333,11 +333,16 @@ def test_missing_secret_fails_then_heals(
     obj = wait_phase(api_client, EXPORTS, namespace, "gh", "Failed", timeout=60)
     assert "Secret 'git-token' not found" in obj["status"]["errorMessage"]
     secret(api_client, namespace, key="wrong-key")
-    status = finished(api_client, namespace, "gh", timeout=120)["status"]
-    while status["phase"] == "Failed" and "has no key 'token'" not in status["errorMessage"]:
-        time.sleep(1)
-        status = finished(api_client, namespace, "gh")["status"]
-    assert "has no key 'token'" in status["errorMessage"]
+    status = wait_for(
+        api_client,
+        EXPORTS,
+        namespace,
+        "gh",
+        lambda o: "has no key 'token'" in ((o.get("status") or {}).get("errorMessage") or ""),
+        timeout=120,
+        what="failing for the missing key",
+    )["status"]
+    assert status["phase"] == "Failed", status
     client.CoreV1Api(api_client).patch_namespaced_secret(
         "git-token", namespace, {"stringData": {"token": TOKEN}}
     )
@@ -355,6 +360,7 @@ def test_temporary_errors_are_retried(
     github.fail_next("GET", "/user", status=429, headers={"Retry-After": "1"}, times=1)
     create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url))
     assert finished(api_client, namespace, "gh")["status"]["phase"] == "Completed"
+    assert github.unserved_faults() == []
     assert github.created == ["octocat/billing-api"]
 
 

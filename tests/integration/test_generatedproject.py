@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -425,11 +426,18 @@ def test_restart_mid_generation_completes_without_debris(
     try:
         create(api_client, PROJECTS, namespace, body)
         wait_phase(api_client, PROJECTS, namespace, "big", "Generating", timeout=30)
-        time.sleep(1.0)
-        assert list((data / ".staging").iterdir()), "the kill should land mid-generation"
+        staging = data / ".staging"
+        deadline = time.monotonic() + 60
+        while not (staging.is_dir() and list(staging.iterdir())):
+            assert time.monotonic() < deadline, "the render never started in staging"
+            time.sleep(0.05)
+        # Frozen, the operator is where the kill will find it: at work in staging, not done.
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGSTOP)
+        assert list(staging.iterdir()), "the kill should land mid-generation"
+        assert get(api_client, PROJECTS, namespace, "big")["status"]["phase"] == "Generating"  # type: ignore[index]
     finally:
         first.kill()
-    assert get(api_client, PROJECTS, namespace, "big")["status"]["phase"] == "Generating"  # type: ignore[index]
     with OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)):
         status = completed(api_client, namespace, "big", timeout=180)["status"]
         expected = "".join(

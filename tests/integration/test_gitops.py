@@ -13,7 +13,6 @@ and by `kubectl wait`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from support import (
 )
 
 from projectgen_dev import kstatus
+from projectgen_dev.ci import unavailable
 
 if TYPE_CHECKING:
     from conftest import Kubectl
@@ -46,9 +46,7 @@ def kstatus_helper() -> None:
     try:
         kstatus.ensure_binary()
     except kstatus.KstatusUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"kstatus helper unavailable: {exc}")
-        pytest.skip(f"kstatus helper unavailable: {exc}")
+        unavailable(f"kstatus helper unavailable: {exc}")
 
 
 def waiting(obj: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -149,18 +150,37 @@ def test_a_restart_in_the_middle_of_a_spec_change_renders_it_once(
         )
         wait_phase(api_client, PROJECTS, namespace, "twice", "Generating", timeout=30)
         deadline = time.monotonic() + 30
-        while "generation 2 (attempt 1)" not in first.logs() and time.monotonic() < deadline:
+        while "generation 2 (attempt 1)" not in first.logs():
+            assert time.monotonic() < deadline, "the render of generation 2 never started"
             time.sleep(0.1)
-        time.sleep(0.5)
+        # Frozen, the operator is where the kill will find it: rendering generation 2, not done.
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGSTOP)
+        obj = get(api_client, PROJECTS, namespace, "twice") or {}
+        assert obj["status"]["phase"] == "Generating", "the kill should land mid-generation"
     finally:
         first.kill()
-    obj = get(api_client, PROJECTS, namespace, "twice") or {}
-    assert obj["status"]["phase"] == "Generating", "the kill should land mid-generation"
     offset = len(log.read_text())
     with OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)):
         status = wait_phase(api_client, PROJECTS, namespace, "twice", "Completed", timeout=180)["status"]
         assert status["totalSize"] == sum(len(f"line {i}.{j}\n") for i in range(3000) for j in range(1000))
-        time.sleep(2)  # a second render, if any, would start right after the first
+        # A known point instead of a window of seconds: kopf keeps a record per handler while any
+        # handler of this change is due or delayed, and removes it once all have succeeded. With no
+        # record left, nothing more is queued for generation 2: a second render has run by now.
+        obj = wait_for(
+            api_client,
+            PROJECTS,
+            namespace,
+            "twice",
+            lambda o: (
+                not [k for k in o["metadata"].get("annotations") or {} if k.startswith(f"{GROUP}/project_")]
+            ),
+            timeout=60,
+            what="with no kopf handler pending",
+        )
+        assert obj["status"]["observedGeneration"] == 2 and obj["status"]["phase"] == "Completed", obj[
+            "status"
+        ]
         after = log.read_text()[offset:]
     assert after.count(f"rendering {namespace}/twice generation 2") == 1, after[-3000:]
-    assert condition(get(api_client, PROJECTS, namespace, "twice") or {}, "Ready")["status"] == "True"
+    assert condition(obj, "Ready")["status"] == "True"

@@ -18,6 +18,7 @@ import pytest
 
 from projectgen.export.publish import PublishError, PublishRequest, PublishResult, PublishSettings, publish
 from projectgen.generation.manifest import Manifest, ProjectFile
+from projectgen_dev.ci import unavailable
 from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
 from projectgen_dev.gitea import GiteaError, GiteaServer, find_gitea
 
@@ -303,8 +304,6 @@ def gitea_server() -> Iterator[GiteaServer]:
     try:
         binary = find_gitea()
     except GiteaError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Gitea unavailable: {exc}")
-        pytest.skip(f"Gitea unavailable: {exc}")
+        unavailable(f"Gitea unavailable: {exc}")
     with GiteaServer(binary) as server:
         yield server

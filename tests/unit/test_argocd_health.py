@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-pytest.importorskip("lupa", reason="lupa runs the Lua health check (in the test extra)")
-# Argo CD runs health checks with gopher-lua, a Lua 5.1: run them on lupa's Lua 5.1 when it has one.
-try:
-    from lupa import lua51 as lupa
-except ImportError:  # pragma: no cover
-    import lupa
+# Argo CD runs health checks with gopher-lua, a Lua 5.1. lupa (in the test extra) ships a Lua 5.1:
+# a missing one is a broken install, an import error here, never a skip.
+from lupa import lua51 as lupa
+
+from projectgen_dev.ci import unavailable
 
 ARGOCD = Path(__file__).resolve().parents[2] / "manifests" / "argocd"
 SCRIPT = (ARGOCD / "health.lua").read_text()
@@ -164,8 +163,9 @@ def test_configmap_patch_holds_the_script_for_both_kinds() -> None:
     assert patch["data"] == {f"resource.customizations.health.projectgen.io_{k}": SCRIPT for k in KINDS}
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not on PATH")
 def test_kustomize_component_patches_argocd_cm(tmp_path: Path) -> None:
+    if shutil.which("kubectl") is None:
+        unavailable("kubectl (kustomize) is not on PATH")
     (tmp_path / "argocd-cm.yaml").write_text(
         yaml.safe_dump(
             {

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import os
 import stat
-import time
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +367,8 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
 
 
 def test_twenty_thousand_files(tmp_path: Path) -> None:
+    """Every one of 20,000 files is written and recorded. How fast is benchmarks/generate.py's
+    question (20,000 files against `cp -r` + `sha256sum` measured in the same run), not a test's."""
     # More files than one valid spec may hold inline (sources x files are capped), so the spec is
     # built without validation; the files go through the same writer as any source's.
     sources = [
@@ -386,12 +387,8 @@ def test_twenty_thousand_files(tmp_path: Path) -> None:
         )
         for s in range(20)
     ]
-    start = time.perf_counter()
     result = render_project(_raw_spec(*sources), tmp_path / "tree", configmaps=loader())
-    elapsed = time.perf_counter() - start
-    print(f"\nrendered 20,000 inline files in {elapsed:.2f} s")
     assert result.manifest.total_files == 20_000
-    assert elapsed < 30
     sample = result.manifest.files[12345]
     assert hashlib.sha256((tmp_path / "tree" / sample.path).read_bytes()).hexdigest() == sample.sha256
     assert sum(len(files) for _, _, files in os.walk(tmp_path / "tree")) == 20_000

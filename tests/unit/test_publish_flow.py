@@ -147,6 +147,7 @@ def test_topics_are_applied_once(env: HostEnv, project: Project) -> None:
 def test_git_server_error_is_retried(env: HostEnv, project: Project) -> None:
     env.fake.git.fail_next(500, match="git-receive-pack")
     result = env.run(env.request(project))
+    assert env.fake.unserved_faults() == []
     assert result.pushed and env.tree(full(env)) == project.expected()
 
 
@@ -226,8 +227,6 @@ def test_messages_are_redacted_on_the_way_out(env: HostEnv, project: Project) ->
     env.fake.fail_next("GET", "/user", status=403, body={"message": f"bad token {env.token}"})
     err = env.fail(env.request(project))
     assert env.token not in str(err) and "***" in str(err)
-    # The client libraries log response bodies at DEBUG; this one echoes the token by construction.
-    env.guard.caplog.clear()
 
 
 def test_redact_covers_basic_auth_forms(gh: HostEnv) -> None:
@@ -246,7 +245,6 @@ def test_publish_request_type_is_frozen(gh: HostEnv, project: Project) -> None:
     req: PublishRequest = gh.request(project)
     with pytest.raises(AttributeError):
         req.name = "other"  # type: ignore[misc]
-    assert isinstance(PublishError("x", permanent=True), Exception)
 
 
 # --- symlinks -----------------------------------------------------------------------------------

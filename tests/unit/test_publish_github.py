@@ -227,6 +227,7 @@ def test_500_then_success_creates_one_repository(gh: HostEnv, project: Project) 
 def test_502_html_then_success(gh: HostEnv, project: Project) -> None:
     gh.fake.fail_next("GET", "/repos/*", status=502)
     assert gh.run(gh.request(project)).pushed
+    assert gh.fake.unserved_faults() == []
 
 
 def test_500_forever_is_temporary_after_bounded_attempts(gh: HostEnv, project: Project) -> None:

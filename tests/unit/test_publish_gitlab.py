@@ -196,6 +196,7 @@ def test_429_with_far_reset_gives_up_with_retry_after(gl: HostEnv, project: Proj
 def test_500_then_success(gl: HostEnv, project: Project) -> None:
     gl.fake.fail_next("GET", "/projects/*", status=500)
     assert gl.run(gl.request(project)).pushed
+    assert gl.fake.unserved_faults() == []
     assert gl.fake.created == ["root/demo"]
 
 

@@ -373,10 +373,20 @@ for i in range(10 * 1024):  # 10 GB, in files under the file size limit
 
 
 def test_fork_bomb_fails_alone(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
+    """The bomb's first fork is refused, and only its render fails: the render server that forked
+    it lives on, nothing it started is left, and the next render completes."""
     url = make(server, work, "forkbomb", extension("while True:\n    os.fork()"))
+    after = make(server, work, "after-bomb", {"a.txt": "after\n"})
+    runner.start_server()
+    before = runner.server_pid()
     with pytest.raises(GenerationError) as err:
         render(tmp_path, url, limits=HOSTILE)
     assert "Operation not permitted" in err.value.message
+    assert runner.server_pid() == before, "the render server went down with the bomb"
+    assert not sandbox_children()
+    _, tree = render(tmp_path / "after", after)
+    assert (tree / "a.txt").read_text() == "after\n"
+    assert runner.server_pid() == before
 
 
 def test_wall_clock_limit_and_cancellation_kill_the_child(
@@ -394,8 +404,10 @@ def test_wall_clock_limit_and_cancellation_kill_the_child(
 
 
 def sandbox_children() -> list[int]:
-    """Render processes: the render server's children."""
+    """Render processes: the render server's children. The server must be running: without it
+    there is nothing to look under, and "no child left" would hold whatever happened."""
     server = runner.server_pid()
+    assert server is not None, "the render server is not running"
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -403,7 +415,7 @@ def sandbox_children() -> list[int]:
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
                 continue
-            if server is not None and int(stat.rsplit(")", 1)[1].split()[1]) == server:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == server:
                 found.append(int(pid))
     return found
 
@@ -424,15 +436,20 @@ def test_renders_run_in_parallel(tmp_path: Path, server: GitHTTPServer, work: Pa
         except GenerationError as exc:
             ended.append(exc)
 
+    runner.start_server()
     thread = threading.Thread(target=runaway)
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while not sandbox_children() and time.monotonic() < deadline:
+        while not (runaways := set(sandbox_children())):
+            assert thread.is_alive() and time.monotonic() < deadline, (
+                f"the runaway render never started: {ended}"
+            )
             time.sleep(0.05)
         _, tree = render(tmp_path / "fast", fast)
         assert (tree / "a.txt").read_text() == "fast\n"
-        assert thread.is_alive()  # the runaway is still running beside it
+        # the runaway is still running beside it
+        assert thread.is_alive() and runaways <= set(sandbox_children())
     finally:
         stop.set()
         thread.join(30)

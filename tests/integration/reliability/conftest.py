@@ -7,7 +7,7 @@ data directory, so they can kill them and inspect every file they wrote.
 
 Knobs (environment):
 - `PROJECTGEN_CHAOS_SEED`: seed of the crash harness (printed; default: random).
-- `PROJECTGEN_CHAOS_KILLS`: SIGKILLs of the crash harness (default 30, about 3 minutes).
+- `PROJECTGEN_CHAOS_KILLS`: SIGKILLs of the crash harness that land in work (default 30, about 3 minutes).
 - `PROJECTGEN_RELIABILITY_FULL=1`: the heavy variants: a 1 GiB zip bomb instead of 256 MiB, and
   a GitHub stand-in slower than the client's 30 s timeout.
 

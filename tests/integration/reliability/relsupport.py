@@ -22,6 +22,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import traceback
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -339,6 +340,10 @@ class ConsistencyWatcher:
     A check that fails is repeated after reading the object again: when the status moved on in
     the meantime, the files were legitimately replaced and nothing is recorded. A status that
     still says Completed about files that are not there (or not whole) is a violation.
+
+    A watcher that stopped checking would report no violations: an error that ends its thread is
+    kept and raised when the `with` block ends, and `unchecked()` names the resources it never
+    saw Completed, so a test can show that it watched what it claims to.
     """
 
     def __init__(
@@ -355,6 +360,9 @@ class ConsistencyWatcher:
         self.check_publish = check_publish
         self.violations: list[str] = []
         self.checks = 0
+        self.checked: set[tuple[str, str, str]] = set()
+        """(plural, namespace, name) of every resource whose Completed status was checked."""
+        self.failure: str | None = None
         self.api_errors = 0
         self._verified: dict[tuple[Any, ...], tuple[int, int, int] | None] = {}
         self._stop = threading.Event()
@@ -364,9 +372,17 @@ class ConsistencyWatcher:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
         self._thread.join(30)
+        if self._thread.is_alive():
+            self.failure = self.failure or "the watcher did not stop within 30 s"
+        if exc_type is None and self.failure is not None:  # never hide the test's own error
+            raise AssertionError(f"the consistency watcher failed: {self.failure}")
+
+    def unchecked(self, plural: str, namespace: str, names: Iterable[str]) -> list[str]:
+        """Those of `names` whose Completed status the watcher never checked."""
+        return [n for n in names if (plural, namespace, n) not in self.checked]
 
     def _list(self, namespace: str, plural: str) -> list[dict[str, Any]]:
         result = self.api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=5)
@@ -384,6 +400,12 @@ class ConsistencyWatcher:
         return obj
 
     def _run(self) -> None:
+        try:
+            self._watch()
+        except BaseException:
+            self.failure = traceback.format_exc()
+
+    def _watch(self) -> None:
         while not self._stop.is_set():
             for namespace in self.namespaces:
                 for plural in (PROJECTS, EXPORTS):
@@ -402,6 +424,7 @@ class ConsistencyWatcher:
             return
         self.checks += 1
         problems = self._problems(plural, obj)
+        self.checked.add((plural, namespace, obj["metadata"]["name"]))
         if not problems:
             return
         name = obj["metadata"]["name"]
@@ -494,17 +517,8 @@ def wait_until(what: str, check: Callable[[], str | None], timeout: float, inter
 
 
 def peak_rss_kib(pid: int) -> int:
-    """VmHWM of a process: its peak resident set since start (or the last reset)."""
+    """VmHWM of a process: its peak resident set since it started."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM (Linux: write 5 to /proc/<pid>/clear_refs); False when not allowed."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True

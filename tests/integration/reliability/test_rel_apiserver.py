@@ -234,6 +234,17 @@ def test_operator_survives_apiserver_and_etcd_restarts(
             )
             stats.put("apiserver", "recovery_s", round(time.monotonic() - t0, 1))
             print(f"{time.monotonic() - t_start:6.1f}s settled after the last outage")
+            wait_until(
+                "the watcher checked every resource",
+                lambda: (
+                    "; ".join(
+                        watcher.unchecked(PROJECTS, ns, PROJECTS_)
+                        + watcher.unchecked(EXPORTS, ns, (*ARCHIVES, "files-gh"))
+                    )
+                    or None
+                ),
+                30,
+            )
         stats.add("apiserver", "watch_checks", watcher.checks)
         stats.add("apiserver", "violations", len(watcher.violations))
         assert op.proc is not None and op.proc.poll() is None, "the operator exited"
