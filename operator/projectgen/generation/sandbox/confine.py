@@ -286,10 +286,53 @@ def seccomp() -> None:
     pidfilter.load(me, arch, numbers)
 
 
+_WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _outside(value: object, roots: tuple[str, ...]) -> str | None:
+    """The path `value` names when it is outside every root; None otherwise (a descriptor: what it
+    names was allowed when it was opened)."""
+    if not isinstance(value, str | bytes | os.PathLike):
+        return None
+    path = os.fsdecode(value)
+    real = os.path.realpath(path)
+    return None if any(os.path.commonpath([real, root]) == root for root in roots) else path
+
+
+def path_guard(read: Iterable[str], write: Iterable[str]) -> None:
+    """Without Landlock: refuse, in this interpreter, every file Python opens or lists outside
+    `read` and `write` (and every file it opens for writing outside `write`), as the Landlock
+    ruleset would. An audit hook (PEP 578) cannot be removed, and it is all that is needed here
+    because in this mode no template code runs: `_jinja_extensions` are refused and copier's Jinja
+    is sandboxed. It is the catch-all behind the named refusals (`_external_data` outside the
+    template, in templaterender.py): whatever else copier may open for a template is held to the
+    same paths."""
+    writable = tuple(os.path.realpath(p) for p in write)
+    readable = tuple(os.path.realpath(p) for p in read) + writable
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "open":
+            path, flags = args[0], args[2]
+            roots = writable if isinstance(flags, int) and flags & _WRITING else readable
+        elif event in ("os.listdir", "os.scandir"):
+            path, roots = args[0], readable
+        else:
+            return
+        name = _outside(path, roots)
+        if name is not None:
+            raise PermissionError(
+                errno.EACCES, "the sandbox refused it (no Landlock: a template may read only itself)", name
+            )
+
+    sys.addaudithook(hook)
+
+
 def confine(limits: Limits, read: list[str], write: list[str], forbidden: list[str]) -> Confinement:
     """Confine this process for good. Call before anything of the template is read."""
     read = read + runtime_paths(forbidden)
     found = landlock(read, write)
     seccomp()
     set_rlimits(limits)
+    if found.landlock_abi == 0:
+        path_guard(read, write)
     return found
