@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from test_generation_template import server, work
 from test_sandbox_confinement import HOSTILE, extension, make, render, render_cli_without_landlock
 
 from projectgen.generation.errors import GenerationError
-from projectgen.generation.sandbox import runner
+from projectgen.generation.sandbox import Limits, oom, runner
 from projectgen_dev.gitserver import GitHTTPServer
 
 __all__ = ["server", "work"]  # module fixtures shared with test_generation_template
@@ -395,3 +396,22 @@ print(json.dumps(out))
         "write_checkout": "refused",
         "os_open_host": "refused",
     }
+
+
+def test_out_of_memory_is_said_only_on_the_counters_evidence() -> None:
+    """The diagnosis from what the parent knows: the signal, the kernel's CPU count, the OOM counters."""
+    limits = Limits(cpu_seconds=10)
+    quiet = oom.OomCounters(cgroup=3, node=7)
+    assert oom.OomCounters(cgroup=4, node=7).killed_since(quiet) == "cgroup"
+    assert oom.OomCounters(cgroup=3, node=8).killed_since(quiet) is None  # the pod's own counter says no
+    assert oom.OomCounters(cgroup=None, node=8).killed_since(oom.OomCounters(None, 7)) == "node"
+    assert oom.OomCounters(cgroup=None, node=None).killed_since(oom.OomCounters(None, None)) is None
+    kill = -signal.SIGKILL
+    assert "OOM killer (out of memory" in runner._died(kill, limits, 0.5, "cgroup")
+    assert "probably by the kernel's OOM killer" in runner._died(kill, limits, 0.5, "node")
+    assert "CPU limit of 10 s" in runner._died(kill, limits, 10.2, None)
+    assert "CPU limit of 10 s" in runner._died(-signal.SIGXCPU, limits, None, None)
+    assert runner._died(kill, limits, 0.5, None).endswith(
+        "killed by a signal (SIGKILL) that did not come from its limits"
+    )
+    assert oom.counters().node is not None  # this kernel counts OOM kills (/proc/vmstat)
