@@ -415,3 +415,23 @@ def test_out_of_memory_is_said_only_on_the_counters_evidence() -> None:
         "killed by a signal (SIGKILL) that did not come from its limits"
     )
     assert oom.counters().node is not None  # this kernel counts OOM kills (/proc/vmstat)
+
+
+def test_a_render_cannot_watch_the_data_volume(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
+    """Landlock checks no inotify watch: one on the data directory would name other tenants' files."""
+    data = tmp_path / "data" / "projects"
+    data.mkdir(parents=True)
+    code = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+out['inotify_init1'] = 'allowed' if fd >= 0 else os.strerror(ctypes.get_errno())
+if fd >= 0:
+    ok = libc.inotify_add_watch(fd, {str(data).encode()!r}, 0x100) >= 0  # IN_CREATE
+    out['watch_data'] = 'allowed' if ok else os.strerror(ctypes.get_errno())
+out['fanotify_init'] = 'allowed' if libc.fanotify_init(0, 0) >= 0 else os.strerror(ctypes.get_errno())
+"""
+    url = make(server, work, "inotify", extension(code))
+    _, tree = render(tmp_path, url, limits=HOSTILE)
+    probe = json.loads((tree / "probe.json").read_text())
+    assert probe == {"inotify_init1": "Operation not permitted", "fanotify_init": "Operation not permitted"}

@@ -21,7 +21,8 @@ keeps `runAsNonRoot`, no capabilities, no privilege escalation and its RuntimeDe
   (limits, priorities, affinity, scheduling, I/O priority, page migration; see `pidfilter.py`), no
   pidfds, no SIGIO ownership (`fcntl` F_SETOWN/F_SETOWN_EX/F_SETSIG, `ioctl`
   FIOSETOWN/SIOCSPGRP/TIOCSPGRP/TIOCSTI, whatever the pid), no SysV IPC or POSIX message queues
-  (both outlive the render in the pod's IPC namespace), no io_uring (its operations bypass
+  (both outlive the render in the pod's IPC namespace), no inotify or fanotify (Landlock does not
+  check a watch, which would name the files other renders write), no io_uring (its operations bypass
   seccomp), no namespaces, mounts, BPF, keyrings or ptrace.
 - **rlimits**: CPU seconds (SIGXCPU, then SIGKILL a second later), address space, file size
   (Python ignores SIGXFSZ, so a write fails with EFBIG), open files, tasks, no core dumps.
@@ -94,6 +95,12 @@ DENIED_SYSCALLS = (
     "fsmount",
     "fspick",
     "mount_setattr",
+    # Landlock does not check a watch: one on the data volume would name other tenants' files.
+    "inotify_init",
+    "inotify_init1",
+    "inotify_add_watch",
+    "fanotify_init",
+    "fanotify_mark",
     # SysV IPC and POSIX message queues: a segment or queue stays in the pod's IPC namespace
     # after the render is gone, counted against the pod's memory.
     "shmget",
