@@ -233,6 +233,45 @@ PLAIN_TEMPLATE = {
     "copier.yml": "name:\n  type: str\n  default: demo\n",
     "{{name}}.txt.jinja": "{{ 1 + 1 }}\n",
 }
+TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+LEAK_TEMPLATE = {
+    "copier.yml": f"_external_data:\n  token: {TOKEN}\n",
+    "token.txt.jinja": "{{ _external_data.token }}\n",
+}
+# Template code that tries the calls of issue 22 on its parent (the render server) and on the
+# operator (pid 1 of the container), each a no-op if it were allowed, and fails the render naming
+# any that went through.
+REACH_TEMPLATE = {
+    "copier.yml": "_jinja_extensions:\n  - copier_templates_extensions.TemplateExtensionLoader\n"
+    "  - reach.py:Reach\n",
+    "reach.py": """import fcntl, os, resource
+from jinja2.ext import Extension
+
+
+class Reach(Extension):
+    def __init__(self, environment):
+        super().__init__(environment)
+        reached = []
+        r, _ = os.pipe()
+        for pid in (os.getppid(), 1):
+            tries = {
+                "prlimit64": lambda: resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0)),
+                "setpriority": lambda: os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid)),
+                "sched_setaffinity": lambda: os.sched_setaffinity(pid, os.sched_getaffinity(pid)),
+                "F_SETOWN": lambda: fcntl.fcntl(r, fcntl.F_SETOWN, pid),
+                "kill": lambda: os.kill(pid, 0),
+            }
+            for name, fn in tries.items():
+                try:
+                    fn()
+                    reached.append(f"{name}({pid})")
+                except OSError:
+                    pass
+        if reached:
+            raise RuntimeError("reached " + " ".join(reached))
+""",
+    "a.txt.jinja": "{{ 1 + 1 }}\n",
+}
 
 
 def _configmap_template(node: Node, namespace: str, name: str, files: dict[str, str]) -> dict[str, Any]:
@@ -273,6 +312,17 @@ def test_the_samples_complete_and_the_sandbox_runs_under_the_runtime_profile(
         assert _landlock_in_pod(node, installed.metadata.name), "Landlock unavailable under RuntimeDefault"
         obj = wait_phase(api, PROJECTS, namespace, "ext", "Completed", "Failed", timeout=120)
         assert obj["status"]["phase"] == "Completed", obj["status"]
+        # template code reaches neither its parent nor the operator (issue 22, item 1)
+        source = _configmap_template(node, namespace, "reach-template", REACH_TEMPLATE)
+        create(api, PROJECTS, namespace, project_body("reach", [source]))
+        obj = wait_phase(api, PROJECTS, namespace, "reach", "Completed", "Failed", timeout=120)
+        assert obj["status"]["phase"] == "Completed", obj["status"]
+        # no template reads the pod's token (issue 22, item 2)
+        source = _configmap_template(node, namespace, "leak-template", LEAK_TEMPLATE)
+        create(api, PROJECTS, namespace, project_body("leak", [source]))
+        obj = wait_phase(api, PROJECTS, namespace, "leak", "Completed", "Failed", timeout=120)
+        assert obj["status"]["phase"] == "Failed", obj["status"]
+        assert "_external_data.token" in obj["status"]["errorMessage"], obj["status"]
 
 
 def test_garbage_collection_of_exports(node: Node, installed: client.V1Pod) -> None:
@@ -383,6 +433,7 @@ def test_where_the_runtime_forbids_landlock_plain_templates_render_and_extension
     node.kubectl("create", "namespace", namespace)
     plain = _configmap_template(node, namespace, "plain-template", PLAIN_TEMPLATE)
     extensions = _configmap_template(node, namespace, "ext-template", EXTENSION_TEMPLATE)
+    leak = _configmap_template(node, namespace, "leak-template", LEAK_TEMPLATE)
     (node.root_dir / "seccomp").mkdir(exist_ok=True)
     (node.root_dir / "seccomp" / "no-landlock.json").write_text(json.dumps(NO_LANDLOCK_PROFILE))
     pod = _seccomp(node, {"type": "Localhost", "localhostProfile": "no-landlock.json"})
@@ -401,6 +452,13 @@ def test_where_the_runtime_forbids_landlock_plain_templates_render_and_extension
             assert "the container's seccomp profile forbids it" in message, message
             assert "allow landlock_create_ruleset, landlock_add_rule and landlock_restrict_self" in message
             wait_event(api, namespace, "ext", lambda e: "seccomp profile forbids" in (e.message or ""))
+            # without Landlock, a plain template still reads nothing outside its checkout (issue 22, item 2)
+            token = _exec(node, pod.metadata.name, "cat", TOKEN).strip()
+            create(api, PROJECTS, namespace, project_body("leak", [leak]))
+            leaked = wait_phase(api, PROJECTS, namespace, "leak", "Completed", "Failed", timeout=120)
+            assert leaked["status"]["phase"] == "Failed", leaked["status"]
+            assert "_external_data.token" in leaked["status"]["errorMessage"], leaked["status"]
+            assert token and token not in json.dumps(leaked)
     finally:
         _seccomp(node, {"type": "RuntimeDefault", "localhostProfile": None})
 

@@ -50,6 +50,7 @@ from packaging.version import InvalidVersion, Version
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import TemplateSource
+from projectgen.diskusage import out_of_space
 from projectgen.generation import sandbox
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.paths import check_path, is_within, path_problem, printable_name, segment_problem
@@ -204,7 +205,7 @@ def apply_template(
         result = sandbox.run(request, box, limits, where, should_stop=options.should_stop)
         error = result.get("error")
         if error is not None:
-            raise _child_error(result, limits, where, scrub=(str(out), str(checkout), str(tmp)))
+            raise _child_error(result, limits, where, scrub=(str(out), str(checkout), str(tmp)), box=box)
         tasks = [str(t) for t in result.get("tasks") or []]
         if tasks:
             notes.append(
@@ -381,8 +382,11 @@ def check_checkout(root: Path, where: str) -> None:
 
 
 def _child_error(
-    result: dict[str, Any], limits: sandbox.Limits, where: str, scrub: tuple[str, ...]
+    result: dict[str, Any], limits: sandbox.Limits, where: str, scrub: tuple[str, ...], box: Path
 ) -> GenerationError:
+    """A render's own error as a render failure. The render's word is never an infrastructure
+    error (which kopf retries for ever): "disk full" is raised as OSError only when the parent
+    itself cannot allocate space beside the render's output."""
     code = result.get("errno")
     if result.get("limit"):
         return GenerationError(
@@ -395,7 +399,9 @@ def _child_error(
     if code in (errno.EMFILE, errno.ENFILE):
         return GenerationError(f"{where}: the template went over the limit of {limits.open_files} open files")
     if code in (errno.ENOSPC, errno.EDQUOT):
-        raise OSError(code, os.strerror(code))
+        full = out_of_space(box)
+        if full is not None:
+            raise OSError(full, os.strerror(full))
     message = str(result.get("error"))
     for path in scrub:
         message = message.replace(path + os.sep, "").replace(path, ".")

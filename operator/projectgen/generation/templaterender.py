@@ -9,6 +9,8 @@ not run programs.
 
 - `_copier_conf.src_path` / `dst_path` name the template URL and `.`, not the staging paths.
 - Filters that read the host (`expandvars`, `expanduser`, `realpath`, `fileglob`) are removed.
+- `_external_data` may name files of the template or the project only (copier checks this only
+  without `--trust`): a file elsewhere is refused, naming the key, with Landlock or without.
 - The clock is fixed (`freeze_clock`) so the same spec renders the same bytes.
 """
 
@@ -26,7 +28,8 @@ from typing import Any
 from copier._main import Worker
 from copier._settings import SettingsModel
 from copier._template import Template
-from copier._user_data import CAST_STR_TO_NATIVE
+from copier._types import LazyDict, Phase
+from copier._user_data import CAST_STR_TO_NATIVE, load_answersfile_data
 from copier.errors import CopierError, ExtensionNotFoundError, ForbiddenPathError
 from packaging.version import InvalidVersion, Version
 
@@ -106,6 +109,25 @@ class _Worker(Worker):
 
     def _sync_git_index_executable_bit(self, dst_relpath: Path, src_mode: int) -> None:
         return None
+
+    def _external_data(self) -> Any:
+        """copier's `_external_data`, each file held to the template and the project."""
+        roots = (self.checkout.resolve(), self.dst_path.resolve())
+
+        def load(name: str, path: str) -> Any:
+            with Phase.use(Phase.UNDEFINED):
+                rendered = self._render_string(path)
+            if not any((self.dst_path / rendered).resolve().is_relative_to(root) for root in roots):
+                raise RenderFailed(
+                    f"_external_data.{name}: {rendered[:200]!r} is outside the template and the project; "
+                    "a template may read only its own files"
+                )
+            return load_answersfile_data(self.dst_path, rendered, warn_on_missing=True)
+
+        def loader(name: str, path: str) -> Callable[[], Any]:
+            return lambda: load(name, path)
+
+        return LazyDict({name: loader(name, path) for name, path in self.template.external_data.items()})
 
 
 def freeze_clock(at: dt.datetime) -> None:

@@ -6,8 +6,9 @@
 
 Bindings, and why:
 - `landlock` (PyPI): the only Python binding of the Landlock syscalls; pure ctypes, no build
-  step, small enough to read in full. It handles filesystem rights only; what it lacks (network
-  rules, ABI 6 scopes) seccomp covers here.
+  step, small enough to read in full. Its ruleset handles filesystem rights only: `confine.py`
+  creates the ruleset with the kernel's whole attr (TCP rights, ABI 6 scopes) and uses the
+  binding's lower layer (`landlock.plumbing`) for the rest.
 - `pyseccomp` (PyPI): ctypes over the system's libseccomp2 with the API of libseccomp's own
   Python bindings (which are not on PyPI); no compiler needed in the image.
 """

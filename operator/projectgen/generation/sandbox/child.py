@@ -3,7 +3,9 @@ one render (or `python -I -m projectgen.generation.sandbox.child` on its own).
 
 It reads one request (JSON) on stdin, confines itself (`confine.py`), then renders with copier
 (`generation/templaterender.py`) and writes one result line (JSON) to the stdout it had at start;
-anything the template prints goes to stderr, which the parent reads but never reports. copier
+anything the template prints goes to stderr, which the parent reads but never reports. Template
+code runs in this process and can write a line of its own to that descriptor: the parent takes
+the result as the render's claim about itself, never as a fact about the operator (`runner.py`). copier
 and its dependencies are imported before confinement (by the server, once: they are the image's
 own code); nothing of the template is read before it.
 """

@@ -5,29 +5,44 @@ environment. Everything here is unprivileged: `PR_SET_NO_NEW_PRIVS` (set by both
 what lets an ordinary process load a Landlock ruleset and a seccomp filter, so the operator pod
 keeps `runAsNonRoot`, no capabilities, no privilege escalation and its RuntimeDefault profile.
 
-- **Landlock** (binding: `landlock`): read the template checkout and the Python runtime and
-  its packages (plus system libraries), write only the render's own directory. Every right the
-  kernel's ABI knows is handled, so whatever is not listed is denied, the data volume, other
-  renders and `/var/run/secrets` included. A Landlock domain also stops `ptrace` of anything
+- **Landlock** (binding: `landlock`, whose ruleset knows filesystem rights only; the ruleset is
+  created here with the kernel's whole `landlock_ruleset_attr` and filled through the binding's
+  lower layer): read the template checkout and the Python runtime and its packages (plus system
+  libraries), write only the render's own directory. Every right the kernel's ABI knows is
+  handled, so whatever is not listed is denied, the data volume, other renders, `/proc` and
+  `/var/run/secrets` included. From ABI 4 TCP bind/connect are handled (and never allowed); from
+  ABI 6 the domain is scoped: no signal (`kill`, `F_SETOWN` SIGIO included) and no abstract
+  unix socket reaches a process outside it. A Landlock domain also stops `ptrace` of anything
   outside it.
-- **seccomp** (binding: `pyseccomp`, over Debian's libseccomp2): no sockets at all (rendering
-  needs none), no new processes (only threads: `clone` with `CLONE_THREAD`; `clone3` answers
-  ENOSYS so the C library falls back to `clone`), no `execve`, no signals to other processes, no
-  io_uring (its operations bypass seccomp), no namespaces, mounts, BPF, keyrings or ptrace.
+- **seccomp** (binding: `pyseccomp`, over Debian's libseccomp2; plus `pidfilter.py`, a filter
+  for what libseccomp cannot express): no sockets at all (rendering needs none), no new processes
+  (only threads: `clone` with `CLONE_THREAD`; `clone3` answers ENOSYS so the C library falls back
+  to `clone`), no `execve`, no signals to other processes, no call that names another process
+  (limits, priorities, affinity, scheduling, I/O priority, page migration; see `pidfilter.py`), no
+  pidfds, no SIGIO ownership (`fcntl` F_SETOWN/F_SETOWN_EX/F_SETSIG, `ioctl`
+  FIOSETOWN/SIOCSPGRP/TIOCSPGRP/TIOCSTI, whatever the pid), no SysV IPC or POSIX message queues
+  (both outlive the render in the pod's IPC namespace), no inotify or fanotify (Landlock does not
+  check a watch, which would name the files other renders write), no io_uring (its operations bypass
+  seccomp), no namespaces, mounts, BPF, keyrings or ptrace.
 - **rlimits**: CPU seconds (SIGXCPU, then SIGKILL a second later), address space, file size
   (Python ignores SIGXFSZ, so a write fails with EFBIG), open files, tasks, no core dumps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
+import fcntl
 import os
 import resource
 import sys
+import termios
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import landlock as ll
+from landlock import plumbing
 
 try:  # pyseccomp looks for libseccomp.so.2 (ldconfig) as it is imported: before confinement
     import pyseccomp as sc
@@ -35,6 +50,7 @@ except (ImportError, OSError, RuntimeError) as exc:  # libseccomp2 missing from 
     sc = None
     SECCOMP_MISSING = str(exc)
 
+from projectgen.generation.sandbox import pidfilter
 from projectgen.generation.sandbox.limits import Limits
 
 CLONE_THREAD = 0x00010000
@@ -70,7 +86,55 @@ DENIED_SYSCALLS = (
     "open_by_handle_at",
     "name_to_handle_at",
     "socketpair",
+    "process_madvise",
+    "process_mrelease",
+    "open_tree",
+    "move_mount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+    # Landlock does not check a watch: one on the data volume would name other tenants' files.
+    "inotify_init",
+    "inotify_init1",
+    "inotify_add_watch",
+    "fanotify_init",
+    "fanotify_mark",
+    # SysV IPC and POSIX message queues: a segment or queue stays in the pod's IPC namespace
+    # after the render is gone, counted against the pod's memory.
+    "shmget",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
 )
+
+F_SETOWN_EX = 15
+SIGIO_OWNER_FCNTL = (fcntl.F_SETOWN, F_SETOWN_EX, getattr(fcntl, "F_SETSIG", 10))
+"""fcntl commands that name the process a file's SIGIO (or any chosen signal) goes to."""
+FIOSETOWN, SIOCSPGRP = 0x8901, 0x8902
+SIGIO_OWNER_IOCTL = (FIOSETOWN, SIOCSPGRP, termios.TIOCSPGRP, termios.TIOCSTI)
+"""ioctl requests that set a signal owner or a terminal's process group, or push input to a terminal."""
+
+# Landlock's ABI 4 network rights and ABI 6 scopes (linux/landlock.h); the binding lacks both.
+LANDLOCK_ACCESS_NET_BIND_TCP = 1 << 0
+LANDLOCK_ACCESS_NET_CONNECT_TCP = 1 << 1
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+LANDLOCK_SCOPE_SIGNAL = 1 << 1
 
 SYSTEM_LIBRARIES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/share/zoneinfo")
 
@@ -121,6 +185,8 @@ class Confinement:
     landlock_abi: int
     """0 when the kernel has no Landlock: only seccomp and the rlimits confine the render."""
     landlock_reason: str = ""
+    scoped: bool = False
+    """Whether Landlock also scopes signals and abstract unix sockets to the render (ABI 6)."""
 
 
 def set_rlimits(limits: Limits) -> None:
@@ -150,6 +216,29 @@ def runtime_paths(forbidden: Iterable[str]) -> list[str]:
     return found
 
 
+class _RulesetAttr(ctypes.Structure):
+    """`struct landlock_ruleset_attr` as of ABI 6; the kernel reads the first `size` bytes."""
+
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
+
+
+def ruleset_attr(abi: int) -> tuple[_RulesetAttr, int]:
+    """Everything this ABI can handle, and the size of the struct it knows."""
+    attr = _RulesetAttr(int(ll.FSAccess.all()), 0, 0)
+    size = ctypes.sizeof(ctypes.c_uint64)
+    if abi >= 4:
+        attr.handled_access_net = LANDLOCK_ACCESS_NET_BIND_TCP | LANDLOCK_ACCESS_NET_CONNECT_TCP
+        size += ctypes.sizeof(ctypes.c_uint64)
+    if abi >= 6:
+        attr.scoped = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL
+        size += ctypes.sizeof(ctypes.c_uint64)
+    return attr, size
+
+
 def landlock(read: Iterable[str], write: Iterable[str]) -> Confinement:
     try:
         abi = int(ll.landlock_abi_version())
@@ -158,14 +247,23 @@ def landlock(read: Iterable[str], write: Iterable[str]) -> Confinement:
         if why is None:
             raise ConfinementError(f"Landlock: {exc}") from exc
         return Confinement(0, why)
-    reading = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR
-    ruleset = ll.Ruleset()
-    for path in read:
-        ruleset.allow(path, rules=reading)
-    for path in write:
-        ruleset.allow(path)
-    ruleset.apply()
-    return Confinement(abi)
+    attr, size = ruleset_attr(abi)
+    create = plumbing.get_create_ruleset()
+    fd = int(create(ctypes.cast(ctypes.pointer(attr), ctypes.POINTER(plumbing.RulesetAttr)), size, 0))
+    try:
+        reading = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR
+        for path, rights in [*((p, reading) for p in read), *((p, ll.FSAccess.all()) for p in write)]:
+            target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = plumbing.PathBeneathAttr(int(rights), target)
+                plumbing.get_add_rule()(fd, 1, ctypes.byref(rule), 0)  # LANDLOCK_RULE_PATH_BENEATH
+            finally:
+                os.close(target)
+        plumbing.get_prctl()(plumbing.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        plumbing.get_restrict_self()(fd, 0)
+    finally:
+        os.close(fd)
+    return Confinement(abi, scoped=abi >= 6)
 
 
 def seccomp() -> None:
@@ -181,7 +279,59 @@ def seccomp() -> None:
         filt.add_rule(eperm, name)
     for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
         filt.add_rule(eperm, name, sc.Arg(0, sc.NE, me))
+    # The command is an unsigned int: compare the low 32 bits only, as the kernel reads it.
+    for cmd in SIGIO_OWNER_FCNTL:
+        filt.add_rule(eperm, "fcntl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, cmd))
+    for request in SIGIO_OWNER_IOCTL:
+        filt.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
     filt.load()
+    arch = int(sc.system_arch())
+    numbers = {}
+    for rule in pidfilter.pid_rules(me):
+        with contextlib.suppress(OSError, ValueError):
+            numbers[rule.syscall] = int(sc.resolve_syscall(arch, rule.syscall))
+    pidfilter.load(me, arch, numbers)
+
+
+_WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _outside(value: object, roots: tuple[str, ...]) -> str | None:
+    """The path `value` names when it is outside every root; None otherwise (a descriptor: what it
+    names was allowed when it was opened)."""
+    if not isinstance(value, str | bytes | os.PathLike):
+        return None
+    path = os.fsdecode(value)
+    real = os.path.realpath(path)
+    return None if any(os.path.commonpath([real, root]) == root for root in roots) else path
+
+
+def path_guard(read: Iterable[str], write: Iterable[str]) -> None:
+    """Without Landlock: refuse, in this interpreter, every file Python opens or lists outside
+    `read` and `write` (and every file it opens for writing outside `write`), as the Landlock
+    ruleset would. An audit hook (PEP 578) cannot be removed, and it is all that is needed here
+    because in this mode no template code runs: `_jinja_extensions` are refused and copier's Jinja
+    is sandboxed. It is the catch-all behind the named refusals (`_external_data` outside the
+    template, in templaterender.py): whatever else copier may open for a template is held to the
+    same paths."""
+    writable = tuple(os.path.realpath(p) for p in write)
+    readable = tuple(os.path.realpath(p) for p in read) + writable
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "open":
+            path, flags = args[0], args[2]
+            roots = writable if isinstance(flags, int) and flags & _WRITING else readable
+        elif event in ("os.listdir", "os.scandir"):
+            path, roots = args[0], readable
+        else:
+            return
+        name = _outside(path, roots)
+        if name is not None:
+            raise PermissionError(
+                errno.EACCES, "the sandbox refused it (no Landlock: a template may read only itself)", name
+            )
+
+    sys.addaudithook(hook)
 
 
 def confine(limits: Limits, read: list[str], write: list[str], forbidden: list[str]) -> Confinement:
@@ -190,4 +340,6 @@ def confine(limits: Limits, read: list[str], write: list[str], forbidden: list[s
     found = landlock(read, write)
     seccomp()
     set_rlimits(limits)
+    if found.landlock_abi == 0:
+        path_guard(read, write)
     return found

@@ -9,8 +9,9 @@ safe, which forking the operator (threads, sockets, a token in memory) would not
 
 Protocol on the control socket (AF_UNIX, SOCK_SEQPACKET: one message per request or answer): the
 parent sends `{"id": N}` with three file descriptors (SCM_RIGHTS: the render's stdin, stdout, stderr); the
-server answers `{"id": N, "pid": P}` once forked, then `{"id": N, "status": S}` (a waitpid
-status: `-signal` or the exit code) once it has reaped the render. Each render runs in its own
+server answers `{"id": N, "pid": P}` once forked, then `{"id": N, "status": S, "cpu": C}` (a
+waitpid status: `-signal` or the exit code; the CPU seconds the kernel counted for it) once it has
+reaped the render. Each render runs in its own
 session, so the parent kills it with `killpg`.
 """
 
@@ -63,14 +64,15 @@ def serve(control: socket.socket) -> None:
             os.read(wake_r, 4096)
         while running:
             try:
-                pid, raw = os.waitpid(-1, os.WNOHANG)
+                pid, raw, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
             rid = running.pop(pid, None)
             if rid is not None:
-                control.send(json.dumps({"id": rid, "status": _status(raw)}).encode())
+                cpu = usage.ru_utime + usage.ru_stime
+                control.send(json.dumps({"id": rid, "status": _status(raw), "cpu": cpu}).encode())
         if control.fileno() not in ready:
             continue
         fds = array.array("i")

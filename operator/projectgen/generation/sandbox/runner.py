@@ -3,6 +3,12 @@
 Renders are forked by the render server (`forkserver.py`, started on first use and again if it
 died), so a render costs a fork, not an interpreter start and copier's imports.
 
+Nothing the child says is taken on trust: template code runs in the child and can write its own
+line to the result descriptor (or keep the real one from being written). The parent checks the
+answer's shape (`_answer`: anything else is a malformed answer, a render failure), decides for
+itself what a death was (CPU counted by the kernel, OOM counters, see `oom.py`), and the caller
+checks the disk itself before calling anything infrastructure (`template._child_error`).
+
 The child runs in its own session (process group) with a scrubbed environment (no token, no
 `KUBERNETES_*`, no proxy settings: nothing of the operator's), so one `killpg` ends it and
 anything it might have left. The parent enforces what the kernel cannot: the wall-clock timeout,
@@ -30,6 +36,7 @@ from typing import IO, Any
 
 from projectgen.diskusage import tree_usage
 from projectgen.generation.errors import GenerationError
+from projectgen.generation.sandbox import oom
 from projectgen.generation.sandbox.limits import MIB, Limits
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,8 @@ class _Render:
     def __init__(self) -> None:
         self.pid = 0
         self.returncode: int | None = None
+        self.cpu: float | None = None
+        """CPU seconds the kernel counted for the render (from the server's wait4)."""
         self.started = threading.Event()
         self.done = threading.Event()
 
@@ -130,6 +139,7 @@ class _Server:
                 render.started.set()
             else:
                 render.returncode = int(message["status"])
+                render.cpu = float(message["cpu"]) if "cpu" in message else None
                 render.done.set()
         with self._lock:  # the server died: its renders are lost, the next render starts a new one
             if self._sock is sock:
@@ -191,6 +201,7 @@ def run(
 
     Raises GenerationError with a message naming the limit a template went over."""
     request = {**request, "limits": limits.to_json(), "box": str(box)}
+    oom_before = oom.counters()
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -229,13 +240,16 @@ def run(
         raise GenerationError(f"{where}: the template {killed}; it was stopped")
     result = _last_json(bytes(out.data))
     if result is None:
-        elapsed = time.monotonic() - started
         returncode = render.returncode if render.returncode is not None else -signal.SIGKILL
-        raise GenerationError(f"{where}: the template {_died(returncode, limits, elapsed)}")
+        oom_kill = oom.counters().killed_since(oom_before)
+        raise GenerationError(f"{where}: the template {_died(returncode, limits, render.cpu, oom_kill)}")
     over = _over_output(box, limits)
     if over is not None:
         raise GenerationError(f"{where}: the template {over}")
-    return result
+    answer = _answer(result)
+    if answer is None:
+        raise GenerationError(f"{where}: the template's render process gave a malformed answer")
+    return answer
 
 
 def _over_output(box: Path, limits: Limits) -> str | None:
@@ -247,16 +261,51 @@ def _over_output(box: Path, limits: Limits) -> str | None:
     return None
 
 
-def _died(returncode: int, limits: Limits, elapsed: float) -> str:
-    # SIGXCPU at the soft CPU limit, SIGKILL at the hard one (a second later); a SIGKILL before
-    # the CPU limit could be reached is the OOM killer's (the pod's memory limit).
-    if returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL and elapsed >= limits.cpu_seconds):
-        return f"used more than its CPU limit of {limits.cpu_seconds} s; it was stopped"
+def _died(returncode: int, limits: Limits, cpu: float | None, oom_kill: str | None) -> str:
+    """What ended a render that gave no answer, from what the parent knows: the signal, the CPU
+    time the kernel counted and the OOM counters. SIGXCPU comes at the soft CPU limit, SIGKILL at
+    the hard one (a second later)."""
+    cpu_limit = f"used more than its CPU limit of {limits.cpu_seconds} s; it was stopped"
+    if returncode == -signal.SIGXCPU:
+        return cpu_limit
     if returncode == -signal.SIGKILL:
-        return "render process was killed by the kernel (out of memory: the pod's memory limit)"
+        if cpu is not None and cpu >= limits.cpu_seconds:
+            return cpu_limit
+        if oom_kill == "cgroup":
+            return (
+                "render process was killed by the kernel's OOM killer (out of memory: the pod's memory limit)"
+            )
+        if oom_kill == "node":
+            return "render process was killed, probably by the kernel's OOM killer (out of memory)"
+        return "render process was killed by a signal (SIGKILL) that did not come from its limits"
     if returncode < 0:
         return f"render process was ended by signal {signal.Signals(-returncode).name}"
     return f"render process exited with code {returncode} without a result"
+
+
+MAX_MESSAGE = 2000
+"""Characters of a render's own error message kept for status (and Events)."""
+
+
+def _answer(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The child's answer with the fields and types the parent uses, or None when it is
+    malformed. An error message is whitespace-collapsed and cut to `MAX_MESSAGE` characters."""
+    if "error" in result:
+        error, code = result["error"], result.get("errno")
+        if not isinstance(error, str) or not (code is None or type(code) is int):
+            return None
+        answer: dict[str, Any] = {"error": " ".join(error.split())[:MAX_MESSAGE] or "(no message)"}
+        if code is not None:
+            answer["errno"] = code
+        if result.get("limit") is True:
+            answer["limit"] = True
+        return answer
+    tasks = result.get("tasks", [])
+    if result.get("ok") is not True or not isinstance(tasks, list):
+        return None
+    if not all(isinstance(t, str) for t in tasks):
+        return None
+    return {"ok": True, "tasks": [t[:MAX_MESSAGE] for t in tasks[:100]]}
 
 
 def _last_json(data: bytes) -> dict[str, Any] | None:
