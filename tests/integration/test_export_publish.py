@@ -186,12 +186,9 @@ def test_gitlab_publish_to_a_group_and_repush_after_regeneration(
 ) -> None:
     make_project(api_client, namespace)
     secret(api_client, namespace)
-    create(
-        api_client,
-        EXPORTS,
-        namespace,
-        publish_body("gl", "gitlab", gitlab.api_url, owner="platform/services", visibility="internal"),
-    )
+    body = publish_body("gl", "gitlab", gitlab.api_url, owner="platform/services", visibility="internal")
+    body["spec"]["update"] = {"strategy": "Push"}  # nobody works in it: the update goes on top
+    create(api_client, EXPORTS, namespace, body)
     first = finished(api_client, namespace, "gl")["status"]
     assert first["phase"] == "Completed", first
     assert gitlab.created == ["platform/services/billing-api"]
@@ -209,6 +206,52 @@ def test_gitlab_publish_to_a_group_and_repush_after_regeneration(
     ).stdout.strip()
     assert parent == first["commitSha"]
     assert gitlab.created == ["platform/services/billing-api"]  # still one repository
+    assert_no_leak(api_client, namespace, ["gl"], operator)
+
+
+def test_a_team_commit_survives_an_update(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitlab: FakeGitLab,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """Issue 23: a developer adds HUMAN.md to main; the next render must not erase it."""
+    make_project(api_client, namespace)
+    secret(api_client, namespace)
+    create(
+        api_client,
+        EXPORTS,
+        namespace,
+        publish_body("gl", "gitlab", gitlab.api_url, owner="platform/services"),
+    )
+    first = finished(api_client, namespace, "gl")["status"]
+    assert first["phase"] == "Completed", first
+    url = gitlab.git.url("platform/services/billing-api").replace("http://", f"http://oauth2:{TOKEN}@")
+    work = tmp_path / "team"
+    team = ["-c", "user.name=Ada", "-c", "user.email=ada@example.org", "-C", str(work)]
+    subprocess.run(["git", "clone", "-q", url, str(work)], check=True, capture_output=True)
+    (work / "HUMAN.md").write_text("written by a person\n")
+    for args in (["add", "HUMAN.md"], ["commit", "-qm", "notes"], ["push", "-q", "origin", "HEAD:main"]):
+        subprocess.run(["git", *team, *args], check=True, capture_output=True)
+
+    project = regenerate(api_client, namespace, "billing", [inline_source({**FILES, "README.md": "# v2\n"})])
+    second = wait_exported(api_client, namespace, "gl", project, timeout=90)["status"]
+
+    for ref in ("main", "projectgen/gl"):  # FETCH_HEAD: the request's branch
+        subprocess.run(["git", *team, "fetch", "-q", "origin", ref], check=True, capture_output=True)
+    show = ["git", *team, "show"]
+    assert subprocess.run([*show, "origin/main:HUMAN.md"], capture_output=True, check=True).stdout == (
+        b"written by a person\n"
+    ), "main keeps the team's commit"
+    assert subprocess.run([*show, "FETCH_HEAD:HUMAN.md"], capture_output=True, check=True).stdout == (
+        b"written by a person\n"
+    )
+    assert (
+        subprocess.run([*show, "FETCH_HEAD:README.md"], capture_output=True, check=True).stdout == b"# v2\n"
+    )
+    assert second["commitSha"] == first["commitSha"], "main holds no new commit of the export"
+    assert "projectgen/gl" in condition({"status": second}, "Ready")["message"]
     assert_no_leak(api_client, namespace, ["gl"], operator)
 
 
@@ -420,6 +463,7 @@ def test_gitea_publish_through_the_operator_and_repush_after_regeneration(
         topics=["billing"],
         defaultBranch="trunk",
     )
+    body["spec"]["update"] = {"strategy": "Push"}  # nobody works in it: the update goes on top
     create(api_client, EXPORTS, namespace, body)
     obj = finished(api_client, namespace, "gt")
     first = obj["status"]

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from projectgen import metrics, outbound
 from projectgen.api.v1alpha1 import RepositoryExportPhase, RepositoryExportSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
-from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL
+from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL, UpdateStrategy
 from projectgen.api.validation import validation_message
 from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
 from projectgen.export.publish import DEFAULT_AUTHOR, PublishError, PublishRequest, PublishSettings, publish
@@ -254,6 +254,11 @@ def _publish(job: Job) -> metrics.Outcome:
         files=job.manifest.files,
         content_hash=job.content_hash,
         guard=guard,
+        export_name=job.body["metadata"]["name"],
+        update_strategy=UpdateStrategy(job.spec.update.strategy)
+        if job.spec.update
+        else UpdateStrategy.PULL_REQUEST,
+        delivered_commit=status.get("commitSha"),
     )
 
     def claim(full_name: str) -> None:
@@ -289,11 +294,19 @@ def _publish(job: Job) -> metrics.Outcome:
         raise kopf.TemporaryError(message, delay=retry_delay(job.retry, exc.retry_after)) from None
     for warning in result.warnings:
         kopf.warn(job.body, reason="Warning", message=warning)
+    if result.reason:
+        kopf.warn(job.body, reason="PushDeclined", message=result.reason)
+    delivered = f"pushed {result.commit_sha[:12]} to {result.repository_url}"
+    if result.request_branch and result.request_head:
+        conflicts = f", {len(result.conflicts)} conflicts" if result.conflicts else ""
+        delivered = (
+            f"update merged onto branch {result.request_branch} at {result.request_head[:12]}{conflicts}"
+        )
     job.write(
         RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
-        f"pushed {result.commit_sha[:12]} to {result.repository_url}",
+        delivered,
         repository=result.repository,
         repositoryUrl=result.repository_url,
         commitSha=result.commit_sha,

@@ -67,6 +67,13 @@ class IfExists(StrEnum):
     ADOPT = "Adopt"
 
 
+class UpdateStrategy(StrEnum):
+    """How a delivery after the first lands (day two)."""
+
+    PULL_REQUEST = "PullRequest"
+    PUSH = "Push"
+
+
 class SecretKeySelector(Model):
     """A key of a Secret in the same namespace as the export."""
 
@@ -192,6 +199,18 @@ class PublishConfig(Model):
     )
 
 
+class UpdateSpec(Model):
+    """How deliveries after the first reach the repository (day two)."""
+
+    strategy: UpdateStrategy = Field(
+        default=UpdateStrategy.PULL_REQUEST,
+        description="PullRequest (default): the three-way merge of the new render with the branch is "
+        "committed on the export's own branch projectgen/<export name>, for a pull / merge request. "
+        "Push: the merge goes on top of the branch, but only while the branch head is still this "
+        "export's last commit and nothing conflicts; otherwise it falls back to PullRequest and says why.",
+    )
+
+
 class RepositoryExportSpec(Model):
     """What to export, and where to."""
 
@@ -230,6 +249,11 @@ class RepositoryExportSpec(Model):
         description="zip / tar.gz compression level (default 6). Lower is faster and larger.",
     )
     config: PublishConfig | None = Field(default=None, description="GitHub / GitLab / Gitea settings.")
+    update: UpdateSpec | None = Field(
+        default=None,
+        description="GitHub / GitLab / Gitea: how a later render reaches a repository a team works in. "
+        "It never overwrites the team's work: it is merged with it.",
+    )
 
     @model_validator(mode="after")
     def _publish_needs_config(self) -> RepositoryExportSpec:

@@ -28,7 +28,7 @@ import tenacity
 from projectgen import outbound
 from projectgen.api.v1alpha1.forges import NAME_RULES
 from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists
-from projectgen.export.publish import gitpush
+from projectgen.export.publish import gitpush, gitupdate
 from projectgen.export.publish.gitea import GiteaHost
 from projectgen.export.publish.github import GitHubHost
 from projectgen.export.publish.gitlab import GitLabHost
@@ -40,6 +40,7 @@ from projectgen.export.publish.model import (
     PublishSettings,
 )
 from projectgen.export.publish.redaction import private_key_forms, redact, secret_forms
+from projectgen.export.update.delivery import Action, ExportRefs
 from projectgen.generation.manifest import content_hash
 
 log = logging.getLogger(__name__)
@@ -245,17 +246,23 @@ def _attempt(
             permanent=True,
         )
 
-    outcome = gitpush.push_tree(
+    refs = ExportRefs.of(req.export_name or req.name)
+    outcome = gitupdate.deliver(
         url=repo.clone_url,
         # Asked for right before the push: an installation token is renewed here when it would
         # lapse during the push (a publish can outlive one when it waits for rate limits).
         credentials=gitpush.Credentials(host.git_username, host.git_password()),
         branch=req.default_branch,
+        refs=refs,
         tree=req.tree,
         files=req.files,
         message=req.commit_message,
         author_name=req.author_name,
         author_email=req.author_email,
+        strategy=req.update_strategy,
+        delivered=req.delivered_commit,
+        promote=req.request_merged,
+        team_owned=req.team_owned,
         workdir=workdir,
         timeout=settings.git_timeout,
         guard=req.guard,
@@ -263,20 +270,28 @@ def _attempt(
     warnings: list[str] = []
     if outcome.remote_was_empty:
         warnings.extend(host.after_first_push(repo, req))
-    if outcome.pushed:
-        log.info("pushed commit %s to %s branch %s", outcome.commit_sha, repo.full_name, req.default_branch)
-    else:
-        log.info(
-            "%s branch %s already holds this tree at %s",
-            repo.full_name,
-            req.default_branch,
-            outcome.commit_sha,
-        )
+    log.info(
+        "%s branch %s: %s%s at %s",
+        repo.full_name,
+        req.default_branch,
+        outcome.action,
+        "" if outcome.pushed else " (nothing new to push)",
+        outcome.request_head or outcome.commit_sha,
+    )
+    merge = outcome.merge
+    landed = outcome.action in (Action.FIRST, Action.PUSH)
     return PublishResult(
         repository=repo.full_name,
         repository_url=repo.web_url,
-        commit_sha=outcome.commit_sha,
+        # The branch head counts as delivered only when this export put it there: the Push
+        # compare-and-swap of the next update holds against it.
+        commit_sha=outcome.commit_sha if landed else req.delivered_commit or outcome.commit_sha,
         created=progress.created,
-        pushed=outcome.pushed,
+        pushed=outcome.pushed and landed,
         warnings=warnings,
+        action=str(outcome.action),
+        reason=outcome.reason,
+        request_branch=refs.branch if outcome.action == Action.PULL_REQUEST else None,
+        request_head=outcome.request_head,
+        conflicts=[f"{c.path} ({c.kind})" for c in merge.conflicts] if merge else [],
     )

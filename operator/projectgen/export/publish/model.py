@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Protocol
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists, TokenType, Visibility
+from projectgen.api.v1alpha1.repositoryexport import (
+    ExportType,
+    IfExists,
+    TokenType,
+    UpdateStrategy,
+    Visibility,
+)
 from projectgen.generation.manifest import ProjectFile
 
 GIT_USERNAMES: dict[ExportType, str] = {
@@ -69,6 +75,16 @@ class PublishRequest:
     retries: int = 0
     """How often this export already failed temporarily (kopf's retry count): backoffs that must
     grow across runs (GitHub's secondary rate limit) start from it."""
+    export_name: str | None = None
+    """Names the export's branch and refs (`projectgen/<export_name>`); None: the repository name."""
+    update_strategy: UpdateStrategy = UpdateStrategy.PULL_REQUEST
+    """How a delivery after the first lands: on the export's branch for a request, or on top."""
+    delivered_commit: str | None = None
+    """The commit this export last put on the branch (status.commitSha): the Push compare-and-swap."""
+    request_merged: bool = False
+    """The export's request was merged since the last delivery: what it delivered is the new base."""
+    team_owned: Sequence[str] = ()
+    """`_skip_if_exists` patterns: files the team owns once delivered."""
 
 
 @dataclass
@@ -82,6 +98,15 @@ class PublishResult:
     pushed: bool
     """False when the branch already held a commit with the same tree: nothing new was pushed."""
     warnings: list[str] = field(default_factory=list)
+    action: str = "First"
+    """How the delivery landed: First, Push, PullRequest or Nothing (update.delivery.Action)."""
+    reason: str = ""
+    """Why a Push became a pull request."""
+    request_branch: str | None = None
+    """PullRequest: the export's branch that holds the merge, and its commit."""
+    request_head: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+    """Every path the merge could not settle, as `path (kind)`."""
 
 
 class PublishError(Exception):
