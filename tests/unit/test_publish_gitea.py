@@ -19,6 +19,7 @@ import pytest
 
 from conftest import FAST, Guard, Project, pushed_tree
 from projectgen import outbound
+from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish import (
     REFUSED_401,
     PublishError,
@@ -186,18 +187,19 @@ def test_adopt_refuses_a_repository_with_commits(gitea: GiteaEnv, project: Proje
     assert gitea.head(full, "main")[0] == before
 
 
-def test_regeneration_is_pushed_on_top_and_an_identical_tree_is_not(
+def test_regeneration_with_push_goes_on_top_and_an_identical_tree_is_not(
     gitea: GiteaEnv, project: Project
 ) -> None:
     full = f"{gitea.owner.name}/demo"
     first = gitea.run(gitea.request(project))
     project.write("CHANGELOG.md", b"v2\n")
     project.remove("docs/with space.md")
-    second = gitea.run(gitea.request(project, claimed=full))
+    push = {"claimed": full, "update_strategy": UpdateStrategy.PUSH}
+    second = gitea.run(gitea.request(project, delivered_commit=first.commit_sha, **push))
     assert not second.created and second.pushed
     assert gitea.head(full, "main") == (second.commit_sha, [first.commit_sha])
     assert gitea.clone(full, "main") == project.expected()
-    third = gitea.run(gitea.request(project, claimed=full))
+    third = gitea.run(gitea.request(project, delivered_commit=second.commit_sha, **push))
     assert not third.pushed and third.commit_sha == second.commit_sha
 
 
