@@ -172,6 +172,7 @@ def test_a_squash_merge_then_a_render_gives_no_spurious_conflict(gh: HostEnv, pr
     team.commit({"README.md": b"# demo, the team's\n"})
     project.write("src/demo/__init__.py", b"VERSION = '2.0'\n")
     second = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    merged = project.manifest.content_hash
     # Squash merge: one new commit on main with the request's tree, the request's commit unreachable.
     team.git("fetch", "--quiet", "origin", "projectgen/demo")
     squashed = team.git("commit-tree", "FETCH_HEAD^{tree}", "-p", "HEAD", "-m", "Template update (#1)")
@@ -180,7 +181,9 @@ def test_a_squash_merge_then_a_render_gives_no_spurious_conflict(gh: HostEnv, pr
     assert second.action == "PullRequest"
 
     project.write("src/demo/__init__.py", b"VERSION = '3.0'\n")
-    third = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha, request_merged=True))
+    third = gh.run(
+        gh.request(project, claimed=repo, delivered_commit=first.commit_sha, merged_content_hash=merged)
+    )
 
     assert third.conflicts == [], "the base is what the merged request delivered, not the first render"
     assert file_at(gh, repo, BRANCH, "src/demo/__init__.py") == b"VERSION = '3.0'\n"

@@ -38,9 +38,13 @@ from projectgen.export.publish.model import (
     PublishRequest,
     PublishResult,
     PublishSettings,
+    PullRequestHost,
+    RemoteRepository,
 )
 from projectgen.export.publish.redaction import private_key_forms, redact, secret_forms
 from projectgen.export.update.delivery import Action, ExportRefs
+from projectgen.export.update.merge import MergeResult
+from projectgen.export.update.record import PullRequest, RequestState, Step, describe, plan
 from projectgen.generation.manifest import content_hash
 
 log = logging.getLogger(__name__)
@@ -247,6 +251,11 @@ def _attempt(
         )
 
     refs = ExportRefs.of(req.export_name or req.name)
+    requests_host = host if isinstance(host, PullRequestHost) else None
+    latest = requests_host.find_request(repo, refs.branch) if requests_host else None
+    merged_hash = req.merged_content_hash
+    if merged_hash is None and latest is not None and latest.state == RequestState.MERGED:
+        merged_hash = latest.content_hash
     outcome = gitupdate.deliver(
         url=repo.clone_url,
         # Asked for right before the push: an installation token is renewed here when it would
@@ -259,9 +268,10 @@ def _attempt(
         message=req.commit_message,
         author_name=req.author_name,
         author_email=req.author_email,
+        content_hash=req.content_hash,
         strategy=req.update_strategy,
         delivered=req.delivered_commit,
-        promote=req.request_merged,
+        merged_hash=merged_hash,
         team_owned=req.team_owned,
         workdir=workdir,
         timeout=settings.git_timeout,
@@ -280,6 +290,23 @@ def _attempt(
     )
     merge = outcome.merge
     landed = outcome.action in (Action.FIRST, Action.PUSH)
+    request = latest
+    if requests_host is not None:
+        request = _carry_out_request(
+            requests_host, repo, req, refs.branch, outcome.action, latest, merge, warnings
+        )
+    elif outcome.action == Action.PULL_REQUEST:
+        warnings.append(
+            f"{req.host} pull requests are not opened yet: the update waits on branch {refs.branch}; "
+            f"open a request from it into {req.default_branch}"
+        )
+    delivered_hash = (
+        req.content_hash
+        if landed or outcome.action == Action.NOTHING
+        else merged_hash
+        if outcome.base_moved
+        else None
+    )
     return PublishResult(
         repository=repo.full_name,
         repository_url=repo.web_url,
@@ -294,4 +321,40 @@ def _attempt(
         request_branch=refs.branch if outcome.action == Action.PULL_REQUEST else None,
         request_head=outcome.request_head,
         conflicts=[f"{c.path} ({c.kind})" for c in merge.conflicts] if merge else [],
+        pull_request=request,
+        delivered_content_hash=delivered_hash,
     )
+
+
+def _carry_out_request(
+    host: PullRequestHost,
+    repo: RemoteRepository,
+    req: PublishRequest,
+    branch: str,
+    action: Action,
+    latest: PullRequest | None,
+    merge: MergeResult | None,
+    warnings: list[str],
+) -> PullRequest | None:
+    """One request per export: open it, update it, or close it when nothing is left to merge."""
+    what = plan(action=action, latest=latest, content_hash=req.content_hash)
+    if what.step == Step.CLOSE and latest is not None:
+        log.info("closing pull request #%d of %s: %s", latest.number, repo.full_name, what.note)
+        return host.close_request(repo, latest, what.note)
+    if what.step in (Step.NONE, Step.CLOSE) or merge is None:
+        return latest
+    text = describe(
+        export=req.export_name or req.name,
+        branch=req.default_branch,
+        content_hash=req.content_hash,
+        previous_hash=req.delivered_content_hash,
+        merge=merge,
+    )
+    if what.step == Step.UPDATE and latest is not None:
+        request, more = host.edit_request(repo, latest, text)
+        log.info("updated pull request #%d of %s", request.number, repo.full_name)
+    else:
+        request, more = host.open_request(repo, branch, req.default_branch, text)
+        log.info("opened pull request #%d of %s", request.number, repo.full_name)
+    warnings.extend(more)
+    return request

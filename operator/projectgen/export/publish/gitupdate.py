@@ -36,6 +36,8 @@ from projectgen.export.update.merge import MergeResult, Repo, merge_trees, team_
 from projectgen.generation.manifest import ProjectFile
 
 log = logging.getLogger(__name__)
+HASH_TRAILER = "Projectgen-Content-Hash"
+"""Trailer of a render commit: which render it is (the base and pending refs point at such commits)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class UpdateOutcome:
     request_head: str | None = None
     """PullRequest: the commit on the export's branch."""
     merge: MergeResult | None = None
+    base_moved: bool = False
+    """The merged request's render became the base in this delivery."""
 
 
 def _remote_refs(git: _Git, refs: ExportRefs) -> dict[str, str]:
@@ -121,9 +125,10 @@ def deliver(
     message: str,
     author_name: str,
     author_email: str,
+    content_hash: str,
     strategy: UpdateStrategy,
     delivered: str | None,
-    promote: bool = False,
+    merged_hash: str | None = None,
     team_owned: Sequence[str] = (),
     workdir: Path,
     timeout: float,
@@ -131,8 +136,8 @@ def deliver(
 ) -> UpdateOutcome:
     """Deliver the render in `tree` to `branch`: its first commit, or a three-way merge with what
     the branch holds now. `delivered`: the commit this export last put on `branch` (status), for
-    the Push compare-and-swap. `promote`: the export's open request was merged, so what it
-    delivered (the pending ref) is the base from now on."""
+    the Push compare-and-swap. `merged_hash`: the contentHash of the export's request the forge
+    reports merged; when the pending ref holds that render, it is the base from now on."""
     git = _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard)
     git.run("init", "--quiet", "--bare", what="init")
     git.run("remote", "add", "origin", url, what="remote add")
@@ -143,7 +148,8 @@ def deliver(
     head = remote.get(f"refs/heads/{branch}")
     author = (author_name, author_email)
 
-    _fast_import(git, tree, files, _commit_header(message, author_name, author_email, None))
+    stamped = f"{message.rstrip()}\n\n{HASH_TRAILER}: {content_hash}\n"
+    _fast_import(git, tree, files, _commit_header(stamped, author_name, author_email, None))
     render = git.run("rev-parse", LOCAL_REF, what="rev-parse").strip()
     if head is None:
         git.run(
@@ -162,6 +168,11 @@ def deliver(
         "fetch", "--quiet", "--no-tags", "--filter=blob:none", "--depth=1", "origin", *specs, what="fetch"
     )
 
+    promote = (
+        merged_hash is not None
+        and refs.pending in remote
+        and _stamped(git, remote[refs.pending], merged_hash)
+    )
     base_commit = remote.get(refs.pending) if promote else None
     base_commit = base_commit or remote.get(refs.base)
     if base_commit is None and delivered and _fetch_optional(git, delivered):
@@ -204,14 +215,24 @@ def deliver(
         specs.append(f"+{remote[refs.pending]}:{refs.base}")
     pending = remote.get(refs.pending)
     if current == commit and pending and tree_of(repo, pending) == tree_of(repo, render) and not promote:
-        return UpdateOutcome(Action.PULL_REQUEST, decision.reason, head, False, False, render, commit, merge)
+        return UpdateOutcome(
+            Action.PULL_REQUEST, decision.reason, head, False, False, render, commit, merge, promote
+        )
     git.run(
         "push", "--quiet", "--porcelain", "--atomic", *lease,
         f"--force-with-lease={request_ref}:{current or ''}", "origin", *specs,
         what=f"push to branch {refs.branch}",
     )  # fmt: skip
     log.info("pushed the update %s to %s for a pull request", commit, refs.branch)
-    return UpdateOutcome(Action.PULL_REQUEST, decision.reason, head, True, False, render, commit, merge)
+    return UpdateOutcome(
+        Action.PULL_REQUEST, decision.reason, head, True, False, render, commit, merge, promote
+    )
+
+
+def _stamped(git: _Git, commit: str, content_hash: str) -> bool:
+    """The render commit carries this contentHash (its trailer)."""
+    raw = git.run("cat-file", "commit", commit, what="cat-file")
+    return f"\n{HASH_TRAILER}: {content_hash}\n" in raw
 
 
 def _same_change(git: _Git, commit: str, tree: str, parent: str) -> bool:

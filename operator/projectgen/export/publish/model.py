@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.repositoryexport import (
@@ -20,6 +20,9 @@ from projectgen.api.v1alpha1.repositoryexport import (
     Visibility,
 )
 from projectgen.generation.manifest import ProjectFile
+
+if TYPE_CHECKING:  # update.merge raises this module's PublishError: the types only, no import cycle
+    from projectgen.export.update.record import PullRequest, RequestText
 
 GIT_USERNAMES: dict[ExportType, str] = {
     ExportType.GITHUB: "x-access-token",
@@ -81,8 +84,10 @@ class PublishRequest:
     """How a delivery after the first lands: on the export's branch for a request, or on top."""
     delivered_commit: str | None = None
     """The commit this export last put on the branch (status.commitSha): the Push compare-and-swap."""
-    request_merged: bool = False
-    """The export's request was merged since the last delivery: what it delivered is the new base."""
+    delivered_content_hash: str | None = None
+    """The render the branch holds from this export (status.deliveredContentHash): the request says from which."""
+    merged_content_hash: str | None = None
+    """The contentHash of a request of this export known to be merged; None: the forge is asked."""
     team_owned: Sequence[str] = ()
     """`_skip_if_exists` patterns: files the team owns once delivered."""
 
@@ -107,6 +112,10 @@ class PublishResult:
     request_head: str | None = None
     conflicts: list[str] = field(default_factory=list)
     """Every path the merge could not settle, as `path (kind)`."""
+    pull_request: PullRequest | None = None
+    """The export's request after this delivery (open, merged or closed); None: there is none."""
+    delivered_content_hash: str | None = None
+    """The render the target branch holds from this export, when this delivery knows it."""
 
 
 class PublishError(Exception):
@@ -196,3 +205,25 @@ class HostAdapter(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PullRequestHost(Protocol):
+    """What a forge adds for day two: its pull / merge request calls. Every method raises only
+    PublishError; labels that cannot be applied are warnings, never failures."""
+
+    def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
+        """The newest request (any state) whose head is `branch` of `repo` itself."""
+        ...
+
+    def open_request(
+        self, repo: RemoteRepository, branch: str, base: str, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        """Open a request; when the forge already has one for `branch`, edit that one instead."""
+        ...
+
+    def edit_request(
+        self, repo: RemoteRepository, request: PullRequest, text: RequestText
+    ) -> tuple[PullRequest, list[str]]: ...
+
+    def close_request(self, repo: RemoteRepository, request: PullRequest, comment: str) -> PullRequest: ...
