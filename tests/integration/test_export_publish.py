@@ -503,3 +503,68 @@ def test_gitea_existing_repository_fails_with_a_clear_message(
         api_client, namespace, "gt", lambda e: e.type == "Warning" and "already exists" in (e.message or "")
     )
     assert_no_leak(api_client, namespace, ["gt"], operator, tuple(secret_forms(owner.token)))
+
+
+def test_gitea_updates_arrive_as_one_pull_request_that_keeps_the_team_work(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+) -> None:
+    """Issue 23 through the operator: a team commit survives, a conflict gives a draft request with
+    markers and the label, and a newer render updates the same request."""
+    server, owner, _other, org = gitea
+    forms = tuple(secret_forms(owner.token))
+    make_project(api_client, namespace)
+    secret(api_client, namespace, value=owner.token)
+    create(api_client, EXPORTS, namespace, publish_body("gt", "gitea", server.url, owner=org))
+    first = finished(api_client, namespace, "gt")["status"]
+    assert first["phase"] == "Completed", first
+    full = f"{org}/billing-api"
+
+    def contents(path: str, ref: str) -> tuple[int, Any]:
+        return server.api("GET", f"/repos/{full}/contents/{path}?ref={ref}", token=owner.token)
+
+    deadline = time.monotonic() + 30
+    while contents("README.md", "main")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)  # Gitea records a push asynchronously
+    readme = contents("README.md", "main")[1]
+    for path, data, sha in (
+        ("HUMAN.md", b"written by a person\n", None),
+        ("README.md", b"# Team\n", readme["sha"]),
+    ):
+        body = {"content": base64.b64encode(data).decode(), "message": f"team: {path}", "branch": "main"}
+        if sha:
+            body["sha"] = sha
+        status, answer = server.api(
+            "PUT" if sha else "POST", f"/repos/{full}/contents/{path}", token=owner.token, body=body
+        )
+        assert status in (200, 201), answer
+
+    project = regenerate(api_client, namespace, "billing", [inline_source({**FILES, "README.md": "# v2\n"})])
+    second = wait_exported(api_client, namespace, "gt", project, timeout=90)["status"]
+    request = second["pullRequest"]
+    assert request["state"] == "open" and request["conflictedFiles"] == ["README.md"]
+    status, pr = server.api("GET", f"/repos/{full}/pulls/{request['number']}", token=owner.token)
+    assert status == 200 and pr["title"].startswith("WIP:") and pr["html_url"] == request["url"]
+    assert [label["name"] for label in pr["labels"]] == ["projectgen-conflicts"]
+    assert base64.b64decode(contents("HUMAN.md", "projectgen/gt")[1]["content"]) == b"written by a person\n"
+    assert b">>>>>>> after updating" in base64.b64decode(contents("README.md", "projectgen/gt")[1]["content"])
+    assert base64.b64decode(contents("README.md", "main")[1]["content"]) == b"# Team\n"
+    assert f"#{request['number']} open, 1 conflicts" in condition({"status": second}, "Ready")["message"]
+    assert second["deliveredContentHash"] == first["exportedContentHash"]
+
+    project = regenerate(
+        api_client,
+        namespace,
+        "billing",
+        [inline_source({**FILES, "README.md": "# Team\n", "NEW.md": "new\n"})],
+    )
+    third = wait_exported(api_client, namespace, "gt", project, timeout=90)["status"]
+    assert (
+        third["pullRequest"]["number"] == request["number"] and third["pullRequest"]["conflictedFiles"] == []
+    )
+    status, pulls = server.api("GET", f"/repos/{full}/pulls?state=all", token=owner.token)
+    assert status == 200 and [p["number"] for p in pulls] == [request["number"]]
+    assert not pulls[0]["title"].startswith("WIP:") and pulls[0]["labels"] == []
+    assert_no_leak(api_client, namespace, ["gt"], operator, forms)
