@@ -392,6 +392,8 @@ class FakeGitHub(_FakeHost):
         }
         self.orgs: dict[str, dict[str, Any]] = {}
         self.repos: dict[str, dict[str, Any]] = {}
+        self.pulls: dict[str, list[dict[str, Any]]] = {}
+        self.labels: dict[str, set[str]] = {}
         self.apps: dict[str, dict[str, Any]] = {}
         self.installations: dict[int, dict[str, Any]] = {}
         self.installation_tokens: dict[str, tuple[int, float]] = {}
@@ -799,7 +801,115 @@ class FakeGitHub(_FakeHost):
                     )
                 self.repos[f"{owner}/{name}".lower()]["topics"] = list(names)
                 return Reply(200, {"names": names})
+            case (_, ["repos", owner, name, ("pulls" | "issues"), *rest]) if (
+                f"{owner}/{name}".lower() in self.repos
+            ):
+                return self._pulls_route(method, f"{owner}/{name}", parts[3], rest, query, body)
         return Reply(404, self.error_body(404))
+
+    # Pull requests, as api.github.com.yaml describes them: pulls/list (state, head=owner:branch),
+    # pulls/create (title, head, base, body, draft; 422 "A pull request already exists for
+    # owner:branch."), pulls/get, pulls/update (title, body, state), issues/add-labels (a JSON
+    # array of names; missing labels are created), issues/remove-label, issues/create-comment.
+    def _pull_json(self, full_name: str, pr: Mapping[str, Any]) -> dict[str, Any]:
+        head = self.git.repo_path(full_name)
+        sha = subprocess.run(
+            ["git", "--git-dir", str(head), "rev-parse", "--verify", "-q", f"refs/heads/{pr['head']}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        url = f"{self.api_url}/repos/{full_name}/pulls/{pr['number']}"
+        return {
+            "id": pr["number"] + 1000,
+            "number": pr["number"],
+            "url": url,
+            "issue_url": f"{self.api_url}/repos/{full_name}/issues/{pr['number']}",
+            "html_url": f"{self.base_url}/{full_name}/pull/{pr['number']}",
+            "state": pr["state"],
+            "title": pr["title"],
+            "body": pr["body"],
+            "draft": pr["draft"],
+            "merged": pr["merged_at"] is not None,
+            "merged_at": pr["merged_at"],
+            "labels": [{"name": n} for n in pr["labels"]],
+            "head": {"ref": pr["head"], "sha": sha or pr.get("sha"), "repo": {"full_name": full_name}},
+            "base": {"ref": pr["base"], "repo": {"full_name": full_name}},
+        }
+
+    def _pulls_route(
+        self, method: str, full_name: str, kind: str, rest: list[str], query: dict[str, list[str]], body: Any
+    ) -> Reply:
+        pulls: list[dict[str, Any]] = self.pulls.setdefault(full_name.lower(), [])
+        owner = full_name.split("/")[0]
+        by_number = {pr["number"]: pr for pr in pulls}
+        pr = by_number.get(int(rest[0])) if rest and rest[0].isdigit() else None
+        match (method, kind, rest):
+            case ("GET", "pulls", []):
+                state = (query.get("state") or ["open"])[0]
+                head = (query.get("head") or [""])[0]
+                found = [
+                    self._pull_json(full_name, p)
+                    for p in sorted(pulls, key=lambda p: -p["number"])
+                    if (state == "all" or p["state"] == state)
+                    and (not head or f"{owner}:{p['head']}" == head)
+                ]
+                return Reply(200, found)
+            case ("POST", "pulls", []):
+                if not isinstance(body, dict) or not all(
+                    isinstance(body.get(k), str) for k in ("head", "base")
+                ):
+                    return Reply(422, {"message": "Validation Failed", "status": "422"})
+                if any(p["head"] == body["head"] and p["state"] == "open" for p in pulls):
+                    err = {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": f"A pull request already exists for {owner}:{body['head']}.",
+                    }
+                    return Reply(422, {"message": "Validation Failed", "errors": [err], "status": "422"})
+                record = {
+                    "number": len(pulls) + 1,
+                    "state": "open",
+                    "title": body.get("title") or "",
+                    "body": body.get("body"),
+                    "draft": bool(body.get("draft")),
+                    "merged_at": None,
+                    "labels": [],
+                    "comments": [],
+                    "head": body["head"],
+                    "base": body["base"],
+                }
+                pulls.append(record)
+                return Reply(201, self._pull_json(full_name, record))
+            case ("GET", "pulls", [_]) if pr is not None:
+                return Reply(200, self._pull_json(full_name, pr))
+            case ("PATCH", "pulls", [_]) if pr is not None and isinstance(body, dict):
+                for key in ("title", "body"):
+                    if key in body:
+                        pr[key] = body[key]
+                if body.get("state") in ("open", "closed"):
+                    pr["state"] = body["state"]
+                return Reply(200, self._pull_json(full_name, pr))
+            case ("POST", "issues", [_, "labels"]) if pr is not None:
+                names = body if isinstance(body, list) else (body or {}).get("labels") or []
+                pr["labels"] += [n for n in names if n not in pr["labels"]]
+                self.labels.setdefault(full_name.lower(), set()).update(names)
+                return Reply(200, [{"name": n} for n in pr["labels"]])
+            case ("DELETE", "issues", [_, "labels", label]) if pr is not None:
+                if label not in pr["labels"]:
+                    return Reply(404, {"message": "Label does not exist", "status": "404"})
+                pr["labels"].remove(label)
+                return Reply(200, [{"name": n} for n in pr["labels"]])
+            case ("POST", "issues", [_, "comments"]) if pr is not None:
+                pr["comments"].append((body or {}).get("body"))
+                return Reply(201, {"id": len(pr["comments"]), "body": (body or {}).get("body")})
+        return Reply(404, self.error_body(404))
+
+    def merge_pull(self, full_name: str, number: int) -> None:
+        """Mark a request merged, as the web UI's merge button would (the commit is the test's)."""
+        with self._lock:
+            pr = next(p for p in self.pulls[full_name.lower()] if p["number"] == number)
+            pr["state"], pr["merged_at"] = "closed", _now()
 
     def _create(self, owner: str, body: Any) -> Reply:
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conftest import _git_env
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
@@ -232,3 +232,89 @@ def test_no_change_means_no_branch(gh: HostEnv, project: Project) -> None:
     assert head(gh, repo) == team_head
     assert BRANCH not in gh.git(repo, "for-each-ref", "--format=%(refname)")
     assert paths_at(gh, repo, "main") >= {"HUMAN.md", "README.md"}
+
+
+# --- GitHub pull requests (PyGithub against the stand-in) ------------------------------------------
+def pulls(gh: HostEnv, repo: str) -> list[dict[str, Any]]:
+    return list(gh.fake.pulls.get(repo.lower(), []))  # type: ignore[union-attr]
+
+
+def test_github_update_opens_one_pull_request_and_a_newer_render_edits_it(
+    gh: HostEnv, project: Project
+) -> None:
+    repo, first = publish_first(gh, project)
+    Team(gh, repo).commit({"HUMAN.md": b"mine\n"})
+    project.write("README.md", b"# demo v2\n")
+
+    second = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    project.write("README.md", b"# demo v3\n")
+    third = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert second.pull_request is not None and third.pull_request is not None
+    assert second.pull_request.number == third.pull_request.number == 1
+    [pr] = pulls(gh, repo)
+    assert (pr["head"], pr["base"], pr["state"], pr["draft"], pr["labels"]) == (
+        "projectgen/demo",
+        "main",
+        "open",
+        False,
+        [],
+    )
+    assert project.manifest.content_hash in pr["body"] and "`README.md`" in pr["body"]
+    assert third.pull_request.head_sha == head(gh, repo, BRANCH)
+
+
+def test_github_conflict_opens_a_draft_with_the_label(gh: HostEnv, project: Project) -> None:
+    repo, first = publish_first(gh, project)
+    Team(gh, repo).commit({"README.md": b"# demo by the team\n"})
+    project.write("README.md", b"# demo by the template\n")
+
+    result = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    [pr] = pulls(gh, repo)
+    assert pr["draft"] and pr["labels"] == ["projectgen-conflicts"] and result.warnings == []
+    assert "1 conflict" in pr["title"]
+
+
+def test_github_already_exists_finds_and_edits_the_open_request(gh: HostEnv, project: Project) -> None:
+    repo, first = publish_first(gh, project)
+    Team(gh, repo).commit({"HUMAN.md": b"mine\n"})
+    project.write("README.md", b"# demo v2\n")
+    gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    # The listing misses the open request once (a restart that saw none): the create call gets 422.
+    gh.fake.fail_next("GET", "/repos/*/pulls", status=200, body=[])
+    project.write("README.md", b"# demo v3\n")
+
+    again = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert again.pull_request is not None and again.pull_request.number == 1
+    assert len(pulls(gh, repo)) == 1 and gh.fake.count("POST", "/repos/*/pulls") == 2
+
+
+def test_github_a_lost_create_answer_still_gives_one_request(gh: HostEnv, project: Project) -> None:
+    repo, first = publish_first(gh, project)
+    Team(gh, repo).commit({"HUMAN.md": b"mine\n"})
+    project.write("README.md", b"# demo v2\n")
+    gh.fake.fail_next("POST", "/repos/*/pulls", status=502, after=True)
+
+    result = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert result.pull_request is not None and len(pulls(gh, repo)) == 1
+
+
+def test_github_merged_request_then_a_render_opens_a_fresh_one(gh: HostEnv, project: Project) -> None:
+    repo, first = publish_first(gh, project)
+    team = Team(gh, repo)
+    team.commit({"README.md": b"# demo, the team's\n"})
+    project.write("src/demo/__init__.py", b"VERSION = '2.0'\n")
+    gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    team.git("fetch", "--quiet", "origin", "projectgen/demo")
+    squashed = team.git("commit-tree", "FETCH_HEAD^{tree}", "-p", "HEAD", "-m", "Template update (#1)")
+    team.git("push", "--quiet", "origin", f"{squashed}:refs/heads/main")
+    gh.fake.merge_pull(repo, 1)  # type: ignore[union-attr]
+
+    project.write("src/demo/__init__.py", b"VERSION = '3.0'\n")
+    third = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert third.pull_request is not None and third.pull_request.number == 2 and third.conflicts == []
+    assert file_at(gh, repo, BRANCH, "README.md") == b"# demo, the team's\n"
