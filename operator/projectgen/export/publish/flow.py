@@ -252,7 +252,8 @@ def _attempt(
 
     refs = ExportRefs.of(req.export_name or req.name)
     requests_host = host if isinstance(host, PullRequestHost) else None
-    latest = requests_host.find_request(repo, refs.branch) if requests_host else None
+    # A repository this call created has no requests yet: no lookup.
+    latest = requests_host.find_request(repo, refs.branch) if requests_host and not progress.created else None
     merged_hash = req.merged_content_hash
     if merged_hash is None and latest is not None and latest.state == RequestState.MERGED:
         merged_hash = latest.content_hash
