@@ -1223,7 +1223,119 @@ class FakeGitLab(_FakeHost):
                 if isinstance(body, dict) and "topics" in body:
                     p["topics"] = list(body["topics"] or [])
                 return Reply(200, self._project_json(p))
+            case (_, ["projects", ref, "merge_requests", *rest]) if self._project(ref) is not None:
+                return self._mr_route(method, self._project(ref) or {}, rest, query, body)
         return Reply(404, {"message": "404 Not Found"})
+
+    # Merge requests, as docs.gitlab.com/api/merge_requests describes them: list (source_branch,
+    # state), create (source_branch, target_branch, title, description, labels; 409 "Another open
+    # merge request already exists for this source branch: !N"), get, update (title, description,
+    # add_labels, remove_labels, state_event), notes. A draft is a title starting with "Draft:".
+    def _mr_json(self, p: Mapping[str, Any], mr: Mapping[str, Any]) -> dict[str, Any]:
+        bare = self.git.repo_path(p["full_path"])
+        sha = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(bare),
+                "rev-parse",
+                "--verify",
+                "-q",
+                f"refs/heads/{mr['source_branch']}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        return {
+            "id": mr["iid"] + 5000,
+            "iid": mr["iid"],
+            "project_id": p["id"],
+            "title": mr["title"],
+            "description": mr["description"],
+            "state": mr["state"],
+            "draft": mr["title"].startswith(("Draft:", "[Draft]", "(Draft)")),
+            "labels": list(mr["labels"]),
+            "source_branch": mr["source_branch"],
+            "target_branch": mr["target_branch"],
+            "source_project_id": p["id"],
+            "target_project_id": p["id"],
+            "sha": sha or None,
+            "web_url": f"{self.base_url}/{p['full_path']}/-/merge_requests/{mr['iid']}",
+        }
+
+    def _mr_route(
+        self, method: str, p: dict[str, Any], rest: list[str], query: dict[str, list[str]], body: Any
+    ) -> Reply:
+        mrs: list[dict[str, Any]] = p.setdefault("merge_requests", [])
+        mr = next((m for m in mrs if rest and str(m["iid"]) == rest[0]), None)
+        match (method, rest):
+            case ("GET", []):
+                state = (query.get("state") or ["all"])[0]
+                branch = (query.get("source_branch") or [""])[0]
+                found = [
+                    self._mr_json(p, m)
+                    for m in sorted(mrs, key=lambda m: -m["iid"])
+                    if (state == "all" or m["state"] == state)
+                    and (not branch or m["source_branch"] == branch)
+                ]
+                return Reply(200, found)
+            case ("POST", []):
+                if not isinstance(body, dict) or not body.get("source_branch") or not body.get("title"):
+                    return Reply(400, {"message": "400 Bad request - title is missing"})
+                dup = next(
+                    (
+                        m
+                        for m in mrs
+                        if m["source_branch"] == body["source_branch"] and m["state"] == "opened"
+                    ),
+                    None,
+                )
+                if dup is not None:
+                    msg = f"Another open merge request already exists for this source branch: !{dup['iid']}"
+                    return Reply(409, {"message": [msg]})
+                labels = body.get("labels") or ""
+                record = {
+                    "iid": len(mrs) + 1,
+                    "title": body["title"],
+                    "description": body.get("description") or "",
+                    "state": "opened",
+                    "labels": [x for x in (labels.split(",") if isinstance(labels, str) else labels) if x],
+                    "source_branch": body["source_branch"],
+                    "target_branch": body.get("target_branch") or p["default_branch"],
+                    "notes": [],
+                }
+                mrs.append(record)
+                return Reply(201, self._mr_json(p, record))
+            case ("GET", [_]) if mr is not None:
+                return Reply(200, self._mr_json(p, mr))
+            case ("PUT", [_]) if mr is not None and isinstance(body, dict):
+                for key in ("title", "description"):
+                    if key in body:
+                        mr[key] = body[key]
+                for key, add in (("add_labels", True), ("remove_labels", False)):
+                    for label in [x for x in str(body.get(key) or "").split(",") if x]:
+                        if add and label not in mr["labels"]:
+                            mr["labels"].append(label)
+                        elif not add and label in mr["labels"]:
+                            mr["labels"].remove(label)
+                if body.get("state_event") == "close":
+                    mr["state"] = "closed"
+                return Reply(200, self._mr_json(p, mr))
+            case ("POST", [_, "notes"]) if mr is not None and isinstance(body, dict):
+                mr["notes"].append(body.get("body"))
+                return Reply(201, {"id": len(mr["notes"]), "body": body.get("body")})
+        return Reply(404, {"message": "404 Not Found"})
+
+    def merge_request(self, full_path: str, iid: int, *, state: str | None = None) -> dict[str, Any]:
+        """A merge request's record; `state`: set it (merged, as the web UI's button would)."""
+        with self._lock:
+            mr = next(
+                m for m in self.projects[full_path.lower()].get("merge_requests", []) if m["iid"] == iid
+            )
+            if state is not None:
+                mr["state"] = state
+            return mr
 
     def _create(self, body: Any) -> Reply:
         if not isinstance(body, dict) or not (body.get("name") or body.get("path")):

@@ -251,7 +251,10 @@ def test_a_team_commit_survives_an_update(
         subprocess.run([*show, "FETCH_HEAD:README.md"], capture_output=True, check=True).stdout == b"# v2\n"
     )
     assert second["commitSha"] == first["commitSha"], "main holds no new commit of the export"
-    assert "projectgen/gl" in condition({"status": second}, "Ready")["message"]
+    assert second["pullRequest"]["state"] == "open" and second["pullRequest"]["conflictedFiles"] == []
+    assert "pull request #1 open" in condition({"status": second}, "Ready")["message"]
+    [mr] = gitlab.project("platform/services/billing-api")["merge_requests"]
+    assert (mr["source_branch"], mr["target_branch"]) == ("projectgen/gl", "main")
     assert_no_leak(api_client, namespace, ["gl"], operator)
 
 

@@ -318,3 +318,76 @@ def test_github_merged_request_then_a_render_opens_a_fresh_one(gh: HostEnv, proj
 
     assert third.pull_request is not None and third.pull_request.number == 2 and third.conflicts == []
     assert file_at(gh, repo, BRANCH, "README.md") == b"# demo, the team's\n"
+
+
+# --- GitLab merge requests (python-gitlab against the stand-in) -----------------------------------
+def merge_requests(gl: HostEnv, repo: str) -> list[dict[str, Any]]:
+    return list(gl.fake.project(repo).get("merge_requests", []))  # type: ignore[union-attr]
+
+
+def test_gitlab_update_opens_one_merge_request_and_a_newer_render_edits_it(
+    gl: HostEnv, project: Project
+) -> None:
+    repo, first = publish_first(gl, project)
+    Team(gl, repo).commit({"HUMAN.md": b"mine\n"})
+    project.write("README.md", b"# demo v2\n")
+
+    second = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    project.write("README.md", b"# demo v3\n")
+    third = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert second.pull_request is not None and third.pull_request is not None
+    assert second.pull_request.number == third.pull_request.number == 1
+    [mr] = merge_requests(gl, repo)
+    assert (mr["source_branch"], mr["target_branch"], mr["state"], mr["labels"]) == (
+        "projectgen/demo",
+        "main",
+        "opened",
+        [],
+    )
+    assert project.manifest.content_hash in mr["description"] and not mr["title"].startswith("Draft:")
+    assert third.pull_request.url.endswith("/-/merge_requests/1")
+
+
+def test_gitlab_conflict_gives_a_draft_with_the_label(gl: HostEnv, project: Project) -> None:
+    repo, first = publish_first(gl, project)
+    Team(gl, repo).commit({"README.md": b"# demo by the team\n"})
+    project.write("README.md", b"# demo by the template\n")
+
+    result = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    [mr] = merge_requests(gl, repo)
+    assert mr["title"].startswith("Draft: ") and mr["labels"] == ["projectgen-conflicts"]
+    assert result.pull_request is not None and result.pull_request.draft and result.warnings == []
+
+
+def test_gitlab_duplicate_409_finds_and_edits_the_open_request(gl: HostEnv, project: Project) -> None:
+    repo, first = publish_first(gl, project)
+    Team(gl, repo).commit({"HUMAN.md": b"mine\n"})
+    project.write("README.md", b"# demo v2\n")
+    gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    gl.fake.fail_next("GET", "/projects/*/merge_requests", status=200, body=[])
+    project.write("README.md", b"# demo v3\n")
+
+    again = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert again.pull_request is not None and again.pull_request.number == 1
+    assert len(merge_requests(gl, repo)) == 1 and gl.fake.count("POST", "/projects/*/merge_requests") == 2
+
+
+def test_gitlab_merged_request_then_a_render_opens_a_fresh_one(gl: HostEnv, project: Project) -> None:
+    repo, first = publish_first(gl, project)
+    team = Team(gl, repo)
+    team.commit({"README.md": b"# demo, the team's\n"})
+    project.write("src/demo/__init__.py", b"VERSION = '2.0'\n")
+    gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    team.git("fetch", "--quiet", "origin", "projectgen/demo")
+    squashed = team.git("commit-tree", "FETCH_HEAD^{tree}", "-p", "HEAD", "-m", "Template update (!1)")
+    team.git("push", "--quiet", "origin", f"{squashed}:refs/heads/main")
+    gl.fake.merge_request(repo, 1, state="merged")  # type: ignore[union-attr]
+
+    project.write("src/demo/__init__.py", b"VERSION = '3.0'\n")
+    third = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert third.pull_request is not None and third.pull_request.number == 2 and third.conflicts == []
+    assert file_at(gl, repo, BRANCH, "README.md") == b"# demo, the team's\n"
