@@ -333,6 +333,24 @@ class _FakeHost:
         if h.command != "HEAD":
             h.wfile.write(payload)
 
+    def _branch_sha(self, full_name: str, branch: str) -> str | None:
+        """The head of a branch of a repository the stand-in serves; None when it has none."""
+        out = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(self.git.repo_path(full_name)),
+                "rev-parse",
+                "--verify",
+                "-q",
+                f"refs/heads/{branch}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return out.stdout.strip() or None
+
     def _bare_is_empty(self, full_name: str) -> bool:
         heads = self.git.repo_path(full_name) / "refs" / "heads"
         packed = self.git.repo_path(full_name) / "packed-refs"
@@ -812,13 +830,7 @@ class FakeGitHub(_FakeHost):
     # owner:branch."), pulls/get, pulls/update (title, body, state), issues/add-labels (a JSON
     # array of names; missing labels are created), issues/remove-label, issues/create-comment.
     def _pull_json(self, full_name: str, pr: Mapping[str, Any]) -> dict[str, Any]:
-        head = self.git.repo_path(full_name)
-        sha = subprocess.run(
-            ["git", "--git-dir", str(head), "rev-parse", "--verify", "-q", f"refs/heads/{pr['head']}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        sha = self._branch_sha(full_name, pr["head"])
         url = f"{self.api_url}/repos/{full_name}/pulls/{pr['number']}"
         return {
             "id": pr["number"] + 1000,
@@ -833,7 +845,7 @@ class FakeGitHub(_FakeHost):
             "merged": pr["merged_at"] is not None,
             "merged_at": pr["merged_at"],
             "labels": [{"name": n} for n in pr["labels"]],
-            "head": {"ref": pr["head"], "sha": sha or pr.get("sha"), "repo": {"full_name": full_name}},
+            "head": {"ref": pr["head"], "sha": sha, "repo": {"full_name": full_name}},
             "base": {"ref": pr["base"], "repo": {"full_name": full_name}},
         }
 
@@ -1232,21 +1244,7 @@ class FakeGitLab(_FakeHost):
     # merge request already exists for this source branch: !N"), get, update (title, description,
     # add_labels, remove_labels, state_event), notes. A draft is a title starting with "Draft:".
     def _mr_json(self, p: Mapping[str, Any], mr: Mapping[str, Any]) -> dict[str, Any]:
-        bare = self.git.repo_path(p["full_path"])
-        sha = subprocess.run(
-            [
-                "git",
-                "--git-dir",
-                str(bare),
-                "rev-parse",
-                "--verify",
-                "-q",
-                f"refs/heads/{mr['source_branch']}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        sha = self._branch_sha(p["full_path"], mr["source_branch"])
         return {
             "id": mr["iid"] + 5000,
             "iid": mr["iid"],
@@ -1260,7 +1258,7 @@ class FakeGitLab(_FakeHost):
             "target_branch": mr["target_branch"],
             "source_project_id": p["id"],
             "target_project_id": p["id"],
-            "sha": sha or None,
+            "sha": sha,
             "web_url": f"{self.base_url}/{p['full_path']}/-/merge_requests/{mr['iid']}",
         }
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from conftest import _git_env
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish import PublishResult
+from projectgen_dev.fakehosts import FakeGitHub
 
 if TYPE_CHECKING:
     from conftest import HostEnv, Project
@@ -234,25 +235,51 @@ def test_no_change_means_no_branch(gh: HostEnv, project: Project) -> None:
     assert paths_at(gh, repo, "main") >= {"HUMAN.md", "README.md"}
 
 
-# --- GitHub pull requests (PyGithub against the stand-in) ------------------------------------------
-def pulls(gh: HostEnv, repo: str) -> list[dict[str, Any]]:
-    return list(gh.fake.pulls.get(repo.lower(), []))  # type: ignore[union-attr]
+# --- GitHub pull requests (PyGithub) and GitLab merge requests (python-gitlab), on the stand-ins ---
+def requests_of(env: HostEnv, repo: str) -> list[dict[str, Any]]:
+    """The repository's requests as the stand-in holds them, in GitHub's words."""
+    if isinstance(env.fake, FakeGitHub):
+        return [
+            {**pr, "state": "merged" if pr["merged_at"] else pr["state"]}
+            for pr in env.fake.pulls.get(repo.lower(), [])
+        ]
+    return [
+        {
+            "head": mr["source_branch"],
+            "base": mr["target_branch"],
+            "state": "open" if mr["state"] == "opened" else mr["state"],
+            "draft": mr["title"].startswith("Draft: "),
+            "labels": mr["labels"],
+            "body": mr["description"],
+            "title": mr["title"],
+        }
+        for mr in env.fake.project(repo).get("merge_requests", [])
+    ]
 
 
-def test_github_update_opens_one_pull_request_and_a_newer_render_edits_it(
-    gh: HostEnv, project: Project
-) -> None:
-    repo, first = publish_first(gh, project)
-    Team(gh, repo).commit({"HUMAN.md": b"mine\n"})
+def merge_by_hand(env: HostEnv, team: Team, repo: str, number: int) -> None:
+    """A squash merge of the export's request, as a person does it in the web UI."""
+    team.git("fetch", "--quiet", "origin", "projectgen/demo")
+    squashed = team.git("commit-tree", "FETCH_HEAD^{tree}", "-p", "HEAD", "-m", f"Template update ({number})")
+    team.git("push", "--quiet", "origin", f"{squashed}:refs/heads/main")
+    if isinstance(env.fake, FakeGitHub):
+        env.fake.merge_pull(repo, number)
+    else:
+        env.fake.merge_request(repo, number, state="merged")
+
+
+def test_an_update_opens_one_request_and_a_newer_render_edits_it(env: HostEnv, project: Project) -> None:
+    repo, first = publish_first(env, project)
+    Team(env, repo).commit({"HUMAN.md": b"mine\n"})
     project.write("README.md", b"# demo v2\n")
 
-    second = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    second = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
     project.write("README.md", b"# demo v3\n")
-    third = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    third = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
 
     assert second.pull_request is not None and third.pull_request is not None
     assert second.pull_request.number == third.pull_request.number == 1
-    [pr] = pulls(gh, repo)
+    [pr] = requests_of(env, repo)
     assert (pr["head"], pr["base"], pr["state"], pr["draft"], pr["labels"]) == (
         "projectgen/demo",
         "main",
@@ -261,133 +288,60 @@ def test_github_update_opens_one_pull_request_and_a_newer_render_edits_it(
         [],
     )
     assert project.manifest.content_hash in pr["body"] and "`README.md`" in pr["body"]
-    assert third.pull_request.head_sha == head(gh, repo, BRANCH)
+    assert third.pull_request.head_sha == head(env, repo, BRANCH)
 
 
-def test_github_conflict_opens_a_draft_with_the_label(gh: HostEnv, project: Project) -> None:
-    repo, first = publish_first(gh, project)
-    Team(gh, repo).commit({"README.md": b"# demo by the team\n"})
+def test_a_conflict_opens_a_draft_with_the_label(env: HostEnv, project: Project) -> None:
+    repo, first = publish_first(env, project)
+    Team(env, repo).commit({"README.md": b"# demo by the team\n"})
     project.write("README.md", b"# demo by the template\n")
 
-    result = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    result = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
 
-    [pr] = pulls(gh, repo)
-    assert pr["draft"] and pr["labels"] == ["projectgen-conflicts"] and result.warnings == []
-    assert "1 conflict" in pr["title"]
-
-
-def test_github_already_exists_finds_and_edits_the_open_request(gh: HostEnv, project: Project) -> None:
-    repo, first = publish_first(gh, project)
-    Team(gh, repo).commit({"HUMAN.md": b"mine\n"})
-    project.write("README.md", b"# demo v2\n")
-    gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
-    # The listing misses the open request once (a restart that saw none): the create call gets 422.
-    gh.fake.fail_next("GET", "/repos/*/pulls", status=200, body=[])
-    project.write("README.md", b"# demo v3\n")
-
-    again = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
-
-    assert again.pull_request is not None and again.pull_request.number == 1
-    assert len(pulls(gh, repo)) == 1 and gh.fake.count("POST", "/repos/*/pulls") == 2
-
-
-def test_github_a_lost_create_answer_still_gives_one_request(gh: HostEnv, project: Project) -> None:
-    repo, first = publish_first(gh, project)
-    Team(gh, repo).commit({"HUMAN.md": b"mine\n"})
-    project.write("README.md", b"# demo v2\n")
-    gh.fake.fail_next("POST", "/repos/*/pulls", status=502, after=True)
-
-    result = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
-
-    assert result.pull_request is not None and len(pulls(gh, repo)) == 1
-
-
-def test_github_merged_request_then_a_render_opens_a_fresh_one(gh: HostEnv, project: Project) -> None:
-    repo, first = publish_first(gh, project)
-    team = Team(gh, repo)
-    team.commit({"README.md": b"# demo, the team's\n"})
-    project.write("src/demo/__init__.py", b"VERSION = '2.0'\n")
-    gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
-    team.git("fetch", "--quiet", "origin", "projectgen/demo")
-    squashed = team.git("commit-tree", "FETCH_HEAD^{tree}", "-p", "HEAD", "-m", "Template update (#1)")
-    team.git("push", "--quiet", "origin", f"{squashed}:refs/heads/main")
-    gh.fake.merge_pull(repo, 1)  # type: ignore[union-attr]
-
-    project.write("src/demo/__init__.py", b"VERSION = '3.0'\n")
-    third = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
-
-    assert third.pull_request is not None and third.pull_request.number == 2 and third.conflicts == []
-    assert file_at(gh, repo, BRANCH, "README.md") == b"# demo, the team's\n"
-
-
-# --- GitLab merge requests (python-gitlab against the stand-in) -----------------------------------
-def merge_requests(gl: HostEnv, repo: str) -> list[dict[str, Any]]:
-    return list(gl.fake.project(repo).get("merge_requests", []))  # type: ignore[union-attr]
-
-
-def test_gitlab_update_opens_one_merge_request_and_a_newer_render_edits_it(
-    gl: HostEnv, project: Project
-) -> None:
-    repo, first = publish_first(gl, project)
-    Team(gl, repo).commit({"HUMAN.md": b"mine\n"})
-    project.write("README.md", b"# demo v2\n")
-
-    second = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
-    project.write("README.md", b"# demo v3\n")
-    third = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
-
-    assert second.pull_request is not None and third.pull_request is not None
-    assert second.pull_request.number == third.pull_request.number == 1
-    [mr] = merge_requests(gl, repo)
-    assert (mr["source_branch"], mr["target_branch"], mr["state"], mr["labels"]) == (
-        "projectgen/demo",
-        "main",
-        "opened",
-        [],
-    )
-    assert project.manifest.content_hash in mr["description"] and not mr["title"].startswith("Draft:")
-    assert third.pull_request.url.endswith("/-/merge_requests/1")
-
-
-def test_gitlab_conflict_gives_a_draft_with_the_label(gl: HostEnv, project: Project) -> None:
-    repo, first = publish_first(gl, project)
-    Team(gl, repo).commit({"README.md": b"# demo by the team\n"})
-    project.write("README.md", b"# demo by the template\n")
-
-    result = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
-
-    [mr] = merge_requests(gl, repo)
-    assert mr["title"].startswith("Draft: ") and mr["labels"] == ["projectgen-conflicts"]
+    [pr] = requests_of(env, repo)
+    assert pr["draft"] and pr["labels"] == ["projectgen-conflicts"] and "1 conflict" in pr["title"]
     assert result.pull_request is not None and result.pull_request.draft and result.warnings == []
 
 
-def test_gitlab_duplicate_409_finds_and_edits_the_open_request(gl: HostEnv, project: Project) -> None:
-    repo, first = publish_first(gl, project)
-    Team(gl, repo).commit({"HUMAN.md": b"mine\n"})
+def test_already_exists_finds_and_edits_the_open_request(env: HostEnv, project: Project) -> None:
+    """GitHub's 422 "A pull request already exists", GitLab's 409 "Another open merge request"."""
+    repo, first = publish_first(env, project)
+    Team(env, repo).commit({"HUMAN.md": b"mine\n"})
     project.write("README.md", b"# demo v2\n")
-    gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
-    gl.fake.fail_next("GET", "/projects/*/merge_requests", status=200, body=[])
+    env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    listing = "/repos/*/pulls" if isinstance(env.fake, FakeGitHub) else "/projects/*/merge_requests"
+    env.fake.fail_next("GET", listing, status=200, body=[])  # a restart that saw no request
     project.write("README.md", b"# demo v3\n")
 
-    again = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    again = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
 
     assert again.pull_request is not None and again.pull_request.number == 1
-    assert len(merge_requests(gl, repo)) == 1 and gl.fake.count("POST", "/projects/*/merge_requests") == 2
+    assert len(requests_of(env, repo)) == 1 and env.fake.count("POST", listing) == 2
 
 
-def test_gitlab_merged_request_then_a_render_opens_a_fresh_one(gl: HostEnv, project: Project) -> None:
-    repo, first = publish_first(gl, project)
-    team = Team(gl, repo)
+def test_a_lost_create_answer_still_gives_one_request(env: HostEnv, project: Project) -> None:
+    repo, first = publish_first(env, project)
+    Team(env, repo).commit({"HUMAN.md": b"mine\n"})
+    project.write("README.md", b"# demo v2\n")
+    listing = "/repos/*/pulls" if isinstance(env.fake, FakeGitHub) else "/projects/*/merge_requests"
+    env.fake.fail_next("POST", listing, status=502, after=True)
+
+    result = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert result.pull_request is not None and len(requests_of(env, repo)) == 1
+
+
+def test_a_merged_request_then_a_render_opens_a_fresh_one(env: HostEnv, project: Project) -> None:
+    repo, first = publish_first(env, project)
+    team = Team(env, repo)
     team.commit({"README.md": b"# demo, the team's\n"})
     project.write("src/demo/__init__.py", b"VERSION = '2.0'\n")
-    gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
-    team.git("fetch", "--quiet", "origin", "projectgen/demo")
-    squashed = team.git("commit-tree", "FETCH_HEAD^{tree}", "-p", "HEAD", "-m", "Template update (!1)")
-    team.git("push", "--quiet", "origin", f"{squashed}:refs/heads/main")
-    gl.fake.merge_request(repo, 1, state="merged")  # type: ignore[union-attr]
+    env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    merge_by_hand(env, team, repo, 1)
 
     project.write("src/demo/__init__.py", b"VERSION = '3.0'\n")
-    third = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha))
+    third = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha))
 
     assert third.pull_request is not None and third.pull_request.number == 2 and third.conflicts == []
-    assert file_at(gl, repo, BRANCH, "README.md") == b"# demo, the team's\n"
+    assert [pr["state"] for pr in requests_of(env, repo)] == ["merged", "open"]
+    assert file_at(env, repo, BRANCH, "README.md") == b"# demo, the team's\n"
