@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,10 @@ def test_paths_sort_as_git_sorts_them_across_both_sides(repo: Repo) -> None:
     merged = read(repo, result.tree)
     assert (merged["a-b"][1], merged["a/b"][1], merged["a0"][1]) == (b"team\n", b"tpl\n", b"team\n")
     assert result.conflicts == []
+
+
+def test_the_merge_imports_on_its_own() -> None:
+    """update/ is pure: importing it first must not run into publish/ (an import cycle did)."""
+    code = "import projectgen.export.update.merge, projectgen.export.update.record"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

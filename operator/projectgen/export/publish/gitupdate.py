@@ -15,10 +15,12 @@ config read, timeouts): it is that module's second half, kept apart so each stay
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
@@ -32,10 +34,19 @@ from projectgen.export.publish.gitpush import (
 )
 from projectgen.export.publish.model import PublishError
 from projectgen.export.update.delivery import Action, ExportRefs, decide
-from projectgen.export.update.merge import MergeResult, Repo, merge_trees, team_owned_matcher, tree_of
+from projectgen.export.update.merge import (
+    MergeError,
+    MergeResult,
+    Repo,
+    merge_trees,
+    team_owned_matcher,
+    tree_of,
+)
 from projectgen.generation.manifest import ProjectFile
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 HASH_TRAILER = "Projectgen-Content-Hash"
 """Trailer of a render commit: which render it is (the base and pending refs point at such commits)."""
 
@@ -114,6 +125,20 @@ def _fetch_optional(git: _Git, sha: str) -> bool:
     return True
 
 
+def _merge_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """`update.merge` raises its own MergeError (it imports nothing of publish): reported as a PublishError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except MergeError as exc:
+            raise PublishError(exc.message, permanent=exc.permanent) from None
+
+    return wrapper
+
+
+@_merge_errors
 def deliver(
     *,
     url: str,

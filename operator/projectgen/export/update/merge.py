@@ -41,8 +41,6 @@ from typing import IO
 
 import pathspec
 
-from projectgen.export.publish.model import PublishError
-
 LABELS = ("before updating", "last update", "after updating")
 """copier's `git merge-file` labels for an inline conflict: ours, base, theirs."""
 LINK_MODE = "120000"
@@ -52,6 +50,15 @@ LISTED = 200
 _BINARY_PROBE = 8000
 """git's own test: a NUL byte in the first 8000 bytes makes a file binary."""
 _CHUNK = 1 << 16
+
+
+class MergeError(Exception):
+    """git failed during the merge. `permanent`: retrying will not help (a timeout may)."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
 
 
 class ConflictKind(StrEnum):
@@ -141,17 +148,15 @@ class Repo:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise PublishError(
-                f"git {args[0]} timed out after {self.timeout:.0f}s", permanent=False
-            ) from None
+            raise MergeError(f"git {args[0]} timed out after {self.timeout:.0f}s", permanent=False) from None
         if proc.returncode != 0:
             raise _failed(args[0], proc.stderr)
         return proc.stdout
 
 
-def _failed(what: str, stderr: bytes) -> PublishError:
+def _failed(what: str, stderr: bytes) -> MergeError:
     lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    return PublishError(
+    return MergeError(
         f"git {what} failed during the update merge: {'; '.join(lines[-3:])[-500:]}", permanent=True
     )
 
@@ -384,7 +389,7 @@ def merge_trees(
     """Merge `theirs` into `ours` against `base` (tree-ish names in `repo`), as the module says.
 
     `base` None: nothing was delivered yet that the branch could hold (a repository this export
-    did not create); every path both have is "added by both". Raises PublishError."""
+    did not create); every path both have is "added by both". Raises MergeError."""
     with tempfile.TemporaryDirectory(prefix="merge-", dir=repo.cwd) as scratch:
         index = Path(scratch) / "index"
         env = {**repo.env, "GIT_INDEX_FILE": str(index)}
