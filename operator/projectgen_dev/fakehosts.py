@@ -219,6 +219,11 @@ class _FakeHost:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self) -> None:
+        """Forget every scripted answer not given yet."""
+        with self._lock:
+            self._faults.clear()
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:

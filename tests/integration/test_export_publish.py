@@ -437,6 +437,51 @@ def test_restart_between_create_and_push_creates_one_repository(
         assert_no_leak(api_client, namespace, ["gh"], op2)
 
 
+def test_restart_after_the_create_call_leaves_one_pull_request(
+    api_client: client.ApiClient, solo_namespace: str, control_plane: Any, github: FakeGitHub, tmp_path: Path
+) -> None:
+    """Issue 23: the operator dies after GitHub created the request but before status says so."""
+    namespace = solo_namespace
+    data, log = tmp_path / "data", tmp_path / "operator.log"
+    full = "octocat/billing-api"
+    op = OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)).start()
+    try:
+        make_project(api_client, namespace)
+        secret(api_client, namespace)
+        create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url))
+        assert finished(api_client, namespace, "gh")["status"]["phase"] == "Completed"
+        work = tmp_path / "team"
+        team = ["-c", "user.name=Ada", "-c", "user.email=ada@example.org", "-C", str(work)]
+        subprocess.run(["git", "clone", "-q", str(github.git.repo_path(full)), str(work)], check=True)
+        (work / "HUMAN.md").write_text("mine\n")
+        for args in (["add", "HUMAN.md"], ["commit", "-qm", "notes"], ["push", "-q", "origin", "HEAD:main"]):
+            subprocess.run(["git", *team, *args], check=True, capture_output=True)
+        # The create call works but its answer is lost, and the request cannot be listed afterwards.
+        github.fail_next("GET", "/repos/*/pulls", status=None, times=1)
+        github.fail_next("GET", "/repos/*/pulls", status=503, times=1000)
+        github.fail_next("POST", "/repos/*/pulls", status=502, after=True, times=1000)
+        regenerate(api_client, namespace, "billing", [inline_source({**FILES, "README.md": "# v2\n"})])
+        deadline = time.monotonic() + 90
+        while not github.pulls.get(full) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(github.pulls[full]) == 1
+    finally:
+        op.kill()
+    github.clear_faults()
+    with OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)) as op2:
+        status = wait_for(
+            api_client,
+            EXPORTS,
+            namespace,
+            "gh",
+            lambda o: bool((o.get("status") or {}).get("pullRequest")),
+            timeout=180,
+        )["status"]
+        assert status["pullRequest"]["number"] == 1 and status["pullRequest"]["state"] == "open"
+        assert [pr["number"] for pr in github.pulls[full]] == [1]
+        assert_no_leak(api_client, namespace, ["gh"], op2)
+
+
 @pytest.fixture
 def gitea(gitea_server: GiteaServer) -> tuple[GiteaServer, GiteaUser, GiteaUser, str]:
     """The session's real Gitea with a fresh owner, another user and an organisation."""

@@ -346,7 +346,8 @@ def _delivery_status(result: PublishResult) -> tuple[str, dict[str, Any]]:
             "headSha": request.head_sha,
             "conflictedFiles": [c.rpartition(" (")[0] for c in result.conflicts][:100] if is_open else [],
         }
-        return f"pull request #{request.number} {request.state}{conflicts}: {request.url}", fields
+        why = f" ({result.reason})" if result.reason else ""
+        return f"pull request #{request.number} {request.state}{conflicts}: {request.url}{why}", fields
     if result.request_branch and result.request_head:
         return f"update merged onto branch {result.request_branch} at {result.request_head[:12]}", fields
     return f"pushed {result.commit_sha[:12]} to {result.repository_url}", fields
