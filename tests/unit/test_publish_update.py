@@ -345,3 +345,25 @@ def test_a_merged_request_then_a_render_opens_a_fresh_one(env: HostEnv, project:
     assert third.pull_request is not None and third.pull_request.number == 2 and third.conflicts == []
     assert [pr["state"] for pr in requests_of(env, repo)] == ["merged", "open"]
     assert file_at(env, repo, BRANCH, "README.md") == b"# demo, the team's\n"
+
+
+def test_the_files_both_sides_changed_are_fetched_in_one_go(gh: HostEnv, project: Project) -> None:
+    """Partial clone: the update reads only the blobs it merges, and not one request per blob."""
+
+    def text(i: int, first: bytes = b"line 0", last: bytes = b"line 19") -> bytes:
+        return b"%s\n%s%s\n" % (first, b"".join(b"file %d line %d\n" % (i, n) for n in range(18)), last)
+
+    for i in range(30):
+        project.write(f"many/f{i}.txt", text(i))
+    repo, first = publish_first(gh, project)
+    Team(gh, repo).commit({f"many/f{i}.txt": text(i, last=b"team") for i in range(30)})
+    for i in range(30):
+        project.write(f"many/f{i}.txt", text(i, first=b"template"))
+    before = len(gh.fake.git.requests)
+
+    result = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha))
+
+    fetches = [r for r in gh.fake.git.requests[before:] if r.endswith("git-upload-pack")]
+    assert result.conflicts == []
+    assert file_at(gh, repo, BRANCH, "many/f7.txt") == text(7, first=b"template", last=b"team")
+    assert len(fetches) <= 8, fetches  # listing and fetching refs, then one for 60 blobs (not 60)

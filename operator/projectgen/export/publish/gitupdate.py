@@ -209,6 +209,7 @@ def deliver(
         ours=tree_of(repo, head),
         theirs=tree_of(repo, render),
         team_owned=team_owned_matcher(team_owned),
+        prefetch=lambda oids: _prefetch(git, oids),
     )
     decision = decide(strategy=strategy, head=head, delivered=delivered, merge=merge)
     lease = [f"--force-with-lease={ref}:{remote.get(ref, '')}" for ref in (refs.base, refs.pending)]
@@ -252,6 +253,18 @@ def deliver(
     return UpdateOutcome(
         Action.PULL_REQUEST, decision.reason, head, True, False, render, commit, merge, promote
     )
+
+
+def _prefetch(git: _Git, oids: Sequence[str]) -> None:
+    """The blobs the line merges read, in as few requests as a partial clone's lazy fetch would
+    make for one (no negotiation, the objects named), instead of one request per blob."""
+    for start in range(0, len(oids), 1000):
+        git.run(
+            "-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
+            "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none", "origin",
+            *oids[start : start + 1000],
+            what="fetch",
+        )  # fmt: skip
 
 
 def _stamped(git: _Git, commit: str, content_hash: str) -> bool:

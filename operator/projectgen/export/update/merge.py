@@ -258,6 +258,8 @@ class _Merger:
         self.team_owned = team_owned
         self.scratch = scratch
         self.result = MergeResult(tree="")
+        self.deferred: list[tuple[bytes, Entry | None, Entry, Entry, str | None]] = []
+        """Paths both sides changed as text: merged after the walk, when their blobs are here."""
 
     def put(self, path: bytes, now: Entry | None, entry: Entry | None) -> None:
         """Make the result hold `entry` at `path` where ours holds `now`."""
@@ -318,14 +320,22 @@ class _Merger:
         if not (now.is_file and new.is_file and (base is None or base.is_file)):
             self.conflict(path, ConflictKind.BINARY)
             return
-        merged = self.merge_file(base, now, new)
-        if merged is None:
-            self.conflict(path, ConflictKind.BINARY)
-            return
-        sha, conflicted = merged
-        self.put(path, now, Entry(mode or now.mode, sha))
-        if conflicted:
-            self.conflict(path, ConflictKind.CONTENT)
+        self.deferred.append((path, base, now, new, mode))
+
+    def finish(self, prefetch: Callable[[Sequence[str]], None] | None) -> None:
+        """The line merges the walk deferred: their blobs fetched in one request, then merged."""
+        if prefetch is not None and self.deferred:
+            prefetch(sorted({e.sha for _, b, o, _, _ in self.deferred for e in (b, o) if e is not None}))
+        for path, base, now, new, mode in self.deferred:
+            merged = self.merge_file(base, now, new)
+            if merged is None:
+                self.conflict(path, ConflictKind.BINARY)
+                continue
+            sha, conflicted = merged
+            self.put(path, now, Entry(mode or now.mode, sha))
+            if conflicted:
+                self.conflict(path, ConflictKind.CONTENT)
+        self.result.conflicts.sort(key=lambda c: c.path.encode("utf-8", "surrogateescape"))
 
     def merge_file(self, base: Entry | None, now: Entry, new: Entry) -> tuple[str, bool] | None:
         """copier's `git merge-file` with its labels; None for a binary file."""
@@ -385,11 +395,13 @@ def merge_trees(
     ours: str,
     theirs: str,
     team_owned: Callable[[str], bool] = lambda _path: False,
+    prefetch: Callable[[Sequence[str]], None] | None = None,
 ) -> MergeResult:
     """Merge `theirs` into `ours` against `base` (tree-ish names in `repo`), as the module says.
 
     `base` None: nothing was delivered yet that the branch could hold (a repository this export
-    did not create); every path both have is "added by both". Raises MergeError."""
+    did not create); every path both have is "added by both". `prefetch(object names)`: get the blobs
+    the line merges read in one go (a partial clone would fetch each one alone). Raises MergeError."""
     with tempfile.TemporaryDirectory(prefix="merge-", dir=repo.cwd) as scratch:
         index = Path(scratch) / "index"
         env = {**repo.env, "GIT_INDEX_FILE": str(index)}
@@ -408,6 +420,7 @@ def merge_trees(
         try:
             for path, o, t in _joined(_changes(private, base, ours), _changes(private, base, theirs)):
                 merger.path(path, o, t)
+            merger.finish(prefetch)
             proc.stdin.close()
             stderr = proc.stderr.read() if proc.stderr else b""
             if proc.wait(timeout=repo.timeout) != 0:
