@@ -208,6 +208,7 @@ def repository_export_crd() -> dict[str, Any]:
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             {"name": "Archive", "type": "string", "jsonPath": ".status.archivePath", "priority": 1},
             {"name": "Repository", "type": "string", "jsonPath": ".status.repositoryUrl", "priority": 1},
+            {"name": "PR", "type": "string", "jsonPath": ".status.pullRequest.url", "priority": 1},
             {"name": "Creator", "type": "string", "jsonPath": ".status.createdBy", "priority": 1},
             {"name": "Message", "type": "string", "jsonPath": _READY_MESSAGE, "priority": 1},
         ],

@@ -229,6 +229,11 @@ class _FakeHost:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self) -> None:
+        """Forget every scripted answer not given yet."""
+        with self._lock:
+            self._faults.clear()
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
@@ -351,6 +356,24 @@ class _FakeHost:
         if h.command != "HEAD":
             h.wfile.write(payload)
 
+    def _branch_sha(self, full_name: str, branch: str) -> str | None:
+        """The head of a branch of a repository the stand-in serves; None when it has none."""
+        out = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(self.git.repo_path(full_name)),
+                "rev-parse",
+                "--verify",
+                "-q",
+                f"refs/heads/{branch}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return out.stdout.strip() or None
+
     def _bare_is_empty(self, full_name: str) -> bool:
         heads = self.git.repo_path(full_name) / "refs" / "heads"
         packed = self.git.repo_path(full_name) / "packed-refs"
@@ -410,6 +433,8 @@ class FakeGitHub(_FakeHost):
         }
         self.orgs: dict[str, dict[str, Any]] = {}
         self.repos: dict[str, dict[str, Any]] = {}
+        self.pulls: dict[str, list[dict[str, Any]]] = {}
+        self.labels: dict[str, set[str]] = {}
         self.apps: dict[str, dict[str, Any]] = {}
         self.installations: dict[int, dict[str, Any]] = {}
         self.installation_tokens: dict[str, tuple[int, float]] = {}
@@ -817,7 +842,109 @@ class FakeGitHub(_FakeHost):
                     )
                 self.repos[f"{owner}/{name}".lower()]["topics"] = list(names)
                 return Reply(200, {"names": names})
+            case (_, ["repos", owner, name, ("pulls" | "issues"), *rest]) if (
+                f"{owner}/{name}".lower() in self.repos
+            ):
+                return self._pulls_route(method, f"{owner}/{name}", parts[3], rest, query, body)
         return Reply(404, self.error_body(404))
+
+    # Pull requests, as api.github.com.yaml describes them: pulls/list (state, head=owner:branch),
+    # pulls/create (title, head, base, body, draft; 422 "A pull request already exists for
+    # owner:branch."), pulls/get, pulls/update (title, body, state), issues/add-labels (a JSON
+    # array of names; missing labels are created), issues/remove-label, issues/create-comment.
+    def _pull_json(self, full_name: str, pr: Mapping[str, Any]) -> dict[str, Any]:
+        sha = self._branch_sha(full_name, pr["head"])
+        url = f"{self.api_url}/repos/{full_name}/pulls/{pr['number']}"
+        return {
+            "id": pr["number"] + 1000,
+            "number": pr["number"],
+            "url": url,
+            "issue_url": f"{self.api_url}/repos/{full_name}/issues/{pr['number']}",
+            "html_url": f"{self.base_url}/{full_name}/pull/{pr['number']}",
+            "state": pr["state"],
+            "title": pr["title"],
+            "body": pr["body"],
+            "draft": pr["draft"],
+            "merged": pr["merged_at"] is not None,
+            "merged_at": pr["merged_at"],
+            "labels": [{"name": n} for n in pr["labels"]],
+            "head": {"ref": pr["head"], "sha": sha, "repo": {"full_name": full_name}},
+            "base": {"ref": pr["base"], "repo": {"full_name": full_name}},
+        }
+
+    def _pulls_route(
+        self, method: str, full_name: str, kind: str, rest: list[str], query: dict[str, list[str]], body: Any
+    ) -> Reply:
+        pulls: list[dict[str, Any]] = self.pulls.setdefault(full_name.lower(), [])
+        owner = full_name.split("/")[0]
+        by_number = {pr["number"]: pr for pr in pulls}
+        pr = by_number.get(int(rest[0])) if rest and rest[0].isdigit() else None
+        match (method, kind, rest):
+            case ("GET", "pulls", []):
+                state = (query.get("state") or ["open"])[0]
+                head = (query.get("head") or [""])[0]
+                found = [
+                    self._pull_json(full_name, p)
+                    for p in sorted(pulls, key=lambda p: -p["number"])
+                    if (state == "all" or p["state"] == state)
+                    and (not head or f"{owner}:{p['head']}" == head)
+                ]
+                return Reply(200, found)
+            case ("POST", "pulls", []):
+                if not isinstance(body, dict) or not all(
+                    isinstance(body.get(k), str) for k in ("head", "base")
+                ):
+                    return Reply(422, {"message": "Validation Failed", "status": "422"})
+                if any(p["head"] == body["head"] and p["state"] == "open" for p in pulls):
+                    err = {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": f"A pull request already exists for {owner}:{body['head']}.",
+                    }
+                    return Reply(422, {"message": "Validation Failed", "errors": [err], "status": "422"})
+                record = {
+                    "number": len(pulls) + 1,
+                    "state": "open",
+                    "title": body.get("title") or "",
+                    "body": body.get("body"),
+                    "draft": bool(body.get("draft")),
+                    "merged_at": None,
+                    "labels": [],
+                    "comments": [],
+                    "head": body["head"],
+                    "base": body["base"],
+                }
+                pulls.append(record)
+                return Reply(201, self._pull_json(full_name, record))
+            case ("GET", "pulls", [_]) if pr is not None:
+                return Reply(200, self._pull_json(full_name, pr))
+            case ("PATCH", "pulls", [_]) if pr is not None and isinstance(body, dict):
+                for key in ("title", "body"):
+                    if key in body:
+                        pr[key] = body[key]
+                if body.get("state") in ("open", "closed"):
+                    pr["state"] = body["state"]
+                return Reply(200, self._pull_json(full_name, pr))
+            case ("POST", "issues", [_, "labels"]) if pr is not None:
+                names = body if isinstance(body, list) else (body or {}).get("labels") or []
+                pr["labels"] += [n for n in names if n not in pr["labels"]]
+                self.labels.setdefault(full_name.lower(), set()).update(names)
+                return Reply(200, [{"name": n} for n in pr["labels"]])
+            case ("DELETE", "issues", [_, "labels", label]) if pr is not None:
+                if label not in pr["labels"]:
+                    return Reply(404, {"message": "Label does not exist", "status": "404"})
+                pr["labels"].remove(label)
+                return Reply(200, [{"name": n} for n in pr["labels"]])
+            case ("POST", "issues", [_, "comments"]) if pr is not None:
+                pr["comments"].append((body or {}).get("body"))
+                return Reply(201, {"id": len(pr["comments"]), "body": (body or {}).get("body")})
+        return Reply(404, self.error_body(404))
+
+    def merge_pull(self, full_name: str, number: int) -> None:
+        """Mark a request merged, as the web UI's merge button would (the commit is the test's)."""
+        with self._lock:
+            pr = next(p for p in self.pulls[full_name.lower()] if p["number"] == number)
+            pr["state"], pr["merged_at"] = "closed", _now()
 
     def _create(self, owner: str, body: Any) -> Reply:
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
@@ -1131,7 +1258,105 @@ class FakeGitLab(_FakeHost):
                 if isinstance(body, dict) and "topics" in body:
                     p["topics"] = list(body["topics"] or [])
                 return Reply(200, self._project_json(p))
+            case (_, ["projects", ref, "merge_requests", *rest]) if self._project(ref) is not None:
+                return self._mr_route(method, self._project(ref) or {}, rest, query, body)
         return Reply(404, {"message": "404 Not Found"})
+
+    # Merge requests, as docs.gitlab.com/api/merge_requests describes them: list (source_branch,
+    # state), create (source_branch, target_branch, title, description, labels; 409 "Another open
+    # merge request already exists for this source branch: !N"), get, update (title, description,
+    # add_labels, remove_labels, state_event), notes. A draft is a title starting with "Draft:".
+    def _mr_json(self, p: Mapping[str, Any], mr: Mapping[str, Any]) -> dict[str, Any]:
+        sha = self._branch_sha(p["full_path"], mr["source_branch"])
+        return {
+            "id": mr["iid"] + 5000,
+            "iid": mr["iid"],
+            "project_id": p["id"],
+            "title": mr["title"],
+            "description": mr["description"],
+            "state": mr["state"],
+            "draft": mr["title"].startswith(("Draft:", "[Draft]", "(Draft)")),
+            "labels": list(mr["labels"]),
+            "source_branch": mr["source_branch"],
+            "target_branch": mr["target_branch"],
+            "source_project_id": p["id"],
+            "target_project_id": p["id"],
+            "sha": sha,
+            "web_url": f"{self.base_url}/{p['full_path']}/-/merge_requests/{mr['iid']}",
+        }
+
+    def _mr_route(
+        self, method: str, p: dict[str, Any], rest: list[str], query: dict[str, list[str]], body: Any
+    ) -> Reply:
+        mrs: list[dict[str, Any]] = p.setdefault("merge_requests", [])
+        mr = next((m for m in mrs if rest and str(m["iid"]) == rest[0]), None)
+        match (method, rest):
+            case ("GET", []):
+                state = (query.get("state") or ["all"])[0]
+                branch = (query.get("source_branch") or [""])[0]
+                found = [
+                    self._mr_json(p, m)
+                    for m in sorted(mrs, key=lambda m: -m["iid"])
+                    if (state == "all" or m["state"] == state)
+                    and (not branch or m["source_branch"] == branch)
+                ]
+                return Reply(200, found)
+            case ("POST", []):
+                if not isinstance(body, dict) or not body.get("source_branch") or not body.get("title"):
+                    return Reply(400, {"message": "400 Bad request - title is missing"})
+                dup = next(
+                    (
+                        m
+                        for m in mrs
+                        if m["source_branch"] == body["source_branch"] and m["state"] == "opened"
+                    ),
+                    None,
+                )
+                if dup is not None:
+                    msg = f"Another open merge request already exists for this source branch: !{dup['iid']}"
+                    return Reply(409, {"message": [msg]})
+                labels = body.get("labels") or ""
+                record = {
+                    "iid": len(mrs) + 1,
+                    "title": body["title"],
+                    "description": body.get("description") or "",
+                    "state": "opened",
+                    "labels": [x for x in (labels.split(",") if isinstance(labels, str) else labels) if x],
+                    "source_branch": body["source_branch"],
+                    "target_branch": body.get("target_branch") or p["default_branch"],
+                    "notes": [],
+                }
+                mrs.append(record)
+                return Reply(201, self._mr_json(p, record))
+            case ("GET", [_]) if mr is not None:
+                return Reply(200, self._mr_json(p, mr))
+            case ("PUT", [_]) if mr is not None and isinstance(body, dict):
+                for key in ("title", "description"):
+                    if key in body:
+                        mr[key] = body[key]
+                for key, add in (("add_labels", True), ("remove_labels", False)):
+                    for label in [x for x in str(body.get(key) or "").split(",") if x]:
+                        if add and label not in mr["labels"]:
+                            mr["labels"].append(label)
+                        elif not add and label in mr["labels"]:
+                            mr["labels"].remove(label)
+                if body.get("state_event") == "close":
+                    mr["state"] = "closed"
+                return Reply(200, self._mr_json(p, mr))
+            case ("POST", [_, "notes"]) if mr is not None and isinstance(body, dict):
+                mr["notes"].append(body.get("body"))
+                return Reply(201, {"id": len(mr["notes"]), "body": body.get("body")})
+        return Reply(404, {"message": "404 Not Found"})
+
+    def merge_request(self, full_path: str, iid: int, *, state: str | None = None) -> dict[str, Any]:
+        """A merge request's record; `state`: set it (merged, as the web UI's button would)."""
+        with self._lock:
+            mr = next(
+                m for m in self.projects[full_path.lower()].get("merge_requests", []) if m["iid"] == iid
+            )
+            if state is not None:
+                mr["state"] = state
+            return mr
 
     def _create(self, body: Any) -> Reply:
         if not isinstance(body, dict) or not (body.get("name") or body.get("path")):

@@ -87,6 +87,8 @@ def test_valid_samples_are_accepted_and_printed(kubectl: Callable[..., Any], nam
         "AGE",
         "ARCHIVE",
         "REPOSITORY",
+        "PR",
+        "CREATOR",
         "MESSAGE",
     ]
     assert {line.split()[0]: line.split()[2] for line in out[1:]} == {

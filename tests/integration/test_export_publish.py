@@ -186,12 +186,9 @@ def test_gitlab_publish_to_a_group_and_repush_after_regeneration(
 ) -> None:
     make_project(api_client, namespace)
     secret(api_client, namespace)
-    create(
-        api_client,
-        EXPORTS,
-        namespace,
-        publish_body("gl", "gitlab", gitlab.api_url, owner="platform/services", visibility="internal"),
-    )
+    body = publish_body("gl", "gitlab", gitlab.api_url, owner="platform/services", visibility="internal")
+    body["spec"]["update"] = {"strategy": "Push"}  # nobody works in it: the update goes on top
+    create(api_client, EXPORTS, namespace, body)
     first = finished(api_client, namespace, "gl")["status"]
     assert first["phase"] == "Completed", first
     assert gitlab.created == ["platform/services/billing-api"]
@@ -209,6 +206,55 @@ def test_gitlab_publish_to_a_group_and_repush_after_regeneration(
     ).stdout.strip()
     assert parent == first["commitSha"]
     assert gitlab.created == ["platform/services/billing-api"]  # still one repository
+    assert_no_leak(api_client, namespace, ["gl"], operator)
+
+
+def test_a_team_commit_survives_an_update(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitlab: FakeGitLab,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """Issue 23: a developer adds HUMAN.md to main; the next render must not erase it."""
+    make_project(api_client, namespace)
+    secret(api_client, namespace)
+    create(
+        api_client,
+        EXPORTS,
+        namespace,
+        publish_body("gl", "gitlab", gitlab.api_url, owner="platform/services"),
+    )
+    first = finished(api_client, namespace, "gl")["status"]
+    assert first["phase"] == "Completed", first
+    url = gitlab.git.url("platform/services/billing-api").replace("http://", f"http://oauth2:{TOKEN}@")
+    work = tmp_path / "team"
+    team = ["-c", "user.name=Ada", "-c", "user.email=ada@example.org", "-C", str(work)]
+    subprocess.run(["git", "clone", "-q", url, str(work)], check=True, capture_output=True)
+    (work / "HUMAN.md").write_text("written by a person\n")
+    for args in (["add", "HUMAN.md"], ["commit", "-qm", "notes"], ["push", "-q", "origin", "HEAD:main"]):
+        subprocess.run(["git", *team, *args], check=True, capture_output=True)
+
+    project = regenerate(api_client, namespace, "billing", [inline_source({**FILES, "README.md": "# v2\n"})])
+    second = wait_exported(api_client, namespace, "gl", project, timeout=90)["status"]
+
+    show = ["git", *team, "show"]
+    subprocess.run(["git", *team, "fetch", "-q", "origin", "main"], check=True, capture_output=True)
+    assert subprocess.run([*show, "origin/main:HUMAN.md"], capture_output=True).stdout == (
+        b"written by a person\n"
+    ), "main keeps the team's commit"
+    subprocess.run(["git", *team, "fetch", "-q", "origin", "projectgen/gl"], check=True, capture_output=True)
+    assert subprocess.run([*show, "FETCH_HEAD:HUMAN.md"], capture_output=True, check=True).stdout == (
+        b"written by a person\n"
+    )
+    assert (
+        subprocess.run([*show, "FETCH_HEAD:README.md"], capture_output=True, check=True).stdout == b"# v2\n"
+    )
+    assert second["commitSha"] == first["commitSha"], "main holds no new commit of the export"
+    assert second["pullRequest"]["state"] == "open" and second["pullRequest"]["conflictedFiles"] == []
+    assert "pull request #1 open" in condition({"status": second}, "Ready")["message"]
+    [mr] = gitlab.project("platform/services/billing-api")["merge_requests"]
+    assert (mr["source_branch"], mr["target_branch"]) == ("projectgen/gl", "main")
     assert_no_leak(api_client, namespace, ["gl"], operator)
 
 
@@ -397,6 +443,51 @@ def test_restart_between_create_and_push_creates_one_repository(
         assert_no_leak(api_client, namespace, ["gh"], op2)
 
 
+def test_restart_after_the_create_call_leaves_one_pull_request(
+    api_client: client.ApiClient, solo_namespace: str, control_plane: Any, github: FakeGitHub, tmp_path: Path
+) -> None:
+    """Issue 23: the operator dies after GitHub created the request but before status says so."""
+    namespace = solo_namespace
+    data, log = tmp_path / "data", tmp_path / "operator.log"
+    full = "octocat/billing-api"
+    op = OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)).start()
+    try:
+        make_project(api_client, namespace)
+        secret(api_client, namespace)
+        create(api_client, EXPORTS, namespace, publish_body("gh", "github", github.api_url))
+        assert finished(api_client, namespace, "gh")["status"]["phase"] == "Completed"
+        work = tmp_path / "team"
+        team = ["-c", "user.name=Ada", "-c", "user.email=ada@example.org", "-C", str(work)]
+        subprocess.run(["git", "clone", "-q", str(github.git.repo_path(full)), str(work)], check=True)
+        (work / "HUMAN.md").write_text("mine\n")
+        for args in (["add", "HUMAN.md"], ["commit", "-qm", "notes"], ["push", "-q", "origin", "HEAD:main"]):
+            subprocess.run(["git", *team, *args], check=True, capture_output=True)
+        # The create call works but its answer is lost, and the request cannot be listed afterwards.
+        github.fail_next("GET", "/repos/*/pulls", status=None, times=1)
+        github.fail_next("GET", "/repos/*/pulls", status=503, times=1000)
+        github.fail_next("POST", "/repos/*/pulls", status=502, after=True, times=1000)
+        regenerate(api_client, namespace, "billing", [inline_source({**FILES, "README.md": "# v2\n"})])
+        deadline = time.monotonic() + 90
+        while not github.pulls.get(full) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(github.pulls[full]) == 1
+    finally:
+        op.kill()
+    github.clear_faults()
+    with OperatorProcess(control_plane.kubeconfig, data, log, namespaces=(namespace,)) as op2:
+        status = wait_for(
+            api_client,
+            EXPORTS,
+            namespace,
+            "gh",
+            lambda o: bool((o.get("status") or {}).get("pullRequest")),
+            timeout=180,
+        )["status"]
+        assert status["pullRequest"]["number"] == 1 and status["pullRequest"]["state"] == "open"
+        assert [pr["number"] for pr in github.pulls[full]] == [1]
+        assert_no_leak(api_client, namespace, ["gh"], op2)
+
+
 @pytest.fixture
 def gitea(gitea_server: GiteaServer) -> tuple[GiteaServer, GiteaUser, GiteaUser, str]:
     """The session's real Gitea with a fresh owner, another user and an organisation."""
@@ -426,6 +517,7 @@ def test_gitea_publish_through_the_operator_and_repush_after_regeneration(
         topics=["billing"],
         defaultBranch="trunk",
     )
+    body["spec"]["update"] = {"strategy": "Push"}  # nobody works in it: the update goes on top
     create(api_client, EXPORTS, namespace, body)
     obj = finished(api_client, namespace, "gt")
     first = obj["status"]
@@ -465,3 +557,68 @@ def test_gitea_existing_repository_fails_with_a_clear_message(
         api_client, namespace, "gt", lambda e: e.type == "Warning" and "already exists" in (e.message or "")
     )
     assert_no_leak(api_client, namespace, ["gt"], operator, tuple(secret_forms(owner.token)))
+
+
+def test_gitea_updates_arrive_as_one_pull_request_that_keeps_the_team_work(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+) -> None:
+    """Issue 23 through the operator: a team commit survives, a conflict gives a draft request with
+    markers and the label, and a newer render updates the same request."""
+    server, owner, _other, org = gitea
+    forms = tuple(secret_forms(owner.token))
+    make_project(api_client, namespace)
+    secret(api_client, namespace, value=owner.token)
+    create(api_client, EXPORTS, namespace, publish_body("gt", "gitea", server.url, owner=org))
+    first = finished(api_client, namespace, "gt")["status"]
+    assert first["phase"] == "Completed", first
+    full = f"{org}/billing-api"
+
+    def contents(path: str, ref: str) -> tuple[int, Any]:
+        return server.api("GET", f"/repos/{full}/contents/{path}?ref={ref}", token=owner.token)
+
+    deadline = time.monotonic() + 30
+    while contents("README.md", "main")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)  # Gitea records a push asynchronously
+    readme = contents("README.md", "main")[1]
+    for path, data, sha in (
+        ("HUMAN.md", b"written by a person\n", None),
+        ("README.md", b"# Team\n", readme["sha"]),
+    ):
+        body = {"content": base64.b64encode(data).decode(), "message": f"team: {path}", "branch": "main"}
+        if sha:
+            body["sha"] = sha
+        status, answer = server.api(
+            "PUT" if sha else "POST", f"/repos/{full}/contents/{path}", token=owner.token, body=body
+        )
+        assert status in (200, 201), answer
+
+    project = regenerate(api_client, namespace, "billing", [inline_source({**FILES, "README.md": "# v2\n"})])
+    second = wait_exported(api_client, namespace, "gt", project, timeout=90)["status"]
+    request = second["pullRequest"]
+    assert request["state"] == "open" and request["conflictedFiles"] == ["README.md"]
+    status, pr = server.api("GET", f"/repos/{full}/pulls/{request['number']}", token=owner.token)
+    assert status == 200 and pr["title"].startswith("WIP:") and pr["html_url"] == request["url"]
+    assert [label["name"] for label in pr["labels"]] == ["projectgen-conflicts"]
+    assert base64.b64decode(contents("HUMAN.md", "projectgen/gt")[1]["content"]) == b"written by a person\n"
+    assert b">>>>>>> after updating" in base64.b64decode(contents("README.md", "projectgen/gt")[1]["content"])
+    assert base64.b64decode(contents("README.md", "main")[1]["content"]) == b"# Team\n"
+    assert f"#{request['number']} open, 1 conflicts" in condition({"status": second}, "Ready")["message"]
+    assert second["deliveredContentHash"] == first["exportedContentHash"]
+
+    project = regenerate(
+        api_client,
+        namespace,
+        "billing",
+        [inline_source({**FILES, "README.md": "# Team\n", "NEW.md": "new\n"})],
+    )
+    third = wait_exported(api_client, namespace, "gt", project, timeout=90)["status"]
+    assert (
+        third["pullRequest"]["number"] == request["number"] and third["pullRequest"]["conflictedFiles"] == []
+    )
+    status, pulls = server.api("GET", f"/repos/{full}/pulls?state=all", token=owner.token)
+    assert status == 200 and [p["number"] for p in pulls] == [request["number"]]
+    assert not pulls[0]["title"].startswith("WIP:") and pulls[0]["labels"] == []
+    assert_no_leak(api_client, namespace, ["gt"], operator, forms)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish import PublishError, PublishRequest, publish, redact, secret_forms
 from projectgen.generation.manifest import Manifest, ProjectFile
 
@@ -110,7 +111,7 @@ def test_claimed_but_deleted_repository_is_created_again(env: HostEnv, project: 
 
 
 # --- re-export ----------------------------------------------------------------------------------
-def test_reexport_adds_a_commit_on_top_and_identical_tree_pushes_nothing(
+def test_push_strategy_adds_a_commit_on_top_and_identical_tree_pushes_nothing(
     env: HostEnv, project: Project
 ) -> None:
     first = env.run(env.request(project))
@@ -121,7 +122,8 @@ def test_reexport_adds_a_commit_on_top_and_identical_tree_pushes_nothing(
     project.remove("docs/with space.md")
     (project.tree / "bin/run").chmod(0o644)
     project.rebuild()
-    second = env.run(env.request(project, claimed=claimed, commit_message="Regenerated"))
+    push = {"update_strategy": UpdateStrategy.PUSH, "delivered_commit": first.commit_sha}
+    second = env.run(env.request(project, claimed=claimed, commit_message="Regenerated", **push))
     assert second.pushed and not second.created and second.commit_sha != first.commit_sha
     assert env.git(claimed, "rev-parse", f"{second.commit_sha}^").strip() == first.commit_sha
     assert env.git(claimed, "rev-parse", "refs/heads/main").strip() == second.commit_sha
@@ -130,7 +132,7 @@ def test_reexport_adds_a_commit_on_top_and_identical_tree_pushes_nothing(
         "Regenerated|projectgen|projectgen@users.noreply.local|projectgen"
     )
 
-    third = env.run(env.request(project, claimed=claimed))
+    third = env.run(env.request(project, claimed=claimed, **{**push, "delivered_commit": second.commit_sha}))
     assert not third.pushed and third.commit_sha == second.commit_sha
     assert env.git(claimed, "rev-parse", "refs/heads/main").strip() == second.commit_sha
     assert env.fake.created == [claimed]

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import FAST, Guard, Project, pushed_tree
 from projectgen import outbound
+from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish import (
     REFUSED_401,
     PublishError,
@@ -186,18 +187,19 @@ def test_adopt_refuses_a_repository_with_commits(gitea: GiteaEnv, project: Proje
     assert gitea.head(full, "main")[0] == before
 
 
-def test_regeneration_is_pushed_on_top_and_an_identical_tree_is_not(
+def test_regeneration_with_push_goes_on_top_and_an_identical_tree_is_not(
     gitea: GiteaEnv, project: Project
 ) -> None:
     full = f"{gitea.owner.name}/demo"
     first = gitea.run(gitea.request(project))
     project.write("CHANGELOG.md", b"v2\n")
     project.remove("docs/with space.md")
-    second = gitea.run(gitea.request(project, claimed=full))
+    push = {"claimed": full, "update_strategy": UpdateStrategy.PUSH}
+    second = gitea.run(gitea.request(project, delivered_commit=first.commit_sha, **push))
     assert not second.created and second.pushed
     assert gitea.head(full, "main") == (second.commit_sha, [first.commit_sha])
     assert gitea.clone(full, "main") == project.expected()
-    third = gitea.run(gitea.request(project, claimed=full))
+    third = gitea.run(gitea.request(project, delivered_commit=second.commit_sha, **push))
     assert not third.pushed and third.commit_sha == second.commit_sha
 
 
@@ -251,3 +253,154 @@ def test_the_outbound_policy_lets_gitea_through_when_allowed(gitea: GiteaEnv, pr
     policy = "forges: [{urlPrefix: 'http://'}]\ninternal: [{cidr: 127.0.0.0/8}]\n"
     result = gitea.run(gitea.request(project, guard=_guard(policy)))
     assert result.created and gitea.clone(result.repository, "main") == project.expected()
+
+
+# --- day two: pull requests on a real Gitea ------------------------------------------------------
+class Team:
+    """A person working in the repository through Gitea's contents API (each call is a commit)."""
+
+    def __init__(self, gitea: GiteaEnv, full_name: str) -> None:
+        self.gitea, self.full_name = gitea, full_name
+        status, repo = gitea.pushed_repo(full_name)  # Gitea records a push asynchronously
+        assert status == 200 and repo["empty"] is False, repo
+
+    def write(self, path: str, data: bytes, branch: str = "main") -> None:
+        status, current = self.gitea.api("GET", f"/repos/{self.full_name}/contents/{path}?ref={branch}")
+        body: dict[str, Any] = {"content": base64.b64encode(data).decode(), "branch": branch, "message": path}
+        if status == 200:
+            body["sha"] = current["sha"]
+        method = "PUT" if status == 200 else "POST"
+        status, answer = self.gitea.api(method, f"/repos/{self.full_name}/contents/{path}", body=body)
+        assert status in (200, 201), answer
+
+    def read(self, path: str, ref: str) -> bytes:
+        status, body = self.gitea.api("GET", f"/repos/{self.full_name}/contents/{path}?ref={ref}")
+        assert status == 200, body
+        return base64.b64decode(body["content"])
+
+    def pull(self, number: int) -> dict[str, Any]:
+        status, body = self.gitea.api("GET", f"/repos/{self.full_name}/pulls/{number}")
+        assert status == 200, body
+        return dict(body)
+
+    def open_pulls(self) -> list[int]:
+        status, body = self.gitea.api("GET", f"/repos/{self.full_name}/pulls?state=open")
+        assert status == 200, body
+        return [int(pr["number"]) for pr in body]
+
+
+def _update(gitea: GiteaEnv, project: Project, full: str, **overrides: Any) -> PublishResult:
+    return gitea.run(gitea.request(project, claimed=full, **overrides))
+
+
+def test_an_update_opens_one_request_and_a_newer_render_updates_it(gitea: GiteaEnv, project: Project) -> None:
+    full = f"{gitea.owner.name}/demo"
+    gitea.run(gitea.request(project))
+    team = Team(gitea, full)
+    team.write("HUMAN.md", b"written by a person\n")
+
+    project.write("README.md", b"# demo v2\n")
+    second = _update(gitea, project, full)
+    request = second.pull_request
+    assert request is not None and request.state == "open" and not request.draft
+    pr = team.pull(request.number)
+    assert (pr["head"]["ref"], pr["base"]["ref"]) == ("projectgen/demo", "main")
+    assert "README.md" in pr["body"] and pr["head"]["sha"] == request.head_sha == second.request_head
+    assert team.read("HUMAN.md", "projectgen/demo") == b"written by a person\n"
+    assert team.read("README.md", "main") == b"# demo\n", "main is left to the team"
+
+    project.write("README.md", b"# demo v3\n")
+    third = _update(gitea, project, full)
+    again = _update(gitea, project, full)  # a restart after everything: still the one request
+    assert third.pull_request is not None and again.pull_request is not None
+    assert third.pull_request.number == again.pull_request.number == request.number
+    assert team.open_pulls() == [request.number]
+    assert team.read("README.md", "projectgen/demo") == b"# demo v3\n"
+    assert project.manifest.content_hash in team.pull(request.number)["body"]
+
+
+def test_a_conflict_gives_a_draft_request_with_markers_and_the_label(
+    gitea: GiteaEnv, project: Project
+) -> None:
+    full = f"{gitea.owner.name}/demo"
+    gitea.run(gitea.request(project))
+    Team(gitea, full).write("README.md", b"# demo by the team\n")
+
+    project.write("README.md", b"# demo by the template\n")
+    result = _update(gitea, project, full)
+
+    assert result.pull_request is not None and result.warnings == []
+    pr = Team(gitea, full).pull(result.pull_request.number)
+    assert pr["title"].startswith("WIP:") and "1 conflict" in pr["title"]
+    assert [label["name"] for label in pr["labels"]] == ["projectgen-conflicts"]
+    assert "`README.md`" in pr["body"]
+    assert Team(gitea, full).read("README.md", "projectgen/demo") == (
+        b"<<<<<<< before updating\n# demo by the team\n=======\n# demo by the template\n>>>>>>> after updating\n"
+    )
+
+
+def test_a_squash_merged_request_then_a_render_gives_a_fresh_request_without_spurious_conflicts(
+    gitea: GiteaEnv, project: Project
+) -> None:
+    full = f"{gitea.owner.name}/demo"
+    gitea.run(gitea.request(project))
+    team = Team(gitea, full)
+    team.write("README.md", b"# demo, the team's\n")
+    project.write("src/demo/__init__.py", b"VERSION = '2.0'\n")
+    first_request = _update(gitea, project, full).pull_request
+    assert first_request is not None
+    status, body = gitea.api(
+        "POST", f"/repos/{full}/pulls/{first_request.number}/merge", body={"Do": "squash"}
+    )
+    assert status == 200, body
+
+    project.write("src/demo/__init__.py", b"VERSION = '3.0'\n")
+    third = _update(gitea, project, full)
+
+    assert third.pull_request is not None and third.pull_request.number != first_request.number
+    assert third.conflicts == [], "the base is what the merged request delivered"
+    assert third.delivered_content_hash is not None
+    assert team.read("src/demo/__init__.py", "projectgen/demo") == b"VERSION = '3.0'\n"
+    assert team.read("README.md", "projectgen/demo") == b"# demo, the team's\n"
+
+
+def test_a_closed_request_is_not_reopened_for_the_same_render(gitea: GiteaEnv, project: Project) -> None:
+    full = f"{gitea.owner.name}/demo"
+    gitea.run(gitea.request(project))
+    Team(gitea, full).write("HUMAN.md", b"mine\n")
+    project.write("README.md", b"# demo v2\n")
+    request = _update(gitea, project, full).pull_request
+    assert request is not None
+    status, _ = gitea.api("PATCH", f"/repos/{full}/pulls/{request.number}", body={"state": "closed"})
+    assert status == 201
+
+    again = _update(gitea, project, full)
+    assert again.pull_request is not None and again.pull_request.state == "closed"
+    assert Team(gitea, full).open_pulls() == []
+
+    project.write("README.md", b"# demo v3\n")
+    newer = _update(gitea, project, full)
+    assert newer.pull_request is not None and newer.pull_request.number != request.number
+    assert newer.pull_request.state == "open"
+
+
+def test_an_open_request_whose_diff_vanished_is_closed_with_a_comment(
+    gitea: GiteaEnv, project: Project
+) -> None:
+    full = f"{gitea.owner.name}/demo"
+    gitea.run(gitea.request(project))
+    team = Team(gitea, full)
+    team.write("HUMAN.md", b"mine\n")
+    project.write("README.md", b"# demo v2\n")
+    request = _update(gitea, project, full).pull_request
+    assert request is not None
+    team.write("README.md", b"# demo v2\n")  # the team made the same change by hand
+
+    again = _update(gitea, project, full)
+
+    assert again.action == "Nothing" and again.pull_request is not None
+    assert (
+        again.pull_request.state == "closed" and again.delivered_content_hash == project.manifest.content_hash
+    )
+    status, comments = gitea.api("GET", f"/repos/{full}/issues/{request.number}/comments")
+    assert status == 200 and "nothing left to merge" in comments[-1]["body"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -16,10 +17,17 @@ from pydantic import ValidationError
 from projectgen import metrics, outbound
 from projectgen.api.v1alpha1 import RepositoryExportPhase, RepositoryExportSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
-from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL
+from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL, RequestState, UpdateStrategy
 from projectgen.api.validation import validation_message
 from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
-from projectgen.export.publish import DEFAULT_AUTHOR, PublishError, PublishRequest, PublishSettings, publish
+from projectgen.export.publish import (
+    DEFAULT_AUTHOR,
+    PublishError,
+    PublishRequest,
+    PublishResult,
+    PublishSettings,
+    publish,
+)
 from projectgen.export.publish.githubapp import app_from_secret
 from projectgen.generation.manifest import Manifest
 from projectgen.handlers.context import Context
@@ -254,6 +262,12 @@ def _publish(job: Job) -> metrics.Outcome:
         files=job.manifest.files,
         content_hash=job.content_hash,
         guard=guard,
+        export_name=job.body["metadata"]["name"],
+        update_strategy=UpdateStrategy(job.spec.update.strategy)
+        if job.spec.update
+        else UpdateStrategy.PULL_REQUEST,
+        delivered_commit=status.get("commitSha"),
+        delivered_content_hash=status.get("deliveredContentHash"),
     )
 
     def claim(full_name: str) -> None:
@@ -289,15 +303,19 @@ def _publish(job: Job) -> metrics.Outcome:
         raise kopf.TemporaryError(message, delay=retry_delay(job.retry, exc.retry_after)) from None
     for warning in result.warnings:
         kopf.warn(job.body, reason="Warning", message=warning)
+    if result.reason:
+        kopf.warn(job.body, reason="PushDeclined", message=result.reason)
+    delivered, day_two = _delivery_status(result)
     job.write(
         RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
-        f"pushed {result.commit_sha[:12]} to {result.repository_url}",
+        delivered,
         repository=result.repository,
         repositoryUrl=result.repository_url,
         commitSha=result.commit_sha,
         exportedContentHash=job.content_hash,
+        **day_two,
         completedAt=now(),
     )
     kopf.info(
@@ -308,6 +326,31 @@ def _publish(job: Job) -> metrics.Outcome:
     if result.pushed:  # the same tree again pushes nothing: no bytes exported
         metrics.exported(job.spec.export_type, job.manifest.total_size)
     return metrics.Outcome.COMPLETED
+
+
+def _delivery_status(result: PublishResult) -> tuple[str, dict[str, Any]]:
+    """The Ready message and the day-two status fields. Ready stays True while a request is open:
+    the render was delivered as far as the export can take it, and a GitOps pipeline waiting on
+    the export must not wait for a human review (status.pullRequest says what is left to do)."""
+    fields: dict[str, Any] = {}
+    if result.delivered_content_hash:
+        fields["deliveredContentHash"] = result.delivered_content_hash
+    request = result.pull_request
+    is_open = request is not None and request.state == RequestState.OPEN
+    conflicts = f", {len(result.conflicts)} conflicts" if result.conflicts and is_open else ""
+    if request is not None:
+        fields["pullRequest"] = {
+            "url": request.url or None,
+            "number": request.number,
+            "state": str(request.state),
+            "headSha": request.head_sha,
+            "conflictedFiles": [c.rpartition(" (")[0] for c in result.conflicts][:100] if is_open else [],
+        }
+        why = f" ({result.reason})" if result.reason else ""
+        return f"pull request #{request.number} {request.state}{conflicts}: {request.url}{why}", fields
+    if result.request_branch and result.request_head:
+        return f"update merged onto branch {result.request_branch} at {result.request_head[:12]}", fields
+    return f"pushed {result.commit_sha[:12]} to {result.repository_url}", fields
 
 
 def delete(ctx: Context, body: kopf.Body) -> None:

@@ -73,6 +73,21 @@ class IfExists(StrEnum):
     ADOPT = "Adopt"
 
 
+class RequestState(StrEnum):
+    """A pull / merge request's state, the same words on every forge."""
+
+    OPEN = "open"
+    MERGED = "merged"
+    CLOSED = "closed"
+
+
+class UpdateStrategy(StrEnum):
+    """How a delivery after the first lands (day two)."""
+
+    PULL_REQUEST = "PullRequest"
+    PUSH = "Push"
+
+
 class SecretKeySelector(Model):
     """A key of a Secret in the same namespace as the export."""
 
@@ -198,6 +213,18 @@ class PublishConfig(Model):
     )
 
 
+class UpdateSpec(Model):
+    """How deliveries after the first reach the repository (day two)."""
+
+    strategy: UpdateStrategy = Field(
+        default=UpdateStrategy.PULL_REQUEST,
+        description="PullRequest (default): the three-way merge of the new render with the branch is "
+        "committed on the export's own branch projectgen/<export name>, for a pull / merge request. "
+        "Push: the merge goes on top of the branch, but only while the branch head is still this "
+        "export's last commit and nothing conflicts; otherwise it falls back to PullRequest and says why.",
+    )
+
+
 class RepositoryExportSpec(Model):
     """What to export, and where to."""
 
@@ -236,6 +263,11 @@ class RepositoryExportSpec(Model):
         description="zip / tar.gz compression level (default 6). Lower is faster and larger.",
     )
     config: PublishConfig | None = Field(default=None, description="GitHub / GitLab / Gitea settings.")
+    update: UpdateSpec | None = Field(
+        default=None,
+        description="GitHub / GitLab / Gitea: how a later render reaches a repository a team works in. "
+        "It never overwrites the team's work: it is merged with it.",
+    )
 
     @model_validator(mode="after")
     def _publish_needs_config(self) -> RepositoryExportSpec:
@@ -363,6 +395,32 @@ class RepositoryExportPhase(StrEnum):
     FAILED = "Failed"
 
 
+class PullRequestStatus(Model):
+    """The export's pull / merge request: one per export, found again by its branch."""
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        json_schema_extra={"format": "uri", "x-kubernetes-validations": [URL_RULE]},
+        description="Web URL of the request.",
+    )
+    number: int | None = Field(default=None, ge=0, description="The request's number (GitLab: iid).")
+    state: RequestState | None = Field(default=None, description="open, merged or closed.")
+    head_sha: str | None = Field(
+        default=None,
+        alias="headSha",
+        pattern=r"^[a-f0-9]{40}([a-f0-9]{24})?$",
+        max_length=64,
+        description="The commit on the export's branch the request shows.",
+    )
+    conflicted_files: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None,
+        alias="conflictedFiles",
+        max_length=100,
+        description="Files a person must resolve (the first 100): markers, or a version kept as the team's.",
+    )
+
+
 class RepositoryExportStatus(Model):
     """What was exported, and how it went."""
 
@@ -418,6 +476,17 @@ class RepositoryExportStatus(Model):
         default=None,
         alias="exportedContentHash",
         description="The GeneratedProject contentHash that was exported.",
+    )
+    delivered_content_hash: Sha256 | None = Field(
+        default=None,
+        alias="deliveredContentHash",
+        description="The GeneratedProject contentHash the target branch holds from this export (pushed, "
+        "or merged through its request). Differs from exportedContentHash while a request is open.",
+    )
+    pull_request: PullRequestStatus | None = Field(
+        default=None,
+        alias="pullRequest",
+        description="The export's pull / merge request for the latest render, when an update needs one.",
     )
     error_message: Message | None = Field(
         default=None, alias="errorMessage", description="Why the export failed."

@@ -28,7 +28,7 @@ import tenacity
 from projectgen import outbound
 from projectgen.api.v1alpha1.forges import NAME_RULES
 from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists
-from projectgen.export.publish import gitpush
+from projectgen.export.publish import gitpush, gitupdate
 from projectgen.export.publish.gitea import GiteaHost
 from projectgen.export.publish.github import GitHubHost
 from projectgen.export.publish.gitlab import GitLabHost
@@ -38,8 +38,13 @@ from projectgen.export.publish.model import (
     PublishRequest,
     PublishResult,
     PublishSettings,
+    PullRequestHost,
+    RemoteRepository,
 )
 from projectgen.export.publish.redaction import private_key_forms, redact, secret_forms
+from projectgen.export.update.delivery import Action, ExportRefs
+from projectgen.export.update.merge import MergeResult
+from projectgen.export.update.record import PullRequest, RequestState, Step, describe, plan
 from projectgen.generation.manifest import content_hash
 
 log = logging.getLogger(__name__)
@@ -245,17 +250,30 @@ def _attempt(
             permanent=True,
         )
 
-    outcome = gitpush.push_tree(
+    refs = ExportRefs.of(req.export_name or req.name)
+    requests_host = host if isinstance(host, PullRequestHost) else None
+    # A repository this call created has no requests yet: no lookup.
+    latest = requests_host.find_request(repo, refs.branch) if requests_host and not progress.created else None
+    merged_hash = req.merged_content_hash
+    if merged_hash is None and latest is not None and latest.state == RequestState.MERGED:
+        merged_hash = latest.content_hash
+    outcome = gitupdate.deliver(
         url=repo.clone_url,
         # Asked for right before the push: an installation token is renewed here when it would
         # lapse during the push (a publish can outlive one when it waits for rate limits).
         credentials=gitpush.Credentials(host.git_username, host.git_password()),
         branch=req.default_branch,
+        refs=refs,
         tree=req.tree,
         files=req.files,
         message=req.commit_message,
         author_name=req.author_name,
         author_email=req.author_email,
+        content_hash=req.content_hash,
+        strategy=req.update_strategy,
+        delivered=req.delivered_commit,
+        merged_hash=merged_hash,
+        team_owned=req.team_owned,
         workdir=workdir,
         timeout=settings.git_timeout,
         guard=req.guard,
@@ -263,20 +281,81 @@ def _attempt(
     warnings: list[str] = []
     if outcome.remote_was_empty:
         warnings.extend(host.after_first_push(repo, req))
-    if outcome.pushed:
-        log.info("pushed commit %s to %s branch %s", outcome.commit_sha, repo.full_name, req.default_branch)
-    else:
-        log.info(
-            "%s branch %s already holds this tree at %s",
-            repo.full_name,
-            req.default_branch,
-            outcome.commit_sha,
+    log.info(
+        "%s branch %s: %s%s at %s",
+        repo.full_name,
+        req.default_branch,
+        outcome.action,
+        "" if outcome.pushed else " (nothing new to push)",
+        outcome.request_head or outcome.commit_sha,
+    )
+    merge = outcome.merge
+    landed = outcome.action in (Action.FIRST, Action.PUSH)
+    request = latest
+    if requests_host is not None:
+        request = _carry_out_request(
+            requests_host, repo, req, refs.branch, outcome.action, latest, merge, warnings
         )
+    elif outcome.action == Action.PULL_REQUEST:
+        warnings.append(
+            f"{req.host} pull requests are not opened yet: the update waits on branch {refs.branch}; "
+            f"open a request from it into {req.default_branch}"
+        )
+    delivered_hash = (
+        req.content_hash
+        if landed or outcome.action == Action.NOTHING
+        else merged_hash
+        if outcome.base_moved
+        else None
+    )
     return PublishResult(
         repository=repo.full_name,
         repository_url=repo.web_url,
-        commit_sha=outcome.commit_sha,
+        # The branch head counts as delivered only when this export put it there: the Push
+        # compare-and-swap of the next update holds against it.
+        commit_sha=outcome.commit_sha if landed else req.delivered_commit or outcome.commit_sha,
         created=progress.created,
-        pushed=outcome.pushed,
+        pushed=outcome.pushed and landed,
         warnings=warnings,
+        action=str(outcome.action),
+        reason=outcome.reason,
+        request_branch=refs.branch if outcome.action == Action.PULL_REQUEST else None,
+        request_head=outcome.request_head,
+        conflicts=[f"{c.path} ({c.kind})" for c in merge.conflicts] if merge else [],
+        pull_request=request,
+        delivered_content_hash=delivered_hash,
     )
+
+
+def _carry_out_request(
+    host: PullRequestHost,
+    repo: RemoteRepository,
+    req: PublishRequest,
+    branch: str,
+    action: Action,
+    latest: PullRequest | None,
+    merge: MergeResult | None,
+    warnings: list[str],
+) -> PullRequest | None:
+    """One request per export: open it, update it, or close it when nothing is left to merge."""
+    what = plan(action=action, latest=latest, content_hash=req.content_hash)
+    if what.step == Step.CLOSE and latest is not None:
+        log.info("closing pull request #%d of %s: %s", latest.number, repo.full_name, what.note)
+        return host.close_request(repo, latest, what.note)
+    if what.step in (Step.NONE, Step.CLOSE) or merge is None:
+        return latest
+    text = describe(
+        export=req.export_name or req.name,
+        branch=req.default_branch,
+        content_hash=req.content_hash,
+        previous_hash=req.delivered_content_hash,
+        merge=merge,
+    )
+    if what.step == Step.UPDATE and latest is not None:
+        request, more = host.edit_request(repo, latest, text)
+        log.info("updated pull request #%d of %s", request.number, repo.full_name)
+    else:
+        request, more = host.open_request(repo, branch, req.default_branch, text)
+        log.info("opened pull request #%d of %s", request.number, repo.full_name)
+    warnings.extend(more)
+    return request

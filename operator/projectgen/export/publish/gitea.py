@@ -11,6 +11,15 @@ calls follow Gitea's swagger (`/api/swagger`, templates/swagger/v1_json.tmpl in 
                                       private, default_branch, auto_init=false)
     PATCH /repos/{owner}/{repo}       default branch after the first push
     PUT  /repos/{owner}/{repo}/topics topics after the first push
+    GET  /repos/{owner}/{repo}/pulls?state=all     the export's request, found by its head branch
+    POST /repos/{owner}/{repo}/pulls  open (CreatePullRequestOption: head, base, title, body);
+                                      409 "pull request already exists" finds and edits it
+    PATCH /repos/{owner}/{repo}/pulls/{index}      title, body, state=closed
+    GET/POST /repos/{owner}/{repo}/labels, POST/DELETE .../issues/{index}/labels   the conflict label
+    POST /repos/{owner}/{repo}/issues/{index}/comments   why a request is closed
+
+A Gitea request is a draft when its title starts with "WIP:" (the default
+`repository.pull-request.WORK_IN_PROGRESS_PREFIXES`): the API has no draft field to set.
 
 API errors become PublishError in one place, `_api_error`. Gitea has no rate limit by default;
 429 and 5xx are temporary anyway, honouring Retry-After. A repository is private or public:
@@ -25,7 +34,7 @@ from typing import Any
 import requests
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.repositoryexport import ExportType
+from projectgen.api.v1alpha1.repositoryexport import ExportType, RequestState
 from projectgen.export.publish.http import retry_after_from, status_error, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
@@ -35,7 +44,9 @@ from projectgen.export.publish.model import (
     PublishSettings,
     RemoteRepository,
 )
+from projectgen.export.update.record import CONFLICT_LABEL, PullRequest, RequestText
 
+WIP_PREFIX = "WIP: "
 SCOPE_HINT = "it needs the write:repository and read:user scopes (write:organization for an organisation)"
 
 
@@ -182,6 +193,126 @@ class GiteaHost:
 
     def close(self) -> None:
         self._session.close()
+
+    # --- pull requests (day two) ---------------------------------------------------------------
+    def _repo_path(self, repo: RemoteRepository) -> str:
+        owner, _, name = repo.full_name.partition("/")
+        return f"/repos/{self._q(owner)}/{self._q(name)}"
+
+    @staticmethod
+    def _request(pr: dict[str, Any]) -> PullRequest:
+        state = (
+            RequestState.MERGED
+            if pr.get("merged")
+            else RequestState.CLOSED
+            if pr.get("state") == "closed"
+            else RequestState.OPEN
+        )
+        head = pr.get("head") or {}
+        return PullRequest(
+            number=int(pr["number"]),
+            url=str(pr.get("html_url") or ""),
+            state=state,
+            head_sha=head.get("sha"),
+            body=str(pr.get("body") or ""),
+            draft=bool(pr.get("draft")) or str(pr.get("title") or "").startswith(WIP_PREFIX.strip()),
+        )
+
+    def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
+        path = f"{self._repo_path(repo)}/pulls?state=all&sort=recentupdate&limit=50"
+        # 404 for a repository without commits yet: it has no requests either.
+        pulls = self._call("GET", path, f"listing the pull requests of {repo.full_name}", ok=(200, 404)) or []
+        mine = [
+            pr
+            for pr in pulls
+            if (pr.get("head") or {}).get("ref") == branch
+            and ((pr.get("head") or {}).get("repo") or {}).get("full_name", repo.full_name) == repo.full_name
+        ]
+        return self._request(max(mine, key=lambda pr: int(pr["number"]))) if mine else None
+
+    def open_request(
+        self, repo: RemoteRepository, branch: str, base: str, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        body = {"head": branch, "base": base, "title": self._title(text), "body": text.body}
+        resp = self._call(
+            "POST",
+            f"{self._repo_path(repo)}/pulls",
+            f"opening a pull request in {repo.full_name}",
+            json=body,
+            ok=(201, 409),
+        )
+        found = self.find_request(repo, branch)
+        if resp is not None and "number" in resp:
+            created = self._request(resp)
+        elif found is not None and found.state == RequestState.OPEN:
+            return self.edit_request(repo, found, text)  # 409: a restart after the create call
+        else:
+            raise PublishError(
+                f"Gitea refused the pull request from {branch} in {repo.full_name}", permanent=True
+            )
+        return created, self._labels(repo, created, text)
+
+    def edit_request(
+        self, repo: RemoteRepository, request: PullRequest, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        pr = self._call(
+            "PATCH",
+            f"{self._repo_path(repo)}/pulls/{request.number}",
+            f"updating pull request #{request.number} of {repo.full_name}",
+            json={"title": self._title(text), "body": text.body},
+            ok=(200, 201),
+        )
+        edited = self._request(pr)
+        return edited, self._labels(repo, edited, text)
+
+    def close_request(self, repo: RemoteRepository, request: PullRequest, comment: str) -> PullRequest:
+        path = self._repo_path(repo)
+        doing = f"closing pull request #{request.number} of {repo.full_name}"
+        self._call(
+            "POST", f"{path}/issues/{request.number}/comments", doing, json={"body": comment}, ok=(201,)
+        )
+        pr = self._call(
+            "PATCH", f"{path}/pulls/{request.number}", doing, json={"state": "closed"}, ok=(200, 201)
+        )
+        return self._request(pr)
+
+    @staticmethod
+    def _title(text: RequestText) -> str:
+        return f"{WIP_PREFIX}{text.title}" if text.draft else text.title
+
+    def _labels(self, repo: RemoteRepository, request: PullRequest, text: RequestText) -> list[str]:
+        """Our label on the request when it has conflicts, off it when not; a Warning on failure."""
+        path = self._repo_path(repo)
+        try:
+            labels = (
+                self._call("GET", f"{path}/labels?limit=50", f"listing the labels of {repo.full_name}") or []
+            )
+            ids = {str(label.get("name")): int(label["id"]) for label in labels}
+            for name in text.labels:
+                if name not in ids:
+                    made = self._call(
+                        "POST",
+                        f"{path}/labels",
+                        f"creating label {name!r} in {repo.full_name}",
+                        json={"name": name, "color": "#d93f0b", "description": "projectgen: merge conflicts"},
+                        ok=(201,),
+                    )
+                    ids[name] = int(made["id"])
+            issue = f"{path}/issues/{request.number}/labels"
+            if text.labels:
+                self._call(
+                    "POST",
+                    issue,
+                    "labelling the pull request",
+                    json={"labels": [ids[n] for n in text.labels]},
+                )
+            elif CONFLICT_LABEL in ids:
+                self._call(
+                    "DELETE", f"{issue}/{ids[CONFLICT_LABEL]}", "removing the conflict label", ok=(204, 404)
+                )
+        except PublishError as exc:
+            return [f"pull request #{request.number}: labels not applied: {exc.message}"]
+        return []
 
     @staticmethod
     def _remote(repo: dict[str, Any]) -> RemoteRepository:

@@ -12,6 +12,12 @@ Rate limits, as https://docs.github.com/rest/using-the-rest-api/best-practices-f
 secondary limit) wait at least a minute, then exponentially longer, never until the reset
 (which is the primary window's, up to an hour away).
 
+Pull requests (day two): `GET /repos/{o}/{r}/pulls?state=all&head=owner:branch` finds the export's,
+`POST .../pulls` opens it (`draft` when there are conflicts; 422 "A pull request already exists"
+finds and edits it), `PATCH .../pulls/{n}` edits or closes it, `POST/DELETE .../issues/{n}/labels`
+add or remove the conflict label, `POST .../issues/{n}/comments` says why it is closed. REST cannot
+turn a request into a draft or back (only GraphQL can): an edited request keeps its draft state.
+
 Visibility: `POST /orgs/{org}/repos` enumerates `public` and `private` on github.com;
 `internal` exists only for organisations that belong to an enterprise (GitHub Enterprise
 Cloud, and every organisation of a GitHub Enterprise Server), never for a user.
@@ -28,10 +34,11 @@ from typing import Any
 from github import Auth, Consts, Github, GithubException
 from github.AuthenticatedUser import AuthenticatedUser
 from github.Organization import Organization
+from github.PullRequest import PullRequest as GhPullRequest
 from github.Repository import Repository
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.repositoryexport import ExportType, Visibility
+from projectgen.api.v1alpha1.repositoryexport import ExportType, RequestState, Visibility
 from projectgen.export.publish.githubapp import AppTokens, InstallationTokenAuth
 from projectgen.export.publish.http import retry_after_from, status_error, transport_error
 from projectgen.export.publish.model import (
@@ -43,6 +50,7 @@ from projectgen.export.publish.model import (
     PublishSettings,
     RemoteRepository,
 )
+from projectgen.export.update.record import CONFLICT_LABEL, PullRequest, RequestText
 
 DEFAULT_API_URL = "https://api.github.com"
 SCOPE_HINT = (
@@ -285,6 +293,84 @@ class GitHubHost:
                 self._app.close()
         finally:
             outbound.unbind(self._bound)
+
+    # --- pull requests (day two) ---------------------------------------------------------------
+    @staticmethod
+    def _pull(pr: GhPullRequest) -> PullRequest:
+        state = (
+            RequestState.MERGED
+            if pr.merged_at is not None
+            else RequestState.CLOSED
+            if pr.state == "closed"
+            else RequestState.OPEN
+        )
+        return PullRequest(
+            number=pr.number,
+            url=pr.html_url,
+            state=state,
+            head_sha=pr.head.sha,
+            body=pr.body or "",
+            draft=bool(pr.draft),
+        )
+
+    def _newest(self, repo: RemoteRepository, branch: str) -> GhPullRequest | None:
+        handle: Repository = repo.handle  # type: ignore[assignment]
+        owner = repo.full_name.partition("/")[0]
+        pulls = handle.get_pulls(state="all", head=f"{owner}:{branch}", sort="created", direction="desc")
+        return next(iter(pulls), None)
+
+    def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
+        with self._api(f"listing the pull requests of {repo.full_name}"):
+            pr = self._newest(repo, branch)
+            return None if pr is None else self._pull(pr)
+
+    def open_request(
+        self, repo: RemoteRepository, branch: str, base: str, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        handle: Repository = repo.handle  # type: ignore[assignment]
+        with self._api(f"opening a pull request in {repo.full_name}"):
+            try:
+                pr = handle.create_pull(
+                    base=base, head=branch, title=text.title, body=text.body, draft=text.draft
+                )
+            except GithubException as exc:
+                if exc.status != 422 or "already exists" not in _api_message(exc.data):
+                    raise
+                existing = self._newest(repo, branch)  # a restart after the create call
+                if existing is None:
+                    raise
+                return self.edit_request(repo, self._pull(existing), text)
+        return self._pull(pr), self._labels(pr, text)
+
+    def edit_request(
+        self, repo: RemoteRepository, request: PullRequest, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        handle: Repository = repo.handle  # type: ignore[assignment]
+        with self._api(f"updating pull request #{request.number} of {repo.full_name}"):
+            pr = handle.get_pull(request.number)
+            pr.edit(title=text.title, body=text.body)
+            pr = handle.get_pull(request.number)
+        return self._pull(pr), self._labels(pr, text)
+
+    def close_request(self, repo: RemoteRepository, request: PullRequest, comment: str) -> PullRequest:
+        handle: Repository = repo.handle  # type: ignore[assignment]
+        with self._api(f"closing pull request #{request.number} of {repo.full_name}"):
+            pr = handle.get_pull(request.number)
+            pr.create_issue_comment(comment)
+            pr.edit(state="closed")
+            return self._pull(handle.get_pull(request.number))
+
+    def _labels(self, pr: GhPullRequest, text: RequestText) -> list[str]:
+        """The conflict label on or off; a Warning, never a failure."""
+        try:
+            with self._api(f"labelling pull request #{pr.number}"):
+                if text.labels:
+                    pr.add_to_labels(*text.labels)
+                elif any(label.name == CONFLICT_LABEL for label in pr.labels):
+                    pr.remove_from_labels(CONFLICT_LABEL)
+        except PublishError as exc:
+            return [f"pull request #{pr.number}: labels not applied: {exc.message}"]
+        return []
 
     @staticmethod
     def _remote(repo: Repository) -> RemoteRepository:

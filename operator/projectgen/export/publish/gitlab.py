@@ -12,6 +12,12 @@ What GitLab documents and the flow checks before creating anything:
 - `default_branch` on create "requires initialize_with_readme to be true"
   (https://docs.gitlab.com/api/projects/#create-a-project), which we never send: the default
   branch is set with `PUT /projects/:id` right after the first push instead.
+
+Merge requests (day two, https://docs.gitlab.com/api/merge_requests/): `GET .../merge_requests?
+source_branch=` finds the export's, `POST` opens it (409 "Another open merge request already exists
+for this source branch" finds and edits it), `PUT .../merge_requests/:iid` edits, labels
+(`add_labels` / `remove_labels`) and closes (`state_event=close`), `POST .../notes` says why.
+A draft is a title starting with "Draft:", as GitLab marks one.
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from typing import Any
 import gitlab
 import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
-from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project
+from gitlab.v4.objects import CurrentUser, CurrentUserManager, Group, Project, ProjectMergeRequest
 
 from projectgen import outbound
 from projectgen.api.v1alpha1.forges import VISIBILITY_RANK, is_gitlab_com
-from projectgen.api.v1alpha1.repositoryexport import ExportType, TokenType
+from projectgen.api.v1alpha1.repositoryexport import ExportType, RequestState, TokenType
 from projectgen.export.publish.http import retry_after_from, status_error, transport_error
 from projectgen.export.publish.model import (
     GIT_USERNAMES,
@@ -38,12 +44,15 @@ from projectgen.export.publish.model import (
     PublishSettings,
     RemoteRepository,
 )
+from projectgen.export.update.record import CONFLICT_LABEL, PullRequest, RequestText
 
 DEFAULT_URL = "https://gitlab.com"
 SCOPE_HINT = (
     "it needs the api scope and a role that may create projects in the namespace (Developer or higher)"
 )
 _NO_LIMIT = {"obey_rate_limit": False}
+DRAFT_PREFIX = "Draft: "
+_STATES = {"opened": RequestState.OPEN, "merged": RequestState.MERGED}
 
 
 def _api_message(message: Any) -> str:
@@ -216,6 +225,84 @@ class GitLabHost:
 
     def close(self) -> None:
         self._gl.session.close()
+
+    # --- merge requests (day two) -----------------------------------------------------------------
+    @staticmethod
+    def _request(mr: ProjectMergeRequest) -> PullRequest:
+        return PullRequest(
+            number=int(mr.iid),
+            url=str(mr.web_url),
+            state=_STATES.get(str(mr.state), RequestState.CLOSED),
+            head_sha=mr.sha,
+            body=str(mr.description or ""),
+            draft=bool(getattr(mr, "draft", False)),
+        )
+
+    @staticmethod
+    def _text(text: RequestText) -> dict[str, Any]:
+        return {
+            "title": f"{DRAFT_PREFIX}{text.title}" if text.draft else text.title,
+            "description": text.body,
+        }
+
+    def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
+        project: Project = repo.handle  # type: ignore[assignment]
+        with self._api(f"listing the merge requests of {repo.full_name}"):
+            found = project.mergerequests.list(
+                source_branch=branch,
+                state="all",
+                order_by="created_at",
+                sort="desc",
+                get_all=False,
+                **_NO_LIMIT,
+            )
+            mine = [mr for mr in found if mr.source_project_id == project.id]
+            return self._request(max(mine, key=lambda mr: int(mr.iid))) if mine else None
+
+    def open_request(
+        self, repo: RemoteRepository, branch: str, base: str, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        project: Project = repo.handle  # type: ignore[assignment]
+        body = {"source_branch": branch, "target_branch": base, **self._text(text)}
+        with self._api(f"opening a merge request in {repo.full_name}"):
+            try:
+                mr = project.mergerequests.create(body, **_NO_LIMIT)
+            except GitlabError as exc:
+                existing = self.find_request(repo, branch) if exc.response_code == 409 else None
+                if existing is None or existing.state != RequestState.OPEN:
+                    raise
+                return self.edit_request(repo, existing, text)  # a restart after the create call
+        return self._request(mr), self._labels(repo, int(mr.iid), text)
+
+    def edit_request(
+        self, repo: RemoteRepository, request: PullRequest, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        project: Project = repo.handle  # type: ignore[assignment]
+        with self._api(f"updating merge request !{request.number} of {repo.full_name}"):
+            project.mergerequests.update(request.number, self._text(text), **_NO_LIMIT)
+        warnings = self._labels(repo, request.number, text)
+        with self._api(f"reading merge request !{request.number} of {repo.full_name}"):
+            mr = project.mergerequests.get(request.number, **_NO_LIMIT)
+        return self._request(mr), warnings
+
+    def close_request(self, repo: RemoteRepository, request: PullRequest, comment: str) -> PullRequest:
+        project: Project = repo.handle  # type: ignore[assignment]
+        with self._api(f"closing merge request !{request.number} of {repo.full_name}"):
+            mr = project.mergerequests.get(request.number, lazy=True)
+            mr.notes.create({"body": comment}, **_NO_LIMIT)
+            project.mergerequests.update(request.number, {"state_event": "close"}, **_NO_LIMIT)
+            return self._request(project.mergerequests.get(request.number, **_NO_LIMIT))
+
+    def _labels(self, repo: RemoteRepository, iid: int, text: RequestText) -> list[str]:
+        """The conflict label on or off; a Warning, never a failure."""
+        project: Project = repo.handle  # type: ignore[assignment]
+        change = {"add_labels": ",".join(text.labels)} if text.labels else {"remove_labels": CONFLICT_LABEL}
+        try:
+            with self._api(f"labelling merge request !{iid}"):
+                project.mergerequests.update(iid, change, **_NO_LIMIT)
+        except PublishError as exc:
+            return [f"merge request !{iid}: labels not applied: {exc.message}"]
+        return []
 
     @staticmethod
     def _remote(project: Project) -> RemoteRepository:

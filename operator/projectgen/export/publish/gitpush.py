@@ -7,8 +7,8 @@ streams each file once, checking its size and SHA-256 against the manifest on th
 dulwich is not a dependency and would be a second, pure-Python implementation of the
 same protocol on the hot path.
 
-The commit holds exactly the manifest's files (`deleteall`, then one `M` per file), on top
-of the remote branch's head when there is one. A manifest symlink goes in as git stores one
+The commit holds exactly the manifest's files (`deleteall`, then one `M` per file); `gitupdate`
+makes it the branch's first commit or merges it with what the branch holds. A manifest symlink goes in as git stores one
 (mode 120000, its target as the blob), after `readlink` (never followed) shows the recorded
 target and the links resolve inside the manifest (`generation/links.py`). A tree equal to the head's is not pushed.
 
@@ -106,16 +106,6 @@ class Credentials:
     def header(self) -> str:
         raw = f"{self.username}:{self.token}".encode()
         return "Authorization: Basic " + base64.b64encode(raw).decode()
-
-
-@dataclass(frozen=True)
-class PushOutcome:
-    commit_sha: str
-    """The pushed commit, or the remote head when its tree already matched."""
-    parent_sha: str | None
-    pushed: bool
-    remote_was_empty: bool
-    """The remote had no branch at all before this push."""
 
 
 class _Git:
@@ -237,56 +227,6 @@ def list_heads(
 ) -> dict[str, str]:
     """Branch name -> commit of the remote; empty for a repository without commits."""
     return _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard).heads()
-
-
-def push_tree(
-    *,
-    url: str,
-    credentials: Credentials,
-    branch: str,
-    tree: Path,
-    files: Sequence[ProjectFile],
-    message: str,
-    author_name: str,
-    author_email: str,
-    workdir: Path,
-    timeout: float,
-    guard: outbound.Guard | None = None,
-) -> PushOutcome:
-    """Commit exactly `files` (read from `tree`) on top of the remote `branch` and push it."""
-    git = _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard)
-    git.run("init", "--quiet", "--bare", what="init")
-    heads = git.heads()
-    parent: str | None = None
-    if branch in heads:
-        tracking = f"refs/remotes/origin/{branch}"
-        git.run(
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--depth=1",
-            url,
-            f"+refs/heads/{branch}:{tracking}",
-            what="fetch",
-        )
-        parent = git.run(
-            "rev-parse", "--verify", "--end-of-options", f"{tracking}^{{commit}}", what="rev-parse"
-        ).strip()
-    _fast_import(git, tree, files, _commit_header(message, author_name, author_email, parent))
-    commit, new_tree = git.run("rev-parse", LOCAL_REF, f"{LOCAL_REF}^{{tree}}", what="rev-parse").split()
-    if parent is not None:
-        old_tree = git.run("rev-parse", f"{parent}^{{tree}}", what="rev-parse").strip()
-        if old_tree == new_tree:
-            return PushOutcome(commit_sha=parent, parent_sha=parent, pushed=False, remote_was_empty=False)
-    git.run(
-        "push",
-        "--quiet",
-        "--porcelain",
-        url,
-        f"{commit}:refs/heads/{branch}",
-        what=f"push to branch {branch}",
-    )
-    return PushOutcome(commit_sha=commit, parent_sha=parent, pushed=True, remote_was_empty=not heads)
 
 
 def _ident(name: str, email: str) -> str:

@@ -9,11 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.repositoryexport import ExportType, IfExists, TokenType, Visibility
+from projectgen.api.v1alpha1.repositoryexport import (
+    ExportType,
+    IfExists,
+    TokenType,
+    UpdateStrategy,
+    Visibility,
+)
 from projectgen.generation.manifest import ProjectFile
+
+if TYPE_CHECKING:  # update.merge raises this module's PublishError: the types only, no import cycle
+    from projectgen.export.update.record import PullRequest, RequestText
 
 GIT_USERNAMES: dict[ExportType, str] = {
     ExportType.GITHUB: "x-access-token",
@@ -69,6 +78,18 @@ class PublishRequest:
     retries: int = 0
     """How often this export already failed temporarily (kopf's retry count): backoffs that must
     grow across runs (GitHub's secondary rate limit) start from it."""
+    export_name: str | None = None
+    """Names the export's branch and refs (`projectgen/<export_name>`); None: the repository name."""
+    update_strategy: UpdateStrategy = UpdateStrategy.PULL_REQUEST
+    """How a delivery after the first lands: on the export's branch for a request, or on top."""
+    delivered_commit: str | None = None
+    """The commit this export last put on the branch (status.commitSha): the Push compare-and-swap."""
+    delivered_content_hash: str | None = None
+    """The render the branch holds from this export (status.deliveredContentHash): the request says from which."""
+    merged_content_hash: str | None = None
+    """The contentHash of a request of this export known to be merged; None: the forge is asked."""
+    team_owned: Sequence[str] = ()
+    """`_skip_if_exists` patterns: files the team owns once delivered."""
 
 
 @dataclass
@@ -82,6 +103,19 @@ class PublishResult:
     pushed: bool
     """False when the branch already held a commit with the same tree: nothing new was pushed."""
     warnings: list[str] = field(default_factory=list)
+    action: str = "First"
+    """How the delivery landed: First, Push, PullRequest or Nothing (update.delivery.Action)."""
+    reason: str = ""
+    """Why a Push became a pull request."""
+    request_branch: str | None = None
+    """PullRequest: the export's branch that holds the merge, and its commit."""
+    request_head: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+    """Every path the merge could not settle, as `path (kind)`."""
+    pull_request: PullRequest | None = None
+    """The export's request after this delivery (open, merged or closed); None: there is none."""
+    delivered_content_hash: str | None = None
+    """The render the target branch holds from this export, when this delivery knows it."""
 
 
 class PublishError(Exception):
@@ -171,3 +205,25 @@ class HostAdapter(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PullRequestHost(Protocol):
+    """What a forge adds for day two: its pull / merge request calls. Every method raises only
+    PublishError; labels that cannot be applied are warnings, never failures."""
+
+    def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
+        """The newest request (any state) whose head is `branch` of `repo` itself."""
+        ...
+
+    def open_request(
+        self, repo: RemoteRepository, branch: str, base: str, text: RequestText
+    ) -> tuple[PullRequest, list[str]]:
+        """Open a request; when the forge already has one for `branch`, edit that one instead."""
+        ...
+
+    def edit_request(
+        self, repo: RemoteRepository, request: PullRequest, text: RequestText
+    ) -> tuple[PullRequest, list[str]]: ...
+
+    def close_request(self, repo: RemoteRepository, request: PullRequest, comment: str) -> PullRequest: ...
