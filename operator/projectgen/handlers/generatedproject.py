@@ -16,6 +16,7 @@ from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
+from projectgen.generation.follow import moved_events
 from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits, RenderCancelled
@@ -159,6 +160,7 @@ def reconcile(
     skipped = [w for w in result.warnings if "_tasks were skipped" in w]
     if skipped:
         message += "; " + "; ".join(skipped)
+    resolved = [r.wire() for r in result.templates]
     write(
         GeneratedProjectPhase.COMPLETED,
         State.READY,
@@ -171,7 +173,11 @@ def reconcile(
         files=records,
         filesTruncated=manifest.total_files > len(records),
         completedAt=now(),
+        templates=resolved or None,
+        template=resolved[0] if resolved else None,
     )
+    for moved in moved_events(status.get("templates") or [], result.templates):
+        kopf.info(body, reason="TemplateMoved", message=moved)
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
     metrics.rendered(manifest.total_size)
     return metrics.Outcome.COMPLETED
