@@ -3,16 +3,29 @@ the fleet view, and the update check, on the real control plane and the project'
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
-from support import PROJECTS, create, project_body, wait_phase
+from support import (
+    PROJECTS,
+    OperatorProcess,
+    condition,
+    create,
+    get,
+    project_body,
+    wait_event,
+    wait_for,
+    wait_phase,
+)
 from test_generatedproject import GIT_ENV
 
+from projectgen.generation.follow import parse_duration, slot_start
 from projectgen_dev.gitserver import GitHTTPServer
 
 FILES = {
@@ -119,3 +132,164 @@ def test_a_constraint_resolves_to_the_newest_matching_tag_recorded_in_status_and
         "--field-selector", f"status.template.url={tpl.url},status.template.tag!=v2.0.0",
     ).stdout.split()  # fmt: skip
     assert sorted(old) == [f"generatedproject.projectgen.io/{n}" for n in ("branch", "follows", "pinned")]
+
+
+# -- the update check (a solo operator with a one-second floor, so intervals of seconds) ---------
+
+INTERVAL = "2s"
+LISTING = "GET /templates/"  # every git session starts with GET <repo>/info/refs
+
+
+@pytest.fixture
+def follower(
+    control_plane: Any, solo_namespace: str, tmp_path: Path
+) -> Iterator[tuple[str, OperatorProcess]]:
+    proc = OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path / "data",
+        tmp_path / "operator.log",
+        namespaces=(solo_namespace,),
+        env={"PROJECTGEN_TEMPLATE_MIN_INTERVAL": "1s"},
+    )
+    with proc:
+        yield solo_namespace, proc
+    print(f"operator log: {tmp_path / 'operator.log'}")
+
+
+def released(server: GitHTTPServer, name: str, *tags: str) -> Template:
+    tpl = Template(server, name)
+    for path, content in FILES.items():
+        (tpl.work / path).write_text(content)
+    for tag in tags:
+        tpl.release(tag)
+    return tpl
+
+
+def listings_after(
+    server: GitHTTPServer, repo: str, since: float, count: int, timeout: float = 60
+) -> list[float]:
+    """Wait until `count` sessions on `repo` were answered since `since` (the check's listings
+    once every render is done); return their times."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = server.requests_since(since, f"GET /{repo}.git/info/refs")
+        if len(found) >= count:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(
+        f"only {len(server.requests_since(since, repo))} listings of {repo} after {timeout}s"
+    )
+
+
+def test_a_new_tag_moves_the_projects_whose_constraint_accepts_it_and_no_other(
+    api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
+) -> None:
+    namespace, _ = follower
+    tpl = released(git_server, f"moves-{namespace}", "v1.0.0")
+    refs = {"follows": ">=1,<2", "exact": "==1.0.0", "below": "<1.1"}
+    for name, ref in refs.items():
+        source = template_source(tpl.url, ref, updateInterval=INTERVAL)
+        create(api_client, PROJECTS, namespace, project_body(name, [source]))
+    before = {name: completed(api_client, namespace, name)["status"] for name in refs}
+    assert {s["template"]["tag"] for s in before.values()} == {"v1.0.0"}
+
+    tpl.release("v1.1.0")
+    since = time.time()
+    moved = wait_for(
+        api_client, PROJECTS, namespace, "follows",
+        lambda o: (o.get("status") or {}).get("template", {}).get("tag") == "v1.1.0"
+        and o["status"].get("phase") == "Completed",
+        timeout=60, what="moved to v1.1.0",
+    )  # fmt: skip
+    assert (Path(moved["status"]["outputDirectory"]) / "tree" / "VERSION").read_text() == "1.1.0\n"
+    assert moved["status"]["contentHash"] != before["follows"]["contentHash"]
+    wait_event(
+        api_client, namespace, "follows",
+        lambda e: e.reason == "TemplateMoved" and e.message == f"template {tpl.url} moved from v1.0.0 to v1.1.0",
+    )  # fmt: skip
+    # Two more listings: every project has since had a whole slot to see v1.1.0.
+    listings_after(git_server, tpl.name, since, 3)
+    for name in ("exact", "below"):
+        status = get(api_client, PROJECTS, namespace, name)["status"]  # type: ignore[index]
+        assert status["template"]["tag"] == "v1.0.0" and status["contentHash"] == before[name]["contentHash"]
+        assert status["phase"] == "Completed"
+
+
+def test_projects_on_one_template_share_one_listing_per_interval(
+    api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
+) -> None:
+    namespace, _ = follower
+    count = int(os.environ.get("PROJECTGEN_FLEET_TEST_N", "50"))
+    tpl = released(git_server, f"fleet-{namespace}", "v1.0.0")
+    for i in range(count):
+        source = template_source(tpl.url, ">=1,<2", updateInterval=INTERVAL)
+        create(api_client, PROJECTS, namespace, project_body(f"p{i}", [source]))
+    for i in range(count):
+        completed(api_client, namespace, f"p{i}", timeout=600)
+    since = time.time()
+    found = listings_after(git_server, tpl.name, since, 4)
+    every = parse_duration(INTERVAL)
+    slots = {slot_start(t, every, tpl.url) for t in found}
+    assert len(found) == len(slots), f"{len(found)} listings in {len(slots)} slots of {INTERVAL}"
+
+
+def test_a_host_that_is_down_leaves_completed_projects_completed_with_a_condition(
+    api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
+) -> None:
+    namespace, _ = follower
+    tpl = released(git_server, f"down-{namespace}", "v1.0.0")
+    create(
+        api_client,
+        PROJECTS,
+        namespace,
+        project_body("p", [template_source(tpl.url, "~=1.0", updateInterval=INTERVAL)]),
+    )
+    before = completed(api_client, namespace, "p")["status"]
+    git_server.fail_next(503, match=f"/{tpl.name}.git", times=10_000)
+    try:
+        down = wait_for(
+            api_client, PROJECTS, namespace, "p",
+            lambda o: condition(o, "TemplateChecked").get("status") == "False",
+            timeout=60, what="reporting the failed check",
+        )  # fmt: skip
+    finally:
+        git_server.clear_faults()
+    message = condition(down, "TemplateChecked")["message"]
+    assert "unreachable" in message and tpl.url in message, message
+    assert down["status"]["phase"] == "Completed" and condition(down, "Ready")["status"] == "True"
+    assert down["status"]["contentHash"] == before["contentHash"]
+    assert down["status"]["outputDirectory"] == before["outputDirectory"]
+    wait_event(api_client, namespace, "p", lambda e: e.reason == "TemplateCheckFailed")
+    # The host is back: the next check clears it, and nothing was rendered meanwhile.
+    back = wait_for(
+        api_client, PROJECTS, namespace, "p",
+        lambda o: condition(o, "TemplateChecked").get("status") == "True",
+        timeout=60, what="checked again",
+    )  # fmt: skip
+    assert back["status"]["contentHash"] == before["contentHash"] and back["status"]["phase"] == "Completed"
+
+
+def test_a_deleted_tag_is_reported_and_the_project_keeps_what_it_rendered(
+    api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
+) -> None:
+    namespace, _ = follower
+    tpl = released(git_server, f"deleted-{namespace}", "v1.0.0", "v1.1.0")
+    create(
+        api_client,
+        PROJECTS,
+        namespace,
+        project_body("p", [template_source(tpl.url, ">=1,<2", updateInterval=INTERVAL)]),
+    )
+    before = completed(api_client, namespace, "p")["status"]
+    assert before["template"]["tag"] == "v1.1.0"
+    tpl.delete_tag("v1.1.0")
+    reported = wait_for(
+        api_client, PROJECTS, namespace, "p",
+        lambda o: condition(o, "TemplateChecked").get("status") == "False",
+        timeout=60, what="reporting the deleted tag",
+    )  # fmt: skip
+    message = condition(reported, "TemplateChecked")["message"]
+    assert "tag v1.1.0" in message and "was deleted" in message, message
+    status = reported["status"]
+    assert status["template"]["tag"] == "v1.1.0" and status["contentHash"] == before["contentHash"]
+    assert status["phase"] == "Completed"

@@ -30,6 +30,8 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 CHECK_ANNOTATION = "template.projectgen.io/check"
 """Written by the update check on a project whose check outcome changed; wakes its handler."""
+TEMPLATE_CHECKED = "TemplateChecked"
+"""The condition that reports a failed update check (False) and its recovery (True)."""
 
 
 def parse_duration(text: str) -> float:
@@ -193,3 +195,35 @@ def moved_events(before: Sequence[Mapping[str, object]], after: Sequence[Templat
             Move(rec.source, rec.url, prev.tag or prev.commit[:12], rec.tag or rec.commit[:12]).message
         )
     return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    render: bool
+    condition: tuple[bool, str, str] | None = None
+    """(ok, reason, message) of the TemplateChecked condition to write, None: leave it."""
+
+
+def check_verdict(
+    status: Mapping[str, object], moves: Sequence[tuple[int, str]], problems: Sequence[str]
+) -> Verdict:
+    """What a Completed project does with a check outcome: report problems (and nothing else:
+    the project keeps what it has), clear a reported problem once a check succeeds, render when a
+    move is not yet reflected in status."""
+    before = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == TEMPLATE_CHECKED),  # type: ignore[attr-defined]
+        None,
+    )
+    if problems:
+        message = "; ".join(problems) + "; will check again at the next interval"
+        if before is not None and before.get("status") == "False" and before.get("message") == message:
+            return Verdict(render=False)
+        return Verdict(render=False, condition=(False, "CheckFailed", message))
+    condition = None
+    if before is not None and before.get("status") == "False":
+        condition = (True, "Checked", "the last template check succeeded")
+    recorded = {}
+    for raw in status.get("templates") or []:  # type: ignore[attr-defined]
+        recorded[raw.get("source")] = raw.get("tag") or str(raw.get("commit") or "")[:12]
+    pending = any(recorded.get(source) != after for source, after in moves)
+    return Verdict(render=pending, condition=condition)

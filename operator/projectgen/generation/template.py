@@ -289,10 +289,7 @@ def fetch_git(
     The one place a template is cloned: the outbound URL policy adds its git configuration
     through `extra_env`. The environment's proxy variables are kept only with `proxies` (no policy:
     `projectgen render` without `--policy`, on its caller's network)."""
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_UNSET and not k.startswith("KUBERNETES_")}
-    if not proxies:
-        env = outbound.without_proxies(env)
-    env.update(GIT_ENV, TMPDIR=str(scratch), **extra_env)
+    env = _git_env(scratch, extra_env, proxies=proxies)
 
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -329,6 +326,35 @@ def fetch_git(
         raise _git_error(exc, url, ref, where, scrub=str(scratch)) from None
     revision = {"commit": described, "commit_hash": commit_hash, "version": _version(dest, described)}
     return Fetched(revision, dataclasses.replace(resolution, commit=commit_hash))
+
+
+def _git_env(scratch: Path, extra_env: Mapping[str, str], *, proxies: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_UNSET and not k.startswith("KUBERNETES_")}
+    if not proxies:
+        env = outbound.without_proxies(env)
+    env.update(GIT_ENV, TMPDIR=str(scratch), **extra_env)
+    return env
+
+
+def list_refs(url: str, guard: outbound.Guard | None, where: str) -> refs.Refs:
+    """The repository's HEAD, branches and tags (`git ls-remote`), through the outbound policy
+    exactly as a clone goes: the URL checked, its addresses pinned, no redirect, no proxy.
+    Raises GenerationError (refused, not found, needs credentials) or SourceUnavailable."""
+    with (
+        tempfile.TemporaryDirectory(prefix="projectgen-ls-remote-") as tmp,
+        _outbound(guard, url, Path(tmp), where) as extra,
+    ):
+        env = _git_env(Path(tmp), extra, proxies=guard is None)
+        argv = ["git", "ls-remote", "--", url, "HEAD", "refs/heads/*", "refs/tags/*"]
+        try:
+            done = subprocess.run(argv, env=env, cwd=tmp, capture_output=True, text=True, timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise SourceUnavailable(
+                f"{where}: listing template repository {_redact(url)} timed out"
+            ) from None
+        if done.returncode:
+            raise _git_error(_GitFailed(done.stderr, done.returncode), url, None, where, scrub=tmp)
+    return refs.parse_listing(done.stdout.splitlines())
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,17 @@ import kopf
 from pydantic import ValidationError
 
 from projectgen import metrics
-from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
+from projectgen.api.v1alpha1 import ConditionStatus, GeneratedProjectPhase, GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
-from projectgen.generation.follow import moved_events
+from projectgen.generation.follow import (
+    CHECK_ANNOTATION,
+    TEMPLATE_CHECKED,
+    check_verdict,
+    moved_events,
+    read_annotation,
+)
 from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits, RenderCancelled
@@ -24,7 +30,7 @@ from projectgen.generation.template import generation_clock
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
 from projectgen.handlers.retry import retry_delay
-from projectgen.handlers.status import State, now
+from projectgen.handlers.status import State, now, set_condition, without_condition
 from projectgen.handlers.writer import StatusWriter
 from projectgen.storage import MANIFEST, TREE
 
@@ -161,6 +167,9 @@ def reconcile(
     if skipped:
         message += "; " + "; ".join(skipped)
     resolved = [r.wire() for r in result.templates]
+    # This render resolved every ref against the repository as it is now: an older check's
+    # complaint no longer describes the project.
+    write.status["conditions"] = without_condition(write.status.get("conditions"), TEMPLATE_CHECKED)
     write(
         GeneratedProjectPhase.COMPLETED,
         State.READY,
@@ -181,6 +190,38 @@ def reconcile(
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
     metrics.rendered(manifest.total_size)
     return metrics.Outcome.COMPLETED
+
+
+def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger) -> metrics.Outcome:
+    """The update check's outcome changed (CHECK_ANNOTATION): render again when a followed ref
+    moved; report a failed check in the TemplateChecked condition and leave the project as it is."""
+    meta = body["metadata"]
+    status = dict(body.get("status") or {})
+    generation = int(meta.get("generation") or 1)
+    if (
+        status.get("phase") != GeneratedProjectPhase.COMPLETED
+        or status.get("observedGeneration") != generation
+    ):
+        return metrics.Outcome.CURRENT  # a render under way (or failed) records its own resolution
+    moves, problems = read_annotation((meta.get("annotations") or {}).get(CHECK_ANNOTATION))
+    verdict = check_verdict(status, moves, problems)
+    if verdict.condition is not None:
+        ok, reason, message = verdict.condition
+        conds = set_condition(
+            status.get("conditions"),
+            TEMPLATE_CHECKED,
+            ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+            generation=generation,
+            reason=reason,
+            message=message,
+        )
+        Kube(meta["namespace"]).patch_status(PLURAL, meta["name"], {"conditions": conds})
+        if not ok:
+            kopf.warn(body, reason="TemplateCheckFailed", message=message)
+    if not verdict.render:
+        return metrics.Outcome.CURRENT
+    logger.info("a followed template moved; rendering again")
+    return reconcile(ctx, body, retry=retry, logger=logger)
 
 
 def _wait(write: StatusWriter, body: kopf.Body, reason: str, message: str) -> None:
