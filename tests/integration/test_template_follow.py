@@ -88,13 +88,7 @@ def completed(api: client.ApiClient, namespace: str, name: str, timeout: float =
 def test_a_constraint_resolves_to_the_newest_matching_tag_recorded_in_status_and_the_fleet_view(
     api_client: client.ApiClient, namespace: str, git_server: GitHTTPServer, kubectl: Callable[..., Any]
 ) -> None:
-    tpl = Template(git_server, f"svc-{namespace}")
-    (tpl.work / "copier.yml").write_text(FILES["copier.yml"])
-    (tpl.work / "{{_copier_conf.answers_file}}.jinja").write_text(
-        FILES["{{_copier_conf.answers_file}}.jinja"]
-    )
-    for tag in ("v1.0.0", "v1.2.0", "v2.0.0"):
-        tpl.release(tag)
+    tpl = released(git_server, f"svc-{namespace}", "v1.0.0", "v1.2.0", "v2.0.0")
     cases = {"follows": ">=1,<2", "pinned": "v1.0.0", "latest": None, "branch": "main"}
     for name, ref in cases.items():
         create(api_client, PROJECTS, namespace, project_body(name, [template_source(tpl.url, ref)]))
@@ -219,7 +213,7 @@ def test_projects_on_one_template_share_one_listing_per_interval(
     api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
 ) -> None:
     namespace, _ = follower
-    count = int(os.environ.get("PROJECTGEN_FLEET_TEST_N", "50"))
+    count = int(os.environ.get("PROJECTGEN_FLEET_TEST_N", "200"))
     tpl = released(git_server, f"fleet-{namespace}", "v1.0.0")
     for i in range(count):
         source = template_source(tpl.url, ">=1,<2", updateInterval=INTERVAL)
@@ -233,25 +227,30 @@ def test_projects_on_one_template_share_one_listing_per_interval(
     assert len(found) == len(slots), f"{len(found)} listings in {len(slots)} slots of {INTERVAL}"
 
 
+def follow_one(api: client.ApiClient, namespace: str, url: str, ref: str) -> dict[str, Any]:
+    """Project "p" following `url` at `ref`, once Completed: its status."""
+    create(api, PROJECTS, namespace, project_body("p", [template_source(url, ref, updateInterval=INTERVAL)]))
+    return completed(api, namespace, "p")["status"]
+
+
+def checked(api: client.ApiClient, namespace: str, state: str) -> dict[str, Any]:
+    """Project "p" once its TemplateChecked condition is `state`."""
+    return wait_for(
+        api, PROJECTS, namespace, "p",
+        lambda o: condition(o, "TemplateChecked").get("status") == state,
+        timeout=60, what=f"with TemplateChecked={state}",
+    )  # fmt: skip
+
+
 def test_a_host_that_is_down_leaves_completed_projects_completed_with_a_condition(
     api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
 ) -> None:
     namespace, _ = follower
     tpl = released(git_server, f"down-{namespace}", "v1.0.0")
-    create(
-        api_client,
-        PROJECTS,
-        namespace,
-        project_body("p", [template_source(tpl.url, "~=1.0", updateInterval=INTERVAL)]),
-    )
-    before = completed(api_client, namespace, "p")["status"]
+    before = follow_one(api_client, namespace, tpl.url, "~=1.0")
     git_server.fail_next(503, match=f"/{tpl.name}.git", times=10_000)
     try:
-        down = wait_for(
-            api_client, PROJECTS, namespace, "p",
-            lambda o: condition(o, "TemplateChecked").get("status") == "False",
-            timeout=60, what="reporting the failed check",
-        )  # fmt: skip
+        down = checked(api_client, namespace, "False")
     finally:
         git_server.clear_faults()
     message = condition(down, "TemplateChecked")["message"]
@@ -261,11 +260,7 @@ def test_a_host_that_is_down_leaves_completed_projects_completed_with_a_conditio
     assert down["status"]["outputDirectory"] == before["outputDirectory"]
     wait_event(api_client, namespace, "p", lambda e: e.reason == "TemplateCheckFailed")
     # The host is back: the next check clears it, and nothing was rendered meanwhile.
-    back = wait_for(
-        api_client, PROJECTS, namespace, "p",
-        lambda o: condition(o, "TemplateChecked").get("status") == "True",
-        timeout=60, what="checked again",
-    )  # fmt: skip
+    back = checked(api_client, namespace, "True")
     assert back["status"]["contentHash"] == before["contentHash"] and back["status"]["phase"] == "Completed"
 
 
@@ -274,20 +269,10 @@ def test_a_deleted_tag_is_reported_and_the_project_keeps_what_it_rendered(
 ) -> None:
     namespace, _ = follower
     tpl = released(git_server, f"deleted-{namespace}", "v1.0.0", "v1.1.0")
-    create(
-        api_client,
-        PROJECTS,
-        namespace,
-        project_body("p", [template_source(tpl.url, ">=1,<2", updateInterval=INTERVAL)]),
-    )
-    before = completed(api_client, namespace, "p")["status"]
+    before = follow_one(api_client, namespace, tpl.url, ">=1,<2")
     assert before["template"]["tag"] == "v1.1.0"
     tpl.delete_tag("v1.1.0")
-    reported = wait_for(
-        api_client, PROJECTS, namespace, "p",
-        lambda o: condition(o, "TemplateChecked").get("status") == "False",
-        timeout=60, what="reporting the deleted tag",
-    )  # fmt: skip
+    reported = checked(api_client, namespace, "False")
     message = condition(reported, "TemplateChecked")["message"]
     assert "tag v1.1.0" in message and "was deleted" in message, message
     status = reported["status"]
