@@ -289,7 +289,7 @@ def fetch_git(
     The one place a template is cloned: the outbound URL policy adds its git configuration
     through `extra_env`. The environment's proxy variables are kept only with `proxies` (no policy:
     `projectgen render` without `--policy`, on its caller's network)."""
-    env = _git_env(scratch, extra_env, proxies=proxies)
+    env = git_env(scratch, extra_env, proxies=proxies)
 
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -328,7 +328,7 @@ def fetch_git(
     return Fetched(revision, dataclasses.replace(resolution, commit=commit_hash))
 
 
-def _git_env(scratch: Path, extra_env: Mapping[str, str], *, proxies: bool) -> dict[str, str]:
+def git_env(scratch: Path, extra_env: Mapping[str, str], *, proxies: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _GIT_UNSET and not k.startswith("KUBERNETES_")}
     if not proxies:
         env = outbound.without_proxies(env)
@@ -344,7 +344,7 @@ def list_refs(url: str, guard: outbound.Guard | None, where: str) -> refs.Refs:
         tempfile.TemporaryDirectory(prefix="projectgen-ls-remote-") as tmp,
         _outbound(guard, url, Path(tmp), where) as extra,
     ):
-        env = _git_env(Path(tmp), extra, proxies=guard is None)
+        env = git_env(Path(tmp), extra, proxies=guard is None)
         argv = ["git", "ls-remote", "--", url, "HEAD", "refs/heads/*", "refs/tags/*"]
         try:
             done = subprocess.run(argv, env=env, cwd=tmp, capture_output=True, text=True, timeout=GIT_TIMEOUT)
