@@ -20,6 +20,7 @@ from projectgen.generation.follow import (
     followed,
     interval,
     moved_events,
+    needs_writing,
     parse_duration,
     read_annotation,
     slot_start,
@@ -108,6 +109,12 @@ def test_a_new_matching_tag_moves_a_deleted_tag_and_a_failed_listing_are_problem
     [move] = decide([branch], {URL: listing()}).moves
     assert (move.before, move.after) == (A[:12], C[:12])
     assert read_annotation(moved.annotation()) == ([(0, "v1.1.0")], [])
+    caught_up = decide(
+        [Followed(URL, rec(">=1,<2", "Constraint", "v1.1.0", B), 60)], {URL: listing(v1_1_0=B)}
+    )
+    assert not needs_writing(caught_up, moved.annotation())  # rendered: no write, no wake-up
+    assert needs_writing(caught_up, down.annotation())  # a reported problem is cleared
+    assert needs_writing(moved, None) and not needs_writing(moved, moved.annotation())
     assert moved.annotation() == decide([on_v1], {URL: listing(v1_0_0=A, v1_1_0=B)}).annotation()
 
 

@@ -123,9 +123,10 @@ class Outcome:
     problems: tuple[str, ...] = ()
 
     def annotation(self) -> str:
-        """The value of CHECK_ANNOTATION: the same outcome gives the same value (no patch)."""
+        """The value of CHECK_ANNOTATION: the same outcome gives the same value (no patch). A move
+        names where it starts, so the same move from another render is a new value."""
         return json.dumps(
-            {"moves": [[m.source, m.after] for m in self.moves], "problems": list(self.problems)},
+            {"moves": [[m.source, m.before, m.after] for m in self.moves], "problems": list(self.problems)},
             separators=(",", ":"),
         )
 
@@ -135,9 +136,8 @@ def read_annotation(value: str | None) -> tuple[list[tuple[int, str]], list[str]
         return [], []
     try:
         data = json.loads(value)
-        return [(int(s), str(a)) for s, a in data.get("moves") or []], [
-            str(p) for p in data.get("problems") or []
-        ]
+        moves = [(int(m[0]), str(m[-1])) for m in data.get("moves") or []]
+        return moves, [str(p) for p in data.get("problems") or []]
     except (ValueError, TypeError, AttributeError):
         return [], []
 
@@ -227,3 +227,12 @@ def check_verdict(
         recorded[raw.get("source")] = raw.get("tag") or str(raw.get("commit") or "")[:12]
     pending = any(recorded.get(source) != after for source, after in moves)
     return Verdict(render=pending, condition=condition)
+
+
+def needs_writing(outcome: Outcome, current: str | None) -> bool:
+    """Whether the check must write its outcome: a new move or problem, or a problem to clear.
+    A check that finds nothing leaves an old move in place (its render recorded it in status):
+    no write, no wake-up, when a project has just caught up."""
+    if outcome.moves or outcome.problems:
+        return outcome.annotation() != current
+    return bool(read_annotation(current)[1])

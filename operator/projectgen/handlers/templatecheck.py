@@ -18,7 +18,15 @@ import kopf
 from projectgen.api.v1alpha1 import GeneratedProjectPhase
 from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.generation.checker import Checker
-from projectgen.generation.follow import CHECK_ANNOTATION, Followed, Listing, decide, followed, slot_start
+from projectgen.generation.follow import (
+    CHECK_ANNOTATION,
+    Followed,
+    Listing,
+    decide,
+    followed,
+    needs_writing,
+    slot_start,
+)
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
 
@@ -57,10 +65,9 @@ async def follow(ctx: Context, checker: Checker, body: Any, stopped: kopf.Daemon
             if f.url not in listings:
                 listings[f.url] = await asyncio.to_thread(checker.listing, f.url, guard, f.every)
         outcome = decide(plan, listings)
-        value = outcome.annotation()
-        current = (meta.get("annotations") or {}).get(CHECK_ANNOTATION)
-        if value == current or (current is None and not outcome.moves and not outcome.problems):
+        if not needs_writing(outcome, (meta.get("annotations") or {}).get(CHECK_ANNOTATION)):
             continue
+        value = outcome.annotation()
         logger.info(
             "template check: %s", "; ".join([m.message for m in outcome.moves] + list(outcome.problems))
         )
