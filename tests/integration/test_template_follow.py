@@ -3,6 +3,7 @@ the fleet view, and the update check, on the real control plane and the project'
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -278,3 +279,23 @@ def test_a_deleted_tag_is_reported_and_the_project_keeps_what_it_rendered(
     status = reported["status"]
     assert status["template"]["tag"] == "v1.1.0" and status["contentHash"] == before["contentHash"]
     assert status["phase"] == "Completed"
+
+
+@pytest.mark.usefixtures("operator")
+def test_the_api_server_accepts_constraints_and_refuses_a_duration_kubernetes_would_not_write(
+    namespace: str, kubectl: Callable[..., Any]
+) -> None:
+    def apply(ref: str, every: str) -> Any:
+        doc = project_body("v", [template_source("https://git.example/t.git", ref, updateInterval=every)])
+        doc["apiVersion"] = "projectgen.io/v1alpha1"
+        return kubectl(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(doc), check=False
+        )
+
+    for ref in (">=1.2,<2", "~=1.2", "==1.*", ">=1.2, <2", "v1.2.0", "main"):
+        done = apply(ref, "1h30m")
+        assert done.returncode == 0, done.stderr
+    refused = apply(">=1", "1d")
+    assert refused.returncode != 0 and "spec.sources[0].template.updateInterval" in refused.stderr
+    refused = apply(">=1;rm", "1h")
+    assert refused.returncode != 0 and "spec.sources[0].template.ref" in refused.stderr

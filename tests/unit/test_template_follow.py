@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from test_generation_template import git, publish, server, work
 
+from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import TemplateResolution
 from projectgen.generation import refs
 from projectgen.generation.checker import Checker
+from projectgen.generation.errors import GenerationError
 from projectgen.generation.follow import (
     TEMPLATE_CHECKED,
     Followed,
@@ -174,3 +176,28 @@ def test_a_listing_that_fails_is_shared_too_and_says_why(server: GitHTTPServer) 
     first = checker.listing(url, None, 60)
     assert isinstance(first, str) and "not found" in first and checker.listing(url, None, 60) == first
     assert checker.listings == 1
+
+
+def test_the_check_lists_through_the_outbound_policy_as_the_clone_does(
+    server: GitHTTPServer, work: Path
+) -> None:
+    """A namespace whose policy refuses the address gets the refusal, and the server sees nothing;
+    one it allows lists through the pinned address, and the two never share a listing."""
+    url = publish(server, work, "guarded", [("v1.0.0", {"copier.yml": "{}\n"})])
+    allowed = outbound.Guard(
+        outbound.parse_policy("templates: [{urlPrefix: 'http://'}]\ninternal: [{cidr: 127.0.0.0/8}]\n", "t"),
+        "team-a",
+    )
+    refused = outbound.Guard(outbound.parse_policy("templates: [{urlPrefix: 'http://'}]\n", "t"), "team-b")
+    checker = Checker(clock=lambda: 7_000_000.0)
+    sessions = "GET /tpl/guarded.git/info/refs"
+    said = checker.listing(url, refused, 60)
+    assert isinstance(said, str) and "refused" in said and "rule internal" in said
+    assert not any(sessions in r for r in server.requests) and checker.listings == 0
+    with pytest.raises(GenerationError, match=r"check\.url: .* refused"):
+        list_refs(url, refused, "check")  # the listing itself checks too, as the clone does
+    assert not any(sessions in r for r in server.requests)
+    found = checker.listing(url, allowed, 60)
+    assert isinstance(found, refs.Refs) and set(found.tags) == {"v1.0.0"}
+    assert sum(sessions in r for r in server.requests) == 1
+    assert isinstance(checker.listing(url, refused, 60), str)  # not served from the allowed listing
