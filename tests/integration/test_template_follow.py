@@ -299,3 +299,36 @@ def test_the_api_server_accepts_constraints_and_refuses_a_duration_kubernetes_wo
     assert refused.returncode != 0 and "spec.sources[0].template.updateInterval" in refused.stderr
     refused = apply(">=1;rm", "1h")
     assert refused.returncode != 0 and "spec.sources[0].template.ref" in refused.stderr
+
+
+def test_a_moved_template_that_does_not_render_leaves_the_project_as_it_was(
+    api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
+) -> None:
+    namespace, _ = follower
+    tpl = released(git_server, f"broken-{namespace}", "v1.0.0")
+    before = follow_one(api_client, namespace, tpl.url, ">=1,<2")
+    tpl.release("v1.1.0", {"copier.yml": "name: [unclosed\n"})
+    kept = wait_for(
+        api_client, PROJECTS, namespace, "p",
+        lambda o: condition(o, "TemplateChecked").get("reason") == "RenderFailed"
+        and o["status"].get("phase") == "Completed",
+        timeout=60, what="keeping v1.0.0",
+    )  # fmt: skip
+    assert (
+        condition(kept, "Ready")["status"] == "True"
+        and condition(kept, "TemplateChecked")["status"] == "False"
+    )
+    assert "did not render" in condition(kept, "TemplateChecked")["message"]
+    status = kept["status"]
+    assert status["template"]["tag"] == "v1.0.0" and status["contentHash"] == before["contentHash"]
+    assert (Path(status["outputDirectory"]) / "tree" / "VERSION").read_text() == "1.0.0\n"
+    wait_event(api_client, namespace, "p", lambda e: e.reason == "TemplateRenderFailed")
+
+    tpl.release("v1.2.0", {"copier.yml": FILES["copier.yml"]})
+    fixed = wait_for(
+        api_client, PROJECTS, namespace, "p",
+        lambda o: (o.get("status") or {}).get("template", {}).get("tag") == "v1.2.0"
+        and o["status"].get("phase") == "Completed",
+        timeout=60, what="moved to v1.2.0",
+    )  # fmt: skip
+    assert condition(fixed, "TemplateChecked") == {}

@@ -77,10 +77,17 @@ def superseded(kube: Kube, name: str, uid: str, generation: int, every: float = 
 
 
 def reconcile(
-    ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger, resuming: bool = False
+    ctx: Context,
+    body: kopf.Body,
+    *,
+    retry: int,
+    logger: kopf.Logger,
+    resuming: bool = False,
+    moving: bool = False,
 ) -> metrics.Outcome:
     """Render the spec (or archive, or fail with a message); says how it ended. Raises
-    kopf.TemporaryError when it must be retried."""
+    kopf.TemporaryError when it must be retried. `moving`: a render for a template that moved,
+    which must not cost the project what it has: if it fails, the project is Completed as before."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 1)
@@ -149,9 +156,15 @@ def reconcile(
         logger.info(exc.message)
         return metrics.Outcome.CANCELLED
     except SourceUnavailable as exc:
-        _wait(write, body, "SourceUnavailable", exc.message)
+        if moving:
+            _keep(write, body, status, exc.message)
+        else:
+            _wait(write, body, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
     except GenerationError as exc:
+        if moving:
+            _keep(write, body, status, exc.message)
+            return metrics.Outcome.CURRENT
         write.fail("GenerationFailed", exc.message)
         return metrics.Outcome.FAILED
     except (ApiUnavailable, Forbidden) as exc:
@@ -221,7 +234,25 @@ def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.
     if not verdict.render:
         return metrics.Outcome.CURRENT
     logger.info("a followed template moved; rendering again")
-    return reconcile(ctx, body, retry=retry, logger=logger)
+    return reconcile(ctx, body, retry=retry, logger=logger, moving=True)
+
+
+def _keep(write: StatusWriter, body: kopf.Body, before: dict[str, Any], problem: str) -> None:
+    """A render after a template moved failed: Completed again, on what the project had, with the
+    reason in TemplateChecked and a Warning Event (the tree was never replaced)."""
+    message = (
+        f"the template moved but the new version did not render; the project keeps what it has: {problem}"
+    )
+    write.status["conditions"] = set_condition(
+        write.status.get("conditions"),
+        TEMPLATE_CHECKED,
+        ConditionStatus.FALSE,
+        generation=write.generation,
+        reason="RenderFailed",
+        message=message,
+    )
+    write(GeneratedProjectPhase.COMPLETED, State.READY, "Completed", _ready_message(before) or "Completed")
+    kopf.warn(body, reason="TemplateRenderFailed", message=message)
 
 
 def _wait(write: StatusWriter, body: kopf.Body, reason: str, message: str) -> None:
