@@ -176,6 +176,16 @@ def listings_after(
     )
 
 
+def on_tag(api: client.ApiClient, namespace: str, name: str, tag: str) -> dict[str, Any]:
+    """The project once it is Completed on `tag`."""
+    return wait_for(
+        api, PROJECTS, namespace, name,
+        lambda o: (o.get("status") or {}).get("template", {}).get("tag") == tag
+        and o["status"].get("phase") == "Completed",
+        timeout=60, what=f"Completed on {tag}",
+    )  # fmt: skip
+
+
 def test_a_new_tag_moves_the_projects_whose_constraint_accepts_it_and_no_other(
     api_client: client.ApiClient, follower: tuple[str, OperatorProcess], git_server: GitHTTPServer
 ) -> None:
@@ -190,12 +200,7 @@ def test_a_new_tag_moves_the_projects_whose_constraint_accepts_it_and_no_other(
 
     tpl.release("v1.1.0")
     since = time.time()
-    moved = wait_for(
-        api_client, PROJECTS, namespace, "follows",
-        lambda o: (o.get("status") or {}).get("template", {}).get("tag") == "v1.1.0"
-        and o["status"].get("phase") == "Completed",
-        timeout=60, what="moved to v1.1.0",
-    )  # fmt: skip
+    moved = on_tag(api_client, namespace, "follows", "v1.1.0")
     assert (Path(moved["status"]["outputDirectory"]) / "tree" / "VERSION").read_text() == "1.1.0\n"
     assert moved["status"]["contentHash"] != before["follows"]["contentHash"]
     wait_event(
@@ -325,10 +330,5 @@ def test_a_moved_template_that_does_not_render_leaves_the_project_as_it_was(
     wait_event(api_client, namespace, "p", lambda e: e.reason == "TemplateRenderFailed")
 
     tpl.release("v1.2.0", {"copier.yml": FILES["copier.yml"]})
-    fixed = wait_for(
-        api_client, PROJECTS, namespace, "p",
-        lambda o: (o.get("status") or {}).get("template", {}).get("tag") == "v1.2.0"
-        and o["status"].get("phase") == "Completed",
-        timeout=60, what="moved to v1.2.0",
-    )  # fmt: skip
+    fixed = on_tag(api_client, namespace, "p", "v1.2.0")
     assert condition(fixed, "TemplateChecked") == {}
