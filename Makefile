@@ -63,6 +63,7 @@ bench: $(STAMP) controlplane
 	$(BIN)/python benchmarks/generate.py
 	$(BIN)/python benchmarks/reconcile.py
 	$(BIN)/python benchmarks/update.py
+	$(BIN)/python benchmarks/fleet.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -153,8 +153,9 @@ def run_child(mode: str, input_root: Path, storage_root: Path) -> None:
     """One projectgen run: what the GeneratedProject handler does, timed; prints a JSON report."""
     started = time.perf_counter()
     from projectgen.api.v1alpha1.common import LocalObjectReference
-    from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec, Source
+    from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec, RefKind, Source
     from projectgen.generation import template
+    from projectgen.generation.refs import Resolution
     from projectgen.generation.render import TemplateOptions, render_project
     from projectgen.generation.sandbox import Limits
     from projectgen.storage import Storage
@@ -179,8 +180,9 @@ def run_child(mode: str, input_root: Path, storage_root: Path) -> None:
         report["sources"] = len(sources)
     elif mode == "template":
         # The real apply_template and its sandbox, with the clone replaced by hard links.
-        def local_fetch(url: str, ref: str | None, dest: Path, *args: object, **kwargs: object) -> None:
+        def local_fetch(url: str, ref: str | None, dest: Path, *args: object, **kwargs: object) -> Any:
             shutil.copytree(input_root, dest, copy_function=os.link)
+            return template.Fetched({}, Resolution(RefKind.LATEST, "0" * 40, target="HEAD"))
 
         run_sandboxed = template.sandbox.run
 

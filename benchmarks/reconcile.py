@@ -175,8 +175,11 @@ def new_namespace(cp: ControlPlane, label: str) -> str:
 class Operator:
     """`projectgen run` for one namespace, as a user runs it."""
 
-    def __init__(self, cp: ControlPlane, ns: str, data: Path, workers: int, tag: str) -> None:
+    def __init__(
+        self, cp: ControlPlane, ns: str, data: Path, workers: int, tag: str, env: dict[str, str] | None = None
+    ) -> None:
         self.cp, self.ns, self.data, self.workers, self.tag = cp, ns, data, workers, tag
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
@@ -188,6 +191,7 @@ class Operator:
             "KUBECONFIG": str(self.cp.kubeconfig),
             "PROJECTGEN_DATA_DIR": str(self.data / f"vol-{self.ns}"),
             "PROJECTGEN_WORKERS": str(self.workers),
+            **self.env,
         }
         argv = [
             sys.executable,

@@ -184,6 +184,8 @@ def generated_project_crd() -> dict[str, Any]:
             {"name": "Files", "type": "integer", "jsonPath": ".status.totalFiles"},
             {"name": "Size", "type": "integer", "jsonPath": ".status.totalSize", "description": "Bytes"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Template", "type": "string", "jsonPath": ".status.template.tag", "priority": 1},
+            {"name": "Commit", "type": "string", "jsonPath": ".status.template.commit", "priority": 1},
             {"name": "Output", "type": "string", "jsonPath": ".status.outputDirectory", "priority": 1},
             {"name": "Message", "type": "string", "jsonPath": _READY_MESSAGE, "priority": 1},
         ],

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from projectgen.generation.follow import parse_duration
 from projectgen.outbound.addresses import parse_networks
 
 PREFIX = "PROJECTGEN_"
@@ -244,6 +245,14 @@ class Settings:
     forge_max_answer_bytes: int = field(
         default_factory=lambda: int(_env("FORGE_MAX_ANSWER_BYTES", str(16 << 20))),
         metadata={"env": "FORGE_MAX_ANSWER_BYTES", "doc": "Largest forge API answer read."},
+    )
+    template_min_interval: float = field(
+        default_factory=lambda: parse_duration(_env("TEMPLATE_MIN_INTERVAL", "1m")),
+        metadata={
+            "env": "TEMPLATE_MIN_INTERVAL",
+            "doc": "Shortest template.updateInterval honoured (a duration, e.g. 1m): no project makes "
+            "the operator list a template repository more often.",
+        },
     )
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import base64
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +26,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         self.server.requests.append(f"{self.command} {self.path.split('?')[0]}")
+        self.server.times.append(time.time())
 
     def _authorised(self) -> bool:
         tokens = self.server.tokens
@@ -127,6 +129,8 @@ class _Server(ThreadingHTTPServer):
         self.tokens = tokens
         self.allow_push = allow_push
         self.requests: list[str] = []
+        self.times: list[float] = []
+        """When each of `requests` was answered (wall clock), in the same order."""
         self.faults: list[tuple[str, int]] = []
         self.bytes_sent = 0
         self._lock = threading.Lock()
@@ -169,6 +173,14 @@ class GitHTTPServer:
     @property
     def requests(self) -> list[str]:
         return self._server.requests
+
+    def requests_since(self, since: float, match: str) -> list[float]:
+        """When requests whose line contains `match` were answered, from `since` on (wall clock)."""
+        return [
+            t
+            for r, t in zip(self._server.requests, self._server.times, strict=False)
+            if t >= since and match in r
+        ]
 
     @property
     def bytes_sent(self) -> int:

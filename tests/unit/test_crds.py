@@ -159,7 +159,13 @@ def test_gitlab_name_error_says_what_is_allowed() -> None:
     [
         (
             "generatedprojects.projectgen.io.yaml",
-            [".spec.projectRef.name", ".status.phase", ".status.createdBy"],
+            [
+                ".spec.projectRef.name",
+                ".status.phase",
+                ".status.createdBy",
+                ".status.template.url",
+                ".status.template.tag",
+            ],
         ),
         (
             "repositoryexports.projectgen.io.yaml",

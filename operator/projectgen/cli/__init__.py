@@ -1,6 +1,6 @@
 """`projectgen`: run the operator, or do its work offline without a cluster.
 
-One module per command (`run`, `render`, `archive`, `download`, `crds`), each with `main(argv) -> int`; a
+One module per command (`run`, `render`, `diff`, `archive`, `download`, `crds`), each with `main(argv) -> int`; a
 command is imported only when it runs (the operator's imports are not paid by `render`). Errors
 and warnings go through `output`.
 """
@@ -16,6 +16,10 @@ from projectgen.cli.output import guarded
 COMMANDS = {
     "run": ("projectgen.cli.run", "run the operator against the current kubeconfig / in-cluster config"),
     "render": ("projectgen.cli.render", "render a GeneratedProject YAML into a directory, without a cluster"),
+    "diff": (
+        "projectgen.cli.diff",
+        "render a GeneratedProject YAML and diff it against a directory or a git repository",
+    ),
     "archive": (
         "projectgen.cli.archive",
         "pack a rendered directory as zip / tar / tar.gz, deterministically",

@@ -11,7 +11,12 @@ from collections.abc import Callable
 
 
 class CommandError(Exception):
-    """What was wrong with the input, said so that a person can fix it."""
+    """What was wrong with the input, said so that a person can fix it. `status`: the exit
+    status (1; `diff` uses 2, as 1 means "there are changes")."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def warn(message: str) -> None:
@@ -26,4 +31,4 @@ def guarded(command: Callable[[list[str]], int], argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.status

@@ -18,6 +18,7 @@ import argparse
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from projectgen.api.v1alpha1.generatedproject import KIND, GeneratedProject, Gen
 from projectgen.api.validation import field_errors
 from projectgen.cli.output import CommandError, warn
 from projectgen.generation.errors import GenerationError
-from projectgen.generation.render import TemplateOptions, render_project
+from projectgen.generation.render import RenderResult, TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits
 from projectgen.generation.sources import ConfigMapData, decode_configmap
 from projectgen.generation.template import generation_clock
@@ -44,48 +45,13 @@ def main(argv: list[str]) -> int:
         prog="projectgen render",
         description="Render a GeneratedProject into a directory, as the operator would, without a cluster.",
     )
-    parser.add_argument(
-        "-f", "--file", required=True, type=Path, help="GeneratedProject YAML (multi-doc allowed)"
-    )
+    add_input_arguments(parser)
     parser.add_argument(
         "-o", "--output", required=True, type=Path, help="directory to create (must be empty)"
     )
     parser.add_argument("--manifest", type=Path, help="write the manifest (JSON, previews included) here")
-    parser.add_argument(
-        "--configmap",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="FILE",
-        help="ConfigMap YAML the spec refers to (repeatable; multi-doc allowed)",
-    )
-    parser.add_argument(
-        "--policy", type=Path, metavar="FILE", help="apply this outbound policy (the operator's policy.yaml)"
-    )
-    parser.add_argument("--namespace", help="namespace the policy is applied for (default: the resource's)")
-    parser.add_argument(
-        "--namespace-label",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="a label of that namespace, for the policy's namespaceSelectors (repeatable)",
-    )
     args = parser.parse_args(argv)
-
-    guard: outbound.Guard | None = None
-    try:
-        if args.policy is not None:
-            labels = dict(label.partition("=")[::2] for label in args.namespace_label)
-            namespace = args.namespace or _namespace_of(args.file)
-            guard = outbound.Guard(
-                outbound.load_policy(args.policy), namespace, labels, origin=f"the policy {args.policy}"
-            )
-        spec, configmaps, created_at = _load_spec(args.file)
-        for path in args.configmap:
-            configmaps.update(_load_configmaps(path))
-        _check_configmaps_given(spec, configmaps)
-    except (GenerationError, outbound.PolicyError) as exc:
-        raise CommandError(str(exc)) from exc
+    given = load_input(args)
 
     out = Path(os.path.abspath(args.output))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -99,18 +65,7 @@ def main(argv: list[str]) -> int:
     staging = Path(os.path.abspath(out / f"{STAGING_PREFIX}{os.urandom(4).hex()}"))
     try:
         staging.mkdir()
-        templates = TemplateOptions(
-            limits=Limits.from_settings(Settings.from_env()),
-            clock=generation_clock(created_at, os.environ.get("SOURCE_DATE_EPOCH")),
-        )
-        result = render_project(
-            spec,
-            staging / TREE,
-            configmaps=configmaps.get,
-            workdir=staging,
-            templates=templates,
-            guard=guard,
-        )
+        result = render_input(given, staging / TREE, staging)
         for entry in sorted(os.listdir(staging / TREE)):
             os.rename(staging / TREE / entry, out / entry)
     except BaseException as exc:
@@ -131,6 +86,76 @@ def main(argv: list[str]) -> int:
         f"rendered {m.total_files:,} files, {m.total_size:,} bytes, contentHash {m.content_hash} into {out}"
     )
     return 0
+
+
+@dataclass(frozen=True)
+class Input:
+    """What a render needs, from the command line: the spec, its ConfigMaps, the policy."""
+
+    spec: GeneratedProjectSpec
+    configmaps: dict[str, ConfigMapData]
+    guard: outbound.Guard | None
+    created_at: str | None
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say what to render (shared by `render` and `diff`)."""
+    parser.add_argument(
+        "-f", "--file", required=True, type=Path, help="GeneratedProject YAML (multi-doc allowed)"
+    )
+    parser.add_argument(
+        "--configmap",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="ConfigMap YAML the spec refers to (repeatable; multi-doc allowed)",
+    )
+    parser.add_argument(
+        "--policy", type=Path, metavar="FILE", help="apply this outbound policy (the operator's policy.yaml)"
+    )
+    parser.add_argument("--namespace", help="namespace the policy is applied for (default: the resource's)")
+    parser.add_argument(
+        "--namespace-label",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a label of that namespace, for the policy's namespaceSelectors (repeatable)",
+    )
+
+
+def load_input(args: argparse.Namespace) -> Input:
+    guard: outbound.Guard | None = None
+    try:
+        if args.policy is not None:
+            labels = dict(label.partition("=")[::2] for label in args.namespace_label)
+            namespace = args.namespace or _namespace_of(args.file)
+            guard = outbound.Guard(
+                outbound.load_policy(args.policy), namespace, labels, origin=f"the policy {args.policy}"
+            )
+        spec, configmaps, created_at = _load_spec(args.file)
+        for path in args.configmap:
+            configmaps.update(_load_configmaps(path))
+        _check_configmaps_given(spec, configmaps)
+    except (GenerationError, outbound.PolicyError) as exc:
+        raise CommandError(str(exc)) from exc
+    return Input(spec, configmaps, guard, created_at)
+
+
+def render_input(given: Input, tree: Path, workdir: Path) -> RenderResult:
+    """Render as the operator does (same limits, same clock rule) into `tree`."""
+    templates = TemplateOptions(
+        limits=Limits.from_settings(Settings.from_env()),
+        clock=generation_clock(given.created_at, os.environ.get("SOURCE_DATE_EPOCH")),
+    )
+    return render_project(
+        given.spec,
+        tree,
+        configmaps=given.configmaps.get,
+        workdir=workdir,
+        templates=templates,
+        guard=given.guard,
+    )
 
 
 def _first_missing(path: Path) -> Path | None:

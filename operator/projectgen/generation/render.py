@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
+from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec, TemplateResolution, TemplateSource
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import PREVIEW_CHARS, Manifest
+from projectgen.generation.refs import Resolution
 from projectgen.generation.sources import (
     ConfigMapData,
     ConfigMapLoader,
@@ -17,7 +18,7 @@ from projectgen.generation.sources import (
     apply_configmap,
     apply_inline,
 )
-from projectgen.generation.template import TemplateOptions, apply_template
+from projectgen.generation.template import TemplateOptions, apply_template, without_credentials
 from projectgen.generation.tree import TreeWriter
 
 
@@ -25,6 +26,8 @@ from projectgen.generation.tree import TreeWriter
 class RenderResult:
     manifest: Manifest
     warnings: list[str] = field(default_factory=list)
+    templates: list[TemplateResolution] = field(default_factory=list)
+    """What each template source from git resolved to, in source order."""
 
 
 def render_project(
@@ -61,6 +64,7 @@ def render_project(
     writer = TreeWriter(dest, max_preview=max_preview)
     loaded = ConfigMaps(configmaps)
     warnings: list[str] = []
+    resolved: list[TemplateResolution] = []
     for i, source in enumerate(spec.sources):
         where = f"sources[{i}]"
         writer.start_source()
@@ -69,14 +73,29 @@ def render_project(
         elif source.config_map is not None and source.inline is None and source.template is None:
             apply_configmap(writer, source.config_map, f"{where}.configMap", loaded)
         elif source.template is not None and source.inline is None and source.config_map is None:
-            warnings += apply_template(
+            applied = apply_template(
                 writer, source.template, f"{where}.template", loaded, workdir, guard, templates
             )
+            warnings += applied.notes
+            if applied.resolution is not None:
+                resolved.append(record(i, source.template, applied.resolution))
         else:
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")
     writer.check_links()  # a later source may have replaced a link of a chain
     warnings += writer.case_collisions()
-    return RenderResult(manifest=writer.manifest(), warnings=warnings)
+    return RenderResult(manifest=writer.manifest(), warnings=warnings, templates=resolved)
+
+
+def record(index: int, source: TemplateSource, resolution: Resolution) -> TemplateResolution:
+    """The status record of one template source's resolution."""
+    return TemplateResolution(
+        source=index,
+        url=without_credentials(source.url or ""),
+        ref=source.ref,
+        kind=resolution.kind,
+        tag=resolution.tag,
+        commit=resolution.commit,
+    )
 
 
 __all__ = [

@@ -29,6 +29,7 @@ different resources run in parallel.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import json
@@ -49,9 +50,9 @@ import dunamai
 from packaging.version import InvalidVersion, Version
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.generatedproject import TemplateSource
+from projectgen.api.v1alpha1.generatedproject import RefKind, TemplateSource
 from projectgen.diskusage import out_of_space
-from projectgen.generation import sandbox
+from projectgen.generation import refs, sandbox
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.paths import check_path, is_within, path_problem, printable_name, segment_problem
 from projectgen.generation.sources import ConfigMaps, configmap_files
@@ -140,8 +141,9 @@ def apply_template(
     workdir: Path,
     guard: outbound.Guard | None = None,
     options: TemplateOptions | None = None,
-) -> list[str]:
-    """Render `source` and take its files into `writer`. Returns warnings (skipped tasks, if any).
+) -> Applied:
+    """Render `source` and take its files into `writer`. Returns warnings (skipped tasks, if any)
+    and, for a template from git, what its ref resolved to.
     With a `guard`, the URL is checked and pinned and the clone capped (projectgen.outbound)."""
     options = options or TemplateOptions()
     if (source.url is None) == (source.config_map is None):
@@ -157,6 +159,8 @@ def apply_template(
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix=".projectgen-template-", dir=workdir) as tmp:
         revision: dict[str, Any] | None = None
+        resolution: refs.Resolution | None = None
+        ref = source.ref
         if source.config_map is not None:
             at = f"{where}.configMap"
             cm = configmaps.get(source.config_map.name, at)
@@ -174,13 +178,16 @@ def apply_template(
                 notes.append(f"{where}.ref: ignored for a template from a ConfigMap")
         else:
             url = source.url or ""
-            src = url if url.endswith(".git") else f"git+{url}"
+            # copier records src in the answers file (`_src_path`, what `copier update` clones):
+            # the URL, never its credentials.
+            public = without_credentials(url)
+            src = public if public.endswith(".git") else f"git+{public}"
             checkout = Path(tmp, "template")
             with _outbound(guard, url, Path(tmp), where) as env:
                 extra = {**options.git_env, **env}
-                revision = fetch_git(
-                    url, source.ref, checkout, where, Path(tmp), extra, proxies=guard is None
-                )
+                fetched = fetch_git(url, source.ref, checkout, where, Path(tmp), extra, proxies=guard is None)
+            revision, resolution = fetched.revision, fetched.resolution
+            ref = resolution.target  # copier records `_commit` from the checkout, not a constraint
         strip_vcs_metadata(checkout)
         check_checkout(checkout, where)
         box = Path(tmp, "box")
@@ -195,7 +202,7 @@ def apply_template(
             "out": str(out),
             "tmp": str(scratch),
             "data": data,
-            "ref": source.ref,
+            "ref": ref,
             "revision": revision,
             "tasks": str(source.tasks),
             "clock": clock.isoformat(),
@@ -215,7 +222,22 @@ def apply_template(
         if subdirectory is not None:
             root = _subdirectory(out, subdirectory, where)
         import_tree(writer, root, where)
-        return notes
+        return Applied(notes, resolution)
+
+
+@dataclass(frozen=True)
+class Applied:
+    notes: list[str]
+    resolution: refs.Resolution | None = None
+    """What the ref of a template from git resolved to (None: a ConfigMap template)."""
+
+
+def without_credentials(url: str) -> str:
+    """The URL without user and password: what status and the answers file may hold."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _limits(operator: sandbox.Limits, source: TemplateSource) -> sandbox.Limits:
@@ -260,17 +282,15 @@ def fetch_git(
     extra_env: Mapping[str, str],
     *,
     proxies: bool = False,
-) -> dict[str, Any]:
-    """Clone `url` at `ref` (default: the latest PEP 440 tag, else HEAD) with its submodules into
-    `dest`; return what copier records of it (commit description, hash, version).
+) -> Fetched:
+    """Clone `url` at `ref` (a tag, branch, commit or version constraint; default: the latest
+    PEP 440 tag, else HEAD) with its submodules into `dest`; return what copier records of it
+    (commit description, hash, version) and what the ref resolved to.
 
     The one place a template is cloned: the outbound URL policy adds its git configuration
     through `extra_env`. The environment's proxy variables are kept only with `proxies` (no policy:
     `projectgen render` without `--policy`, on its caller's network)."""
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_UNSET and not k.startswith("KUBERNETES_")}
-    if not proxies:
-        env = outbound.without_proxies(env)
-    env.update(GIT_ENV, TMPDIR=str(scratch), **extra_env)
+    env = git_env(scratch, extra_env, proxies=proxies)
 
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -283,9 +303,8 @@ def fetch_git(
     try:
         dest.mkdir()
         git("clone", "--no-checkout", "--filter=blob:none", "--quiet", "--", url, ".")
-        target = ref if ref is not None else _latest_tag(git("tag", "--list").split())
-        commit = _resolve(git, target)
-        git("checkout", "--quiet", "--detach", commit)
+        resolution = _resolution(git, ref, where)
+        git("checkout", "--quiet", "--detach", resolution.commit)
     except _GitFailed as exc:
         raise _git_error(exc, url, ref, where, scrub=str(scratch)) from None
     except subprocess.TimeoutExpired:
@@ -306,20 +325,61 @@ def fetch_git(
         commit_hash = git("rev-parse", "HEAD").strip()
     except _GitFailed as exc:
         raise _git_error(exc, url, ref, where, scrub=str(scratch)) from None
-    return {"commit": described, "commit_hash": commit_hash, "version": _version(dest, described)}
+    revision = {"commit": described, "commit_hash": commit_hash, "version": _version(dest, described)}
+    return Fetched(revision, dataclasses.replace(resolution, commit=commit_hash))
 
 
-def _latest_tag(tags: list[str]) -> str:
-    """copier's default ref: the highest PEP 440 tag that is not a pre-release, else HEAD."""
-    versions = []
-    for tag in tags:
+def git_env(scratch: Path, extra_env: Mapping[str, str], *, proxies: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_UNSET and not k.startswith("KUBERNETES_")}
+    if not proxies:
+        env = outbound.without_proxies(env)
+    env.update(GIT_ENV, TMPDIR=str(scratch), **extra_env)
+    return env
+
+
+def list_refs(url: str, guard: outbound.Guard | None, where: str) -> refs.Refs:
+    """The repository's HEAD, branches and tags (`git ls-remote`), through the outbound policy
+    exactly as a clone goes: the URL checked, its addresses pinned, no redirect, no proxy.
+    Raises GenerationError (refused, not found, needs credentials) or SourceUnavailable."""
+    with (
+        tempfile.TemporaryDirectory(prefix="projectgen-ls-remote-") as tmp,
+        _outbound(guard, url, Path(tmp), where) as extra,
+    ):
+        env = git_env(Path(tmp), extra, proxies=guard is None)
+        argv = ["git", "ls-remote", "--", url, "HEAD", "refs/heads/*", "refs/tags/*"]
         try:
-            version = Version(tag)
-        except InvalidVersion:
-            continue
-        if not version.is_prerelease:
-            versions.append((version, tag))
-    return max(versions)[1] if versions else "HEAD"
+            done = subprocess.run(argv, env=env, cwd=tmp, capture_output=True, text=True, timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise SourceUnavailable(
+                f"{where}: listing template repository {_redact(url)} timed out"
+            ) from None
+        if done.returncode:
+            raise _git_error(_GitFailed(done.stderr, done.returncode), url, None, where, scrub=tmp)
+    return refs.parse_listing(done.stdout.splitlines())
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A checkout's record: what copier writes of it (`revision`) and what the ref resolved to."""
+
+    revision: dict[str, Any]
+    resolution: refs.Resolution
+
+
+def _resolution(git: Callable[..., str], ref: str | None, where: str) -> refs.Resolution:
+    """`ref` resolved over the clone's refs, by the same rules as the update check
+    (`refs.resolve`); a ref that is none of tag, branch, constraint (`HEAD~1`) is left to git."""
+    try:
+        listed = git("show-ref", "--dereference").splitlines()
+    except _GitFailed:
+        listed = []  # an empty repository: show-ref exits 1
+    listing = refs.parse_listing(listed, remote_prefix="refs/remotes/origin/")
+    try:
+        return refs.resolve(ref, listing)
+    except refs.RefError as exc:
+        if ref is None or refs.constraint(ref) is not None:
+            raise GenerationError(f"{where}.ref: {exc}") from None
+        return refs.Resolution(RefKind.COMMIT, _resolve(git, ref), target=ref)
 
 
 def _resolve(git: Callable[..., str], target: str) -> str:

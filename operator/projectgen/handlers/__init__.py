@@ -20,7 +20,9 @@ from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
 from projectgen.api.v1alpha1.generatedproject import PROJECT_LABEL
 from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.generation import sandbox
-from projectgen.handlers import generatedproject, repositoryexport
+from projectgen.generation.checker import Checker
+from projectgen.generation.follow import CHECK_ANNOTATION
+from projectgen.handlers import generatedproject, repositoryexport, templatecheck
 from projectgen.handlers.context import Context
 from projectgen.handlers.diffbase import CompactDiffBaseStorage
 from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, wake
@@ -61,20 +63,27 @@ def is_export(body: Any) -> bool:
     return bool(body.get("kind") == "RepositoryExport")
 
 
+def is_project(body: Any) -> bool:
+    return bool(body.get("kind") == "GeneratedProject")
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     # Not kopf's own: a new spec (or a woken export) must not wait for the old one's retry delay.
     settings.persistence.progress_storage = GenerationalProgressStorage(
         prefix=GROUP,
-        tokens=[(is_export, annotations_token(PROJECT_STATE_ANNOTATION))],
+        tokens=[
+            (is_export, annotations_token(PROJECT_STATE_ANNOTATION)),
+            (is_project, annotations_token(CHECK_ANNOTATION)),
+        ],
     )
     # Not kopf's own: a spec over the API server's 256 KiB of annotations must not wedge the object.
     settings.persistence.diffbase_storage = CompactDiffBaseStorage(
         prefix=GROUP,
         key="last-handled-configuration",
         progress=settings.persistence.progress_storage,
-        keep=(PROJECT_STATE_ANNOTATION,),
+        keep=(PROJECT_STATE_ANNOTATION, CHECK_ANNOTATION),
     )
     settings.peering.standalone = True
     settings.execution.max_workers = _settings.workers
@@ -87,6 +96,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     if removed:
         logger.info("removed %d staging leftovers of an earlier run", removed)
     memo.ctx = ctx
+    memo.checker = Checker()  # one for every project: the listings are shared
     sandbox.start_server()  # the first render then costs a fork, not copier's imports
 
 
@@ -167,6 +177,23 @@ def project_changed(
 @kopf.on.delete(GROUP, VERSION, PROJECTS, labels=LABELS)
 def project_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
     generatedproject.delete(_ctx(memo), body)
+
+
+@kopf.on.field(GROUP, VERSION, PROJECTS, labels=LABELS, field=("metadata", "annotations", CHECK_ANNOTATION))
+def project_checked(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+    """The update check found a new outcome: render the moved template, or report the failure."""
+    _observed(
+        metrics.KIND_PROJECT,
+        lambda: generatedproject.template_checked(_ctx(memo), body, retry=retry, logger=logger),
+    )
+
+
+@kopf.daemon(GROUP, VERSION, PROJECTS, labels=LABELS, cancellation_timeout=5)
+async def project_follows_template(
+    body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
+    """Checks the templates a project follows, at its interval (see templatecheck)."""
+    await templatecheck.follow(_ctx(memo), memo.checker, body, stopped, logger)
 
 
 @kopf.index(GROUP, VERSION, EXPORTS, labels=LABELS)

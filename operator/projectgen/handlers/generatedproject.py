@@ -12,10 +12,17 @@ import kopf
 from pydantic import ValidationError
 
 from projectgen import metrics
-from projectgen.api.v1alpha1 import GeneratedProjectPhase, GeneratedProjectSpec
+from projectgen.api.v1alpha1 import ConditionStatus, GeneratedProjectPhase, GeneratedProjectSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL
 from projectgen.api.validation import validation_message
 from projectgen.generation.errors import GenerationError, SourceUnavailable
+from projectgen.generation.follow import (
+    CHECK_ANNOTATION,
+    TEMPLATE_CHECKED,
+    check_verdict,
+    moved_events,
+    read_annotation,
+)
 from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits, RenderCancelled
@@ -23,7 +30,7 @@ from projectgen.generation.template import generation_clock
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
 from projectgen.handlers.retry import retry_delay
-from projectgen.handlers.status import State, now
+from projectgen.handlers.status import State, now, set_condition, without_condition
 from projectgen.handlers.writer import StatusWriter
 from projectgen.storage import MANIFEST, TREE
 
@@ -70,10 +77,17 @@ def superseded(kube: Kube, name: str, uid: str, generation: int, every: float = 
 
 
 def reconcile(
-    ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger, resuming: bool = False
+    ctx: Context,
+    body: kopf.Body,
+    *,
+    retry: int,
+    logger: kopf.Logger,
+    resuming: bool = False,
+    moving: bool = False,
 ) -> metrics.Outcome:
     """Render the spec (or archive, or fail with a message); says how it ended. Raises
-    kopf.TemporaryError when it must be retried."""
+    kopf.TemporaryError when it must be retried. `moving`: a render for a template that moved,
+    which must not cost the project what it has: if it fails, the project is Completed as before."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 1)
@@ -142,9 +156,15 @@ def reconcile(
         logger.info(exc.message)
         return metrics.Outcome.CANCELLED
     except SourceUnavailable as exc:
-        _wait(write, body, "SourceUnavailable", exc.message)
+        if moving:
+            _keep(write, body, status, exc.message)
+        else:
+            _wait(write, body, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
     except GenerationError as exc:
+        if moving:
+            _keep(write, body, status, exc.message)
+            return metrics.Outcome.CURRENT
         write.fail("GenerationFailed", exc.message)
         return metrics.Outcome.FAILED
     except (ApiUnavailable, Forbidden) as exc:
@@ -159,6 +179,10 @@ def reconcile(
     skipped = [w for w in result.warnings if "_tasks were skipped" in w]
     if skipped:
         message += "; " + "; ".join(skipped)
+    resolved = [r.wire() for r in result.templates]
+    # This render resolved every ref against the repository as it is now: an older check's
+    # complaint no longer describes the project.
+    write.status["conditions"] = without_condition(write.status.get("conditions"), TEMPLATE_CHECKED)
     write(
         GeneratedProjectPhase.COMPLETED,
         State.READY,
@@ -171,10 +195,64 @@ def reconcile(
         files=records,
         filesTruncated=manifest.total_files > len(records),
         completedAt=now(),
+        templates=resolved or None,
+        template=resolved[0] if resolved else None,
     )
+    for moved in moved_events(status.get("templates") or [], result.templates):
+        kopf.info(body, reason="TemplateMoved", message=moved)
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
     metrics.rendered(manifest.total_size)
     return metrics.Outcome.COMPLETED
+
+
+def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger) -> metrics.Outcome:
+    """The update check's outcome changed (CHECK_ANNOTATION): render again when a followed ref
+    moved; report a failed check in the TemplateChecked condition and leave the project as it is."""
+    meta = body["metadata"]
+    status = dict(body.get("status") or {})
+    generation = int(meta.get("generation") or 1)
+    if (
+        status.get("phase") != GeneratedProjectPhase.COMPLETED
+        or status.get("observedGeneration") != generation
+    ):
+        return metrics.Outcome.CURRENT  # a render under way (or failed) records its own resolution
+    moves, problems = read_annotation((meta.get("annotations") or {}).get(CHECK_ANNOTATION))
+    verdict = check_verdict(status, moves, problems)
+    if verdict.condition is not None:
+        ok, reason, message = verdict.condition
+        conds = set_condition(
+            status.get("conditions"),
+            TEMPLATE_CHECKED,
+            ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+            generation=generation,
+            reason=reason,
+            message=message,
+        )
+        Kube(meta["namespace"]).patch_status(PLURAL, meta["name"], {"conditions": conds})
+        if not ok:
+            kopf.warn(body, reason="TemplateCheckFailed", message=message)
+    if not verdict.render:
+        return metrics.Outcome.CURRENT
+    logger.info("a followed template moved; rendering again")
+    return reconcile(ctx, body, retry=retry, logger=logger, moving=True)
+
+
+def _keep(write: StatusWriter, body: kopf.Body, before: dict[str, Any], problem: str) -> None:
+    """A render after a template moved failed: Completed again, on what the project had, with the
+    reason in TemplateChecked and a Warning Event (the tree was never replaced)."""
+    message = (
+        f"the template moved but the new version did not render; the project keeps what it has: {problem}"
+    )
+    write.status["conditions"] = set_condition(
+        write.status.get("conditions"),
+        TEMPLATE_CHECKED,
+        ConditionStatus.FALSE,
+        generation=write.generation,
+        reason="RenderFailed",
+        message=message,
+    )
+    write(GeneratedProjectPhase.COMPLETED, State.READY, "Completed", _ready_message(before) or "Completed")
+    kopf.warn(body, reason="TemplateRenderFailed", message=message)
 
 
 def _wait(write: StatusWriter, body: kopf.Body, reason: str, message: str) -> None:

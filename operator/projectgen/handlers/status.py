@@ -69,7 +69,42 @@ def conditions(
                 else before.get("lastTransitionTime", stamp),
             }
         )
-    return out
+    kstatus = {"Ready", "Reconciling", "Stalled"}
+    return out + [dict(c) for c in previous or [] if c.get("type") not in kstatus]
+
+
+def set_condition(
+    previous: list[Mapping[str, Any]] | None,
+    type_: str,
+    status: ConditionStatus,
+    *,
+    generation: int,
+    reason: str,
+    message: str,
+    at: str | None = None,
+) -> list[dict[str, Any]]:
+    """`previous` with one condition set (kept in place, lastTransitionTime kept when its status
+    is unchanged); the others untouched."""
+    out = [dict(c) for c in previous or []]
+    before = next((c for c in out if c.get("type") == type_), None)
+    stamp = at or now()
+    entry = {
+        "type": type_,
+        "status": str(status),
+        "reason": reason,
+        "message": clip(message),
+        "observedGeneration": generation,
+        "lastTransitionTime": before.get("lastTransitionTime", stamp)
+        if before is not None and before.get("status") == str(status)
+        else stamp,
+    }
+    if before is None:
+        return [*out, entry]
+    return [entry if c is before else c for c in out]
+
+
+def without_condition(previous: list[Mapping[str, Any]] | None, type_: str) -> list[dict[str, Any]]:
+    return [dict(c) for c in previous or [] if c.get("type") != type_]
 
 
 def transition(

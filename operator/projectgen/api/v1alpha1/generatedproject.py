@@ -24,6 +24,8 @@ from projectgen.api.v1alpha1.common import (
 )
 
 KIND = "GeneratedProject"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+"""A Go / Kubernetes duration as Flux spells its pattern: '1h', '90s', '1h30m'."""
 PLURAL = "generatedprojects"
 MAX_SOURCES = 10
 MAX_INLINE_FILES = 200
@@ -32,8 +34,15 @@ MAX_STATUS_FILES = 5000
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 """Standard base64 with padding, as `base64.b64decode(validate=True)` accepts it."""
 # Fields `kubectl get --field-selector` can filter on, served by the API server (the CRD's
-# selectableFields): every generation of a project, every failed one, everything a user created.
-SELECTABLE_FIELDS = (".spec.projectRef.name", ".status.phase", ".status.createdBy")
+# selectableFields): every generation of a project, every failed one, everything a user created,
+# every project on a template (URL) at a version (tag): the fleet view.
+SELECTABLE_FIELDS = (
+    ".spec.projectRef.name",
+    ".status.phase",
+    ".status.createdBy",
+    ".status.template.url",
+    ".status.template.tag",
+)
 # Set by the operator on every GeneratedProject: what label selectors (and kopf sharding) can use.
 PROJECT_LABEL = "projectgen.io/project"
 
@@ -192,9 +201,19 @@ class TemplateSource(Model):
     ref: str | None = Field(
         default=None,
         max_length=255,
-        pattern=r"^[A-Za-z0-9._/@^~+-]+$",
-        description="Git ref (tag, branch or commit) of the template to render. Default: the latest tag, "
-        "else HEAD.",
+        pattern=r"^[A-Za-z0-9._/@^~+<>=!,* -]+$",
+        description="Git ref of the template to render: a tag or commit (pinned), a branch (follows its "
+        "head), or a PEP 440 version constraint such as '>=1.2,<2', '~=1.2' or '==1.*' (follows the "
+        "newest matching tag). Default: the newest tag that is a final release, else HEAD (follows).",
+    )
+    update_interval: str | None = Field(
+        default=None,
+        alias="updateInterval",
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="How often the operator checks whether a following ref (constraint, branch, none) "
+        "resolves to a new commit, as a Kubernetes duration ('1h', '15m'); a new resolution renders "
+        "again. Default 1h; at least the operator's minimum (default 1m); '0s' never checks.",
     )
     subdirectory: RelativePath | None = Field(
         default=None, description="Render only this subdirectory of the generated output."
@@ -289,6 +308,42 @@ class GeneratedProjectSpec(Model):
     )
 
 
+class RefKind(StrEnum):
+    """What a template ref is, and so whether its resolution may move without a spec change."""
+
+    CONSTRAINT = "Constraint"
+    LATEST = "Latest"
+    BRANCH = "Branch"
+    TAG = "Tag"
+    COMMIT = "Commit"
+
+    @property
+    def follows(self) -> bool:
+        return self in (RefKind.CONSTRAINT, RefKind.LATEST, RefKind.BRANCH)
+
+
+class TemplateResolution(Model):
+    """What one template source's ref resolved to at the last render."""
+
+    source: int = Field(ge=0, le=MAX_SOURCES - 1, description="Index of the source in spec.sources.")
+    url: str = Field(max_length=2048, description="The template's URL, without credentials.")
+    ref: str | None = Field(default=None, max_length=255, description="The ref as asked in the spec.")
+    kind: RefKind = Field(
+        description="Constraint, Latest (no ref) and Branch follow the repository; Tag and Commit are pinned."
+    )
+    tag: str | None = Field(
+        default=None,
+        max_length=255,
+        description="The tag the ref resolved to (unset for a branch or commit).",
+    )
+    commit: str = Field(
+        pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$",
+        min_length=40,
+        max_length=64,
+        description="The commit rendered.",
+    )
+
+
 class GeneratedProjectPhase(StrEnum):
     PENDING = "Pending"
     GENERATING = "Generating"
@@ -357,6 +412,16 @@ class GeneratedProjectStatus(Model):
         default=None, alias="errorMessage", description="Why the last generation failed."
     )
     created_by: CreatedBy | None = Field(default=None, alias="createdBy")
+    templates: list[TemplateResolution] | None = Field(
+        default=None,
+        max_length=MAX_SOURCES,
+        description="What each template source from git resolved to at the last render, in source order.",
+    )
+    template: TemplateResolution | None = Field(
+        default=None,
+        description="The first of templates: what `kubectl get -o wide` shows and --field-selector "
+        "filters on (status.template.url, status.template.tag).",
+    )
     completed_at: datetime | None = Field(
         default=None, alias="completedAt", description="When the last generation completed."
     )
