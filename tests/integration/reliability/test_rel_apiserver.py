@@ -174,6 +174,8 @@ def test_operator_survives_apiserver_and_etcd_restarts(
                 "exportType": "github",
                 "repositoryName": "files",
                 "config": {"apiUrl": github.api_url, "credentialsSecretRef": {"name": "git-token"}},
+                # nobody works in the repository: each render goes on top, so its head is the latest render
+                "update": {"strategy": "Push"},
             }
             create(
                 api, EXPORTS, ns, {"kind": "RepositoryExport", "metadata": {"name": "files-gh"}, "spec": spec}

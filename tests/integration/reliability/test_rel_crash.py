@@ -198,6 +198,8 @@ class Workload:
                 "exportType": host,
                 "repositoryName": f"{name}-repo",
                 "config": config,
+                # nobody works in these repositories: each render goes on top (the branch head is checked)
+                "update": {"strategy": "Push"},
             }
             create(
                 self.api,
