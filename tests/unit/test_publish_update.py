@@ -135,6 +135,25 @@ def test_push_falls_back_to_a_request_when_the_branch_moved(gh: HostEnv, project
     assert file_at(gh, repo, BRANCH, "HUMAN.md") == b"mine\n"
 
 
+def test_a_push_whose_status_was_lost_does_not_turn_the_next_into_a_request(
+    gh: HostEnv, project: Project
+) -> None:
+    """A crash between the push and the status write: status still names the first commit, but
+    the branch head is the export's own last push, so the next Push goes on top."""
+    repo, first = publish_first(gh, project)
+    project.write("README.md", b"# demo v2\n")
+    push = {"claimed": repo, "update_strategy": UpdateStrategy.PUSH, "delivered_commit": first.commit_sha}
+    second = gh.run(gh.request(project, **push))
+    assert second.action == "Push" and head(gh, repo) == second.commit_sha
+
+    project.write("README.md", b"# demo v3\n")
+    third = gh.run(gh.request(project, **push))  # status was never told about `second`
+
+    assert third.action == "Push", third.reason
+    assert head(gh, repo, "refs/heads/main^") == second.commit_sha
+    assert file_at(gh, repo, "main", "README.md") == b"# demo v3\n"
+
+
 def test_the_same_lines_changed_give_markers_and_the_file_is_listed(gh: HostEnv, project: Project) -> None:
     repo, first = publish_first(gh, project)
     Team(gh, repo).commit({"README.md": b"# demo by the team\n"})

@@ -71,7 +71,9 @@ class UpdateOutcome:
 
 
 def _remote_refs(git: _Git, refs: ExportRefs) -> dict[str, str]:
-    out = git.run("ls-remote", "origin", "refs/heads/*", refs.base, refs.pending, what="ls-remote")
+    out = git.run(
+        "ls-remote", "origin", "refs/heads/*", refs.base, refs.pending, refs.delivered, what="ls-remote"
+    )
     found: dict[str, str] = {}
     for line in out.splitlines():
         sha, _, ref = line.partition("\t")
@@ -179,7 +181,7 @@ def deliver(
     if head is None:
         git.run(
             "push", "--quiet", "--porcelain", "--atomic", "origin",
-            f"{render}:refs/heads/{branch}", f"+{render}:{refs.base}",
+            f"{render}:refs/heads/{branch}", f"+{render}:{refs.base}", f"+{render}:{refs.delivered}",
             what=f"push to branch {branch}",
         )  # fmt: skip
         return UpdateOutcome(Action.FIRST, "", render, True, not heads, render)
@@ -211,8 +213,11 @@ def deliver(
         team_owned=team_owned_matcher(team_owned),
         prefetch=lambda oids: _prefetch(git, oids),
     )
+    if remote.get(refs.delivered) == head:
+        delivered = head  # our last push, whether or not its status was written before a restart
     decision = decide(strategy=strategy, head=head, delivered=delivered, merge=merge)
-    lease = [f"--force-with-lease={ref}:{remote.get(ref, '')}" for ref in (refs.base, refs.pending)]
+    owned = (refs.base, refs.pending, refs.delivered)
+    lease = [f"--force-with-lease={ref}:{remote.get(ref, '')}" for ref in owned]
 
     if decision.action == Action.NOTHING:
         # The branch already holds what the render changes: the render is delivered.
@@ -226,7 +231,7 @@ def deliver(
         git.run(
             "push", "--quiet", "--porcelain", "--atomic", *lease,
             f"--force-with-lease=refs/heads/{branch}:{head}", "origin",
-            f"{commit}:refs/heads/{branch}", f"+{render}:{refs.base}",
+            f"{commit}:refs/heads/{branch}", f"+{render}:{refs.base}", f"+{commit}:{refs.delivered}",
             what=f"push to branch {branch}",
         )  # fmt: skip
         log.info("pushed the update %s on top of %s", commit, head)

@@ -26,6 +26,9 @@ class ExportRefs:
     """The request's branch name (without refs/heads/)."""
     base: str
     pending: str
+    delivered: str
+    """The last commit this export put on the target branch, pushed atomically with it: a crash
+    between that push and the status write must not make the next Push look like a moved branch."""
 
     @classmethod
     def of(cls, export: str) -> ExportRefs:
@@ -33,6 +36,7 @@ class ExportRefs:
             branch=f"projectgen/{export}",
             base=f"refs/projectgen/{export}/base",
             pending=f"refs/projectgen/{export}/pending",
+            delivered=f"refs/projectgen/{export}/delivered",
         )
 
 
