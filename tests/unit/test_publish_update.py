@@ -291,6 +291,26 @@ def test_an_update_opens_one_request_and_a_newer_render_edits_it(env: HostEnv, p
     assert third.pull_request.head_sha == head(env, repo, BRANCH)
 
 
+def test_the_request_names_who_asked_for_the_export(env: HostEnv, project: Project) -> None:
+    """status.createdBy reaches the body as a code span: a cluster user is no forge handle to @-mention."""
+    repo, first = publish_first(env, project)
+    project.write("README.md", b"# demo v2\n")
+
+    env.run(
+        env.request(
+            project,
+            claimed=repo,
+            delivered_commit=first.commit_sha,
+            export_name="billing-api-github",
+            export_namespace="team-a",
+            created_by="alice",
+        )
+    )
+
+    [pr] = requests_of(env, repo)
+    assert pr["body"].startswith("Requested by `alice` via RepositoryExport `team-a/billing-api-github`.")
+
+
 def test_a_conflict_opens_a_draft_with_the_label(env: HostEnv, project: Project) -> None:
     repo, first = publish_first(env, project)
     Team(env, repo).commit({"README.md": b"# demo by the team\n"})

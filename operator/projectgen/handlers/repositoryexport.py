@@ -263,6 +263,8 @@ def _publish(job: Job) -> metrics.Outcome:
         content_hash=job.content_hash,
         guard=guard,
         export_name=job.body["metadata"]["name"],
+        export_namespace=job.body["metadata"]["namespace"],
+        created_by=status.get("createdBy"),
         update_strategy=UpdateStrategy(job.spec.update.strategy)
         if job.spec.update
         else UpdateStrategy.PULL_REQUEST,

@@ -350,6 +350,8 @@ def _carry_out_request(
         content_hash=req.content_hash,
         previous_hash=req.delivered_content_hash,
         merge=merge,
+        namespace=req.export_namespace,
+        created_by=req.created_by,
     )
     if what.step == Step.UPDATE and latest is not None:
         request, more = host.edit_request(repo, latest, text)

@@ -80,6 +80,9 @@ class PublishRequest:
     grow across runs (GitHub's secondary rate limit) start from it."""
     export_name: str | None = None
     """Names the export's branch and refs (`projectgen/<export_name>`); None: the repository name."""
+    export_namespace: str | None = None
+    created_by: str | None = None
+    """The export's status.createdBy: the request's body names who asked for the update."""
     update_strategy: UpdateStrategy = UpdateStrategy.PULL_REQUEST
     """How a delivery after the first lands: on the export's branch for a request, or on top."""
     delivered_commit: str | None = None

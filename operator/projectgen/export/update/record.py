@@ -62,9 +62,17 @@ def _section(title: str, listed: PathList) -> list[str]:
 
 
 def describe(
-    *, export: str, branch: str, content_hash: str, previous_hash: str | None, merge: MergeResult
+    *,
+    export: str,
+    branch: str,
+    content_hash: str,
+    previous_hash: str | None,
+    merge: MergeResult,
+    namespace: str | None = None,
+    created_by: str | None = None,
 ) -> RequestText:
-    """Title and body of the export's request: from which render to which, what changes, what conflicts."""
+    """Title and body of the export's request: from which render to which, what changes, what conflicts.
+    `created_by` (the export's status.createdBy): a reviewer sees who asked for it, not only the bot."""
     conflicts = len(merge.conflicts)
     title = f"projectgen: update from {export} ({content_hash[:12]})"
     if conflicts:
@@ -75,6 +83,13 @@ def describe(
         f"This request merges the new render with `{branch}` as it is now (a three-way merge against the "
         "render delivered last): changes made in this repository stay.",
         "",
+    ]
+    if created_by:
+        # A code span: a cluster user name is no forge handle and must not @-mention anyone.
+        who = created_by.replace("`", "'")
+        where = f"{namespace}/{export}" if namespace else export
+        lines = [f"Requested by `{who}` via RepositoryExport `{where}`.", "", *lines]
+    lines += [
         *_section("Added", merge.added),
         *_section("Changed", merge.changed),
         *_section("Deleted", merge.deleted),
