@@ -1,0 +1,193 @@
+"""Day two on a real Gitea, through the operator on the real control plane: what happens to the
+export's request after a person acts on it (merges, squashes, closes it), and a Push that finds
+the branch moved."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+from support import (
+    EXPORTS,
+    OperatorProcess,
+    condition,
+    create,
+    custom,
+    inline_source,
+    regenerate,
+    wait_event,
+    wait_exported,
+    wait_phase,
+)
+from test_export_publish import (
+    FILES,
+    GROUP,
+    VERSION,
+    assert_no_leak,
+    finished,
+    gitea,
+    make_project,
+    publish_body,
+    secret,
+)
+
+from projectgen.export.publish import secret_forms
+from projectgen_dev.gitea import GiteaServer, GiteaUser
+
+__all__ = ["gitea"]  # the fixture, shared with test_export_publish
+
+
+class Repo:
+    """The published repository as a person sees it through Gitea's API."""
+
+    def __init__(self, server: GiteaServer, owner: GiteaUser, full: str) -> None:
+        self.server, self.token, self.full = server, owner.token, full
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return self.server.api(method, f"/repos/{self.full}{path}", token=self.token, body=body)
+
+    def until(self, what: str, call: Any, timeout: float = 30) -> Any:
+        """Gitea records pushes and checks pull requests asynchronously: poll until it answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, answer = call()
+            if 200 <= status < 300 or time.monotonic() > deadline:
+                assert 200 <= status < 300, f"{what}: {status} {answer}"
+                return answer
+            time.sleep(0.2)
+
+    def read(self, path: str, ref: str) -> bytes:
+        answer = self.until(f"read {path}@{ref}", lambda: self.api("GET", f"/contents/{path}?ref={ref}"))
+        return base64.b64decode(answer["content"])
+
+    def write(self, path: str, data: bytes) -> None:
+        """A team member's commit on main (through the web editor's API)."""
+        status, old = self.api("GET", f"/contents/{path}?ref=main")
+        body = {"content": base64.b64encode(data).decode(), "message": f"team: {path}", "branch": "main"}
+        if status == 200:
+            body["sha"] = old["sha"]
+        self.until(
+            f"write {path}", lambda: self.api("PUT" if status == 200 else "POST", f"/contents/{path}", body)
+        )
+
+    def pulls(self) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self.until("list pulls", lambda: self.api("GET", "/pulls?state=all"))
+        return sorted(answer, key=lambda p: p["number"])
+
+    def merge(self, number: int, how: str) -> None:
+        """Merge as a person does in the web UI (405 while Gitea still checks the request)."""
+        self.until(f"merge #{number}", lambda: self.api("POST", f"/pulls/{number}/merge", {"Do": how}))
+
+    def close(self, number: int) -> None:
+        self.until(f"close #{number}", lambda: self.api("PATCH", f"/pulls/{number}", {"state": "closed"}))
+
+
+def _start(
+    api: client.ApiClient, namespace: str, gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str], **spec: Any
+) -> tuple[Repo, dict[str, Any]]:
+    server, owner, _other, org = gitea
+    make_project(api, namespace)
+    secret(api, namespace, value=owner.token)
+    body = publish_body("gt", "gitea", server.url, owner=org)
+    body["spec"].update(spec)
+    create(api, EXPORTS, namespace, body)
+    first = finished(api, namespace, "gt")["status"]
+    assert first["phase"] == "Completed" and first.get("pullRequest") is None, first
+    repo = Repo(server, owner, f"{org}/billing-api")
+    repo.read("README.md", "main")  # Gitea has recorded the first push
+    return repo, first
+
+
+def _render(api: client.ApiClient, namespace: str, files: dict[str, str]) -> dict[str, Any]:
+    project = regenerate(api, namespace, "billing", [inline_source({**FILES, **files})])
+    status: dict[str, Any] = wait_exported(api, namespace, "gt", project)["status"]
+    return status
+
+
+@pytest.mark.parametrize("how", ["merge", "squash"])
+def test_a_merged_request_then_a_render_opens_a_fresh_one_based_on_the_merged_state(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+    how: str,
+) -> None:
+    """After a merge (a squash too) the next update's base is what the merged request delivered: the
+    template's second change to app.py applies cleanly instead of conflicting with its first."""
+    repo, _first = _start(api_client, namespace, gitea)
+    repo.write("README.md", b"# Team\n")
+    second = _render(api_client, namespace, {"src/billing/app.py": "print('v2')\n"})
+    number = second["pullRequest"]["number"]
+    assert second["pullRequest"]["state"] == "open" and second["pullRequest"]["conflictedFiles"] == []
+    repo.merge(number, how)
+    assert repo.read("src/billing/app.py", "main") == b"print('v2')\n"
+
+    third = _render(api_client, namespace, {"src/billing/app.py": "print('v3')\n"})
+
+    request = third["pullRequest"]
+    assert request["number"] != number and request["state"] == "open", third
+    assert request["conflictedFiles"] == [], "the merged render is the base: no spurious conflict"
+    assert [(p["number"], p["merged"]) for p in repo.pulls()] == [(number, True), (request["number"], False)]
+    assert repo.read("src/billing/app.py", "projectgen/gt") == b"print('v3')\n"
+    assert repo.read("README.md", "projectgen/gt") == b"# Team\n"
+    assert third["deliveredContentHash"] == second["exportedContentHash"], "main holds the merged render"
+    assert_no_leak(api_client, namespace, ["gt"], operator, tuple(secret_forms(repo.token)))
+
+
+def test_a_closed_request_is_not_reopened_for_the_same_render(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+) -> None:
+    """A person declined the update: the same render does not come back; a new one does."""
+    repo, _first = _start(api_client, namespace, gitea)
+    second = _render(api_client, namespace, {"README.md": "# v2\n"})
+    number = second["pullRequest"]["number"]
+    repo.close(number)
+
+    # A spec change makes the export deliver the same render again.
+    custom(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, EXPORTS, "gt", {"spec": {"config": {"commitMessage": "again"}}}
+    )
+    again = wait_phase(api_client, EXPORTS, namespace, "gt", "Completed", "Failed", timeout=90)["status"]
+    assert again["phase"] == "Completed", again
+    assert again["pullRequest"]["number"] == number and again["pullRequest"]["state"] == "closed"
+    assert [(p["number"], p["state"]) for p in repo.pulls()] == [(number, "closed")]
+
+    third = _render(api_client, namespace, {"README.md": "# v3\n"})
+
+    assert third["pullRequest"]["state"] == "open" and third["pullRequest"]["number"] != number
+    assert [p["state"] for p in repo.pulls()] == ["closed", "open"]
+    assert repo.read("README.md", "projectgen/gt") == b"# v3\n"
+
+
+def test_push_falls_back_to_a_request_when_the_branch_moved(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+) -> None:
+    """strategy Push with a team commit on main since the export's last one: no push onto their
+    work unseen; a request, and status and an Event say why."""
+    repo, first = _start(api_client, namespace, gitea, update={"strategy": "Push"})
+    repo.write("HUMAN.md", b"written by a person\n")
+    team_head = repo.until("branch", lambda: repo.api("GET", "/branches/main"))["commit"]["id"]
+
+    second = _render(api_client, namespace, {"README.md": "# v2\n"})
+
+    assert second["pullRequest"]["state"] == "open", second
+    assert second["commitSha"] == first["commitSha"], "main holds no new commit of the export"
+    assert repo.until("branch", lambda: repo.api("GET", "/branches/main"))["commit"]["id"] == team_head
+    assert repo.read("README.md", "projectgen/gt") == b"# v2\n"
+    assert repo.read("HUMAN.md", "projectgen/gt") == b"written by a person\n"
+    assert "the branch moved" in condition({"status": second}, "Ready")["message"]
+    wait_event(
+        api_client,
+        namespace,
+        "gt",
+        lambda e: e.type == "Warning" and e.reason == "PushDeclined" and "branch moved" in (e.message or ""),
+    )
