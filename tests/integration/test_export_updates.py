@@ -12,11 +12,13 @@ import pytest
 from kubernetes import client
 from support import (
     EXPORTS,
+    PROJECTS,
     OperatorProcess,
     condition,
     create,
     custom,
     inline_source,
+    project_body,
     regenerate,
     wait_event,
     wait_exported,
@@ -33,6 +35,7 @@ from test_export_publish import (
     publish_body,
     secret,
 )
+from test_generatedproject import configmap
 
 from projectgen.export.publish import secret_forms
 from projectgen_dev.gitea import GiteaServer, GiteaUser
@@ -191,3 +194,46 @@ def test_push_falls_back_to_a_request_when_the_branch_moved(
         "gt",
         lambda e: e.type == "Warning" and e.reason == "PushDeclined" and "branch moved" in (e.message or ""),
     )
+
+
+def test_the_templates_skip_if_exists_files_are_the_teams_after_the_first_delivery(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+) -> None:
+    """copier's `_skip_if_exists`: the template seeds `.env`, then the team owns it; a template that
+    changes it later changes nothing there (no conflict), while its other changes arrive."""
+    server, owner, _other, org = gitea
+
+    def template(name: str, env: str, readme: str) -> dict[str, Any]:
+        configmap(
+            api_client,
+            namespace,
+            name,
+            {"copier": "_skip_if_exists: ['.env']\n", "env": env, "readme": readme},
+        )
+        items = [
+            {"key": "copier", "path": "copier.yml"},
+            {"key": "env", "path": ".env"},
+            {"key": "readme", "path": "README.md"},
+        ]
+        return {"template": {"configMap": {"name": name, "items": items}}}
+
+    create(
+        api_client, PROJECTS, namespace, project_body("billing", [template("tpl1", "DEBUG=0\n", "# v1\n")])
+    )
+    wait_phase(api_client, PROJECTS, namespace, "billing", "Completed", timeout=60)
+    secret(api_client, namespace, value=owner.token)
+    create(api_client, EXPORTS, namespace, publish_body("gt", "gitea", server.url, owner=org))
+    assert finished(api_client, namespace, "gt")["status"]["phase"] == "Completed"
+    repo = Repo(server, owner, f"{org}/billing-api")
+    assert repo.read(".env", "main") == b"DEBUG=0\n", "the first delivery seeds it"
+    repo.write(".env", b"DEBUG=1\nTOKEN_FILE=/run/mine\n")
+
+    project = regenerate(api_client, namespace, "billing", [template("tpl2", "DEBUG=false\n", "# v2\n")])
+    second = wait_exported(api_client, namespace, "gt", project)["status"]
+
+    assert second["pullRequest"]["state"] == "open" and second["pullRequest"]["conflictedFiles"] == [], second
+    assert repo.read("README.md", "projectgen/gt") == b"# v2\n"
+    assert repo.read(".env", "projectgen/gt") == b"DEBUG=1\nTOKEN_FILE=/run/mine\n"

@@ -270,6 +270,7 @@ def _publish(job: Job) -> metrics.Outcome:
         else UpdateStrategy.PULL_REQUEST,
         delivered_commit=status.get("commitSha"),
         delivered_content_hash=status.get("deliveredContentHash"),
+        team_owned=job.manifest.skip_if_exists,
     )
 
     def claim(full_name: str) -> None:
