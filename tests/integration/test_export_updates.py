@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +18,13 @@ from support import (
     condition,
     create,
     custom,
+    get,
     inline_source,
     project_body,
     regenerate,
     wait_event,
     wait_exported,
+    wait_for,
     wait_phase,
 )
 from test_export_publish import (
@@ -237,3 +240,46 @@ def test_the_templates_skip_if_exists_files_are_the_teams_after_the_first_delive
     assert second["pullRequest"]["state"] == "open" and second["pullRequest"]["conflictedFiles"] == [], second
     assert repo.read("README.md", "projectgen/gt") == b"# v2\n"
     assert repo.read(".env", "projectgen/gt") == b"DEBUG=1\nTOKEN_FILE=/run/mine\n"
+
+
+def test_a_merge_on_the_forge_shows_in_status_without_touching_the_export(
+    api_client: client.ApiClient,
+    solo_namespace: str,
+    control_plane: Any,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    tmp_path: Path,
+) -> None:
+    """The open request is polled (PROJECTGEN_PULL_REQUEST_POLL_SECONDS): a person merges it on
+    Gitea, and status, the Ready message and an Event say merged; nothing reconciles the export."""
+    namespace = solo_namespace
+    env = {"PROJECTGEN_PULL_REQUEST_POLL_SECONDS": "1"}
+    with OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path / "data",
+        tmp_path / "operator.log",
+        namespaces=(namespace,),
+        env=env,
+    ) as op:
+        repo, _first = _start(api_client, namespace, gitea)
+        second = _render(api_client, namespace, {"README.md": "# v2\n"})
+        number = second["pullRequest"]["number"]
+        assert second["pullRequest"]["state"] == "open"
+        generation = get(api_client, EXPORTS, namespace, "gt")["metadata"]["generation"]  # type: ignore[index]
+
+        repo.merge(number, "merge")
+
+        merged = wait_for(
+            api_client,
+            EXPORTS,
+            namespace,
+            "gt",
+            lambda o: o["status"].get("pullRequest", {}).get("state") == "merged",
+            timeout=60,
+            what="showing the merge",
+        )
+        status = merged["status"]
+        assert status["deliveredContentHash"] == second["exportedContentHash"]
+        assert status["phase"] == "Completed" and merged["metadata"]["generation"] == generation
+        assert condition(merged, "Ready")["message"].startswith(f"pull request #{number} merged")
+        wait_event(api_client, namespace, "gt", lambda e: e.reason == "PullRequest" and "merged" in e.message)
+        assert_no_leak(api_client, namespace, ["gt"], op, tuple(secret_forms(repo.token)))

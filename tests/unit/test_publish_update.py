@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from conftest import _git_env
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
-from projectgen.export.publish import PublishResult
+from projectgen.export.publish import PublishResult, read_request
 from projectgen_dev.fakehosts import FakeGitHub
 
 if TYPE_CHECKING:
@@ -387,3 +387,23 @@ def test_the_files_both_sides_changed_are_fetched_in_one_go(gh: HostEnv, project
     assert result.conflicts == []
     assert file_at(gh, repo, BRANCH, "many/f7.txt") == text(7, first=b"template", last=b"team")
     assert len(fetches) <= 8, fetches  # listing and fetching refs, then one for 60 blobs (not 60)
+
+
+def test_the_request_state_poll_is_one_get(env: HostEnv, project: Project) -> None:
+    """The poll reads the request by number without looking the repository up first."""
+    repo, first = publish_first(env, project)
+    team = Team(env, repo)
+    project.write("README.md", b"# demo v2\n")
+    opened = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha)).pull_request
+    assert opened is not None and opened.state == "open"
+    merge_by_hand(env, team, repo, opened.number)
+    before = len(env.fake.calls)
+
+    polled = read_request(env.request(project), repo, opened.number, settings=env.settings)
+
+    assert (polled.number, polled.state, polled.content_hash) == (
+        opened.number,
+        "merged",
+        opened.content_hash,
+    )
+    assert [method for method, _path in env.fake.calls[before:]] == ["GET"]

@@ -152,6 +152,35 @@ def _workdir(settings: PublishSettings, on_workdir: Callable[[Path], None] | Non
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _secrets_of(req: PublishRequest) -> list[str]:
+    secrets = secret_forms(req.token) if req.token else []
+    if req.github_app is not None:
+        secrets += private_key_forms(req.github_app.private_key)
+    return secrets
+
+
+def read_request(
+    req: PublishRequest, full_name: str, number: int, *, settings: PublishSettings | None = None
+) -> PullRequest:
+    """The state of request `number` of `full_name`, in one GET (no retries: the poll's next tick
+    is the retry). `req` needs only the forge, its URL, the credentials and the outbound guard."""
+    settings = settings or PublishSettings()
+    secrets = _secrets_of(req)
+    host: HostAdapter | None = None
+    try:
+        host = _make_host(req, settings)
+        try:
+            if not isinstance(host, PullRequestHost):
+                raise PublishError(f"{req.host} has no pull requests here", permanent=True)
+            return host.read_request(full_name, number)
+        finally:
+            host.close()
+    except PublishError as exc:
+        raise _redacted(exc, [*(host.secrets() if host else ()), *secrets]) from None
+    except outbound.Refused as exc:
+        raise PublishError(redact(exc.message, secrets), permanent=True) from None
+
+
 def publish(
     req: PublishRequest,
     *,
@@ -170,9 +199,7 @@ def publish(
     `on_retry()` is called before each retry of a temporary failure inside this call (metrics).
     """
     settings = settings or PublishSettings()
-    secrets = secret_forms(req.token) if req.token else []
-    if req.github_app is not None:
-        secrets += private_key_forms(req.github_app.private_key)
+    secrets = _secrets_of(req)
     host: HostAdapter | None = None
 
     def all_secrets() -> list[str]:

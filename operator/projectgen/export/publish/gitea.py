@@ -218,6 +218,16 @@ class GiteaHost:
             draft=bool(pr.get("draft")) or str(pr.get("title") or "").startswith(WIP_PREFIX.strip()),
         )
 
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        owner, _, name = full_name.partition("/")
+        pr = self._call(
+            "GET",
+            f"/repos/{self._q(owner)}/{self._q(name)}/pulls/{number}",
+            f"reading pull request #{number} of {full_name}",
+            ok=(200,),
+        )
+        return self._request(pr)
+
     def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
         path = f"{self._repo_path(repo)}/pulls?state=all&sort=recentupdate&limit=50"
         # 404 for a repository without commits yet: it has no requests either.

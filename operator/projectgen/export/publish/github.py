@@ -319,6 +319,10 @@ class GitHubHost:
         pulls = handle.get_pulls(state="all", head=f"{owner}:{branch}", sort="created", direction="desc")
         return next(iter(pulls), None)
 
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        with self._api(f"reading pull request #{number} of {full_name}"):
+            return self._pull(self._gh.withLazy(True).get_repo(full_name).get_pull(number))
+
     def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
         with self._api(f"listing the pull requests of {repo.full_name}"):
             pr = self._newest(repo, branch)

@@ -245,6 +245,11 @@ class GitLabHost:
             "description": text.body,
         }
 
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        with self._api(f"reading merge request !{number} of {full_name}"):
+            project = self._gl.projects.get(full_name, lazy=True)
+            return self._request(project.mergerequests.get(number, **_NO_LIMIT))
+
     def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
         project: Project = repo.handle  # type: ignore[assignment]
         with self._api(f"listing the merge requests of {repo.full_name}"):

@@ -219,6 +219,10 @@ class PullRequestHost(Protocol):
         """The newest request (any state) whose head is `branch` of `repo` itself."""
         ...
 
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        """The request `number` of `full_name` in one GET (the state poll: no repository lookup)."""
+        ...
+
     def open_request(
         self, repo: RemoteRepository, branch: str, base: str, text: RequestText
     ) -> tuple[PullRequest, list[str]]:
