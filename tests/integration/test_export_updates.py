@@ -283,3 +283,33 @@ def test_a_merge_on_the_forge_shows_in_status_without_touching_the_export(
         assert condition(merged, "Ready")["message"].startswith(f"pull request #{number} merged")
         wait_event(api_client, namespace, "gt", lambda e: e.reason == "PullRequest" and "merged" in e.message)
         assert_no_leak(api_client, namespace, ["gt"], op, tuple(secret_forms(repo.token)))
+
+
+def test_the_request_gets_the_configured_labels_and_assignees_and_a_refusal_is_a_warning(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+) -> None:
+    """config.pullRequest: labels and assignees land on the request; a reviewer Gitea refuses (no
+    access to the private repository) is a Warning Event, and the export still completes."""
+    _server, owner, other, _org = gitea
+    people = {"labels": ["template-update"], "assignees": [owner.name], "reviewers": [other.name]}
+    repo, _first = _start(api_client, namespace, gitea)
+    custom(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, EXPORTS, "gt", {"spec": {"config": {"pullRequest": people}}}
+    )
+    wait_phase(api_client, EXPORTS, namespace, "gt", "Completed", timeout=90)
+
+    second = _render(api_client, namespace, {"README.md": "# v2\n"})
+
+    assert second["phase"] == "Completed" and second["pullRequest"]["state"] == "open", second
+    [pr] = repo.pulls()
+    assert [label["name"] for label in pr["labels"]] == ["template-update"]
+    assert [user["login"] for user in pr["assignees"]] == [owner.name]
+    wait_event(
+        api_client,
+        namespace,
+        "gt",
+        lambda e: e.type == "Warning" and "reviewers not set" in (e.message or ""),
+    )

@@ -257,6 +257,7 @@ def _publish(job: Job) -> metrics.Outcome:
         raise kopf.TemporaryError(str(exc), delay=retry_delay(job.retry)) from None
     author = (config.author.name, config.author.email) if config.author else DEFAULT_AUTHOR
     status = job.body.get("status") or {}
+    people = config.pull_request
     request = PublishRequest(
         host=job.spec.export_type,
         api_url=config.api_url,
@@ -288,6 +289,9 @@ def _publish(job: Job) -> metrics.Outcome:
         delivered_commit=status.get("commitSha"),
         delivered_content_hash=status.get("deliveredContentHash"),
         team_owned=job.manifest.skip_if_exists,
+        request_labels=list(people.labels or []) if people else (),
+        request_reviewers=list(people.reviewers or []) if people else (),
+        request_assignees=list(people.assignees or []) if people else (),
     )
 
     def claim(full_name: str) -> None:

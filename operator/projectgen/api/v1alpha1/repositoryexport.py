@@ -140,6 +140,34 @@ class CommitAuthor(Model):
     )
 
 
+ForgeName = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x20\x7f,]+$", description="A forge username."),
+]
+LabelName = Annotated[
+    str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f,]+$", description="A label name.")
+]
+
+
+class RequestPeople(Model):
+    """Who and what an update's pull / merge request gets, beside its text."""
+
+    reviewers: list[ForgeName] | None = Field(
+        default=None,
+        max_length=20,
+        description="Usernames asked for a review when the request is opened (GitHub, Gitea: requested "
+        "reviewers; GitLab: reviewers).",
+    )
+    assignees: list[ForgeName] | None = Field(
+        default=None, max_length=20, description="Usernames the request is assigned to when it is opened."
+    )
+    labels: list[LabelName] | None = Field(
+        default=None,
+        max_length=20,
+        description="Labels the request carries (created in the repository when missing, Gitea and GitHub).",
+    )
+
+
 class PublishConfig(Model):
     """Where and how to publish to GitHub, GitLab or Gitea."""
 
@@ -210,6 +238,12 @@ class PublishConfig(Model):
         alias="ifExists",
         description="Fail (default): fail when the repository exists and this export did not create it. "
         "Adopt: push into an existing repository when it is empty.",
+    )
+    pull_request: RequestPeople | None = Field(
+        default=None,
+        alias="pullRequest",
+        description="Reviewers, assignees and labels of the requests updates arrive in. Optional; what "
+        "the forge refuses (an unknown user, no permission) is a Warning Event, never a failure.",
     )
 
 

@@ -379,6 +379,9 @@ def _carry_out_request(
         merge=merge,
         namespace=req.export_namespace,
         created_by=req.created_by,
+        labels=req.request_labels,
+        reviewers=req.request_reviewers,
+        assignees=req.request_assignees,
     )
     if what.step == Step.UPDATE and latest is not None:
         request, more = host.edit_request(repo, latest, text)

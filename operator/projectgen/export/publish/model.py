@@ -92,6 +92,10 @@ class PublishRequest:
     merged_content_hash: str | None = None
     """The contentHash of a request of this export known to be merged; None: the forge is asked."""
     team_owned: Sequence[str] = ()
+    request_labels: Sequence[str] = ()
+    request_reviewers: Sequence[str] = ()
+    request_assignees: Sequence[str] = ()
+    """config.pullRequest: what an update's request gets beside its text."""
     """`_skip_if_exists` patterns: files the team owns once delivered."""
 
 

@@ -11,6 +11,7 @@ and a merged one moves the base only to the render it delivered.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -49,6 +50,10 @@ class RequestText:
     body: str
     draft: bool
     labels: tuple[str, ...] = ()
+    """Every label the request carries: config.pullRequest's, and the conflict label while it has conflicts."""
+    reviewers: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()
+    """Asked for when the request is opened, not on each edit: a review once done is not requested again."""
 
 
 def _section(title: str, listed: PathList) -> list[str]:
@@ -70,6 +75,9 @@ def describe(
     merge: MergeResult,
     namespace: str | None = None,
     created_by: str | None = None,
+    labels: Sequence[str] = (),
+    reviewers: Sequence[str] = (),
+    assignees: Sequence[str] = (),
 ) -> RequestText:
     """Title and body of the export's request: from which render to which, what changes, what conflicts.
     `created_by` (the export's status.createdBy): a reviewer sees who asked for it, not only the bot."""
@@ -105,7 +113,9 @@ def describe(
         title=title,
         body="\n".join(lines),
         draft=bool(conflicts),
-        labels=(CONFLICT_LABEL,) if conflicts else (),
+        labels=tuple(dict.fromkeys([*labels, *([CONFLICT_LABEL] if conflicts else [])])),
+        reviewers=tuple(reviewers),
+        assignees=tuple(assignees),
     )
 
 
