@@ -407,3 +407,66 @@ def test_the_request_state_poll_is_one_get(env: HostEnv, project: Project) -> No
         opened.content_hash,
     )
     assert [method for method, _path in env.fake.calls[before:]] == ["GET"]
+
+
+def seed(env: HostEnv, full_name: str) -> Team:
+    """Someone else's repository with history: files at the root, an executable, a symlink, and
+    a neighbour directory beside where the project goes."""
+    env.add_existing(full_name)
+    team = Team(env, full_name)  # a clone of the empty repository
+    team.git("checkout", "--quiet", "-b", "main")
+    for path, data in {
+        "README.md": b"# monorepo\n",
+        "services/other/main.go": b"package main\n",
+        "services/billing-notes.txt": b"not the project's\n",
+        "bin/tool": b"#!/bin/sh\necho tool\n",
+    }.items():
+        (team.work / path).parent.mkdir(parents=True, exist_ok=True)
+        (team.work / path).write_bytes(data)
+    (team.work / "bin/tool").chmod(0o755)
+    (team.work / "docs").symlink_to("services/other")
+    team.git("add", "-A")
+    team.git("commit", "--quiet", "-m", "the monorepo")
+    team.git("push", "--quiet", "-u", "origin", "HEAD:main")
+    return team
+
+
+def entries(env: HostEnv, full_name: str, ref: str) -> dict[str, str]:
+    """path -> 'mode oid' of every file, as git stores it."""
+    out = env.git(full_name, "ls-tree", "-r", "-z", "--full-tree", ref)
+    found = {}
+    for record in filter(None, out.split("\0")):
+        meta, _, path = record.partition("\t")
+        mode, _kind, oid = meta.split()
+        found[path] = f"{mode} {oid}"
+    return found
+
+
+def test_config_path_into_an_existing_repository_leaves_the_rest_byte_identical(
+    env: HostEnv, project: Project
+) -> None:
+    """ifExists: PullRequest and config.path: the first render arrives as a request, under the
+    directory; every other entry of the repository is the same object, mode and link as before."""
+    repo = f"{env.user}/demo"
+    team = seed(env, repo)
+    before = head(env, repo)
+    where = {"if_exists": "PullRequest", "path": "services/billing", "export_name": "demo"}
+
+    first = env.run(env.request(project, **where))
+
+    assert first.action == "PullRequest" and first.pull_request is not None, first
+    assert head(env, repo) == before, "main is not touched: a request"
+    main, branch = entries(env, repo, "refs/heads/main"), entries(env, repo, BRANCH)
+    assert {p: e for p, e in branch.items() if not p.startswith("services/billing/")} == main
+    assert {p.removeprefix("services/billing/") for p in branch if p.startswith("services/billing/")} == {
+        f.path for f in project.manifest.files
+    }
+
+    team.commit({"README.md": b"# monorepo, edited\n"})
+    project.write("README.md", b"# demo v2\n")
+    second = env.run(env.request(project, **where, claimed=repo, delivered_commit=first.commit_sha))
+
+    main, branch = entries(env, repo, "refs/heads/main"), entries(env, repo, BRANCH)
+    assert {p: e for p, e in branch.items() if not p.startswith("services/billing/")} == main
+    assert file_at(env, repo, BRANCH, "services/billing/README.md") == b"# demo v2\n"
+    assert second.pull_request is not None and second.pull_request.number == first.pull_request.number

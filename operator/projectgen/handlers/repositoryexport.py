@@ -289,6 +289,7 @@ def _publish(job: Job) -> metrics.Outcome:
         delivered_commit=status.get("commitSha"),
         delivered_content_hash=status.get("deliveredContentHash"),
         team_owned=job.manifest.skip_if_exists,
+        path=config.path,
         request_labels=list(people.labels or []) if people else (),
         request_reviewers=list(people.reviewers or []) if people else (),
         request_assignees=list(people.assignees or []) if people else (),

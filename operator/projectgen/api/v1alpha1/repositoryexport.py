@@ -17,6 +17,7 @@ from projectgen.api.v1alpha1.common import (
     Message,
     Model,
     ObjectName,
+    RelativePath,
     Sha256,
 )
 from projectgen.api.v1alpha1.forges import NAME_RULES, VISIBILITIES, is_gitlab_com
@@ -71,6 +72,7 @@ class TokenType(StrEnum):
 class IfExists(StrEnum):
     FAIL = "Fail"
     ADOPT = "Adopt"
+    PULL_REQUEST = "PullRequest"
 
 
 class RequestState(StrEnum):
@@ -237,7 +239,14 @@ class PublishConfig(Model):
         default=IfExists.FAIL,
         alias="ifExists",
         description="Fail (default): fail when the repository exists and this export did not create it. "
-        "Adopt: push into an existing repository when it is empty.",
+        "Adopt: push into an existing repository when it is empty. PullRequest: deliver into an existing "
+        "repository, even the first render, as a pull / merge request (an empty one gets a first commit).",
+    )
+    path: RelativePath | None = Field(
+        default=None,
+        description="Deliver the project under this directory of the repository (a monorepo); the rest "
+        "of the repository is never touched. Relative, '/'-separated, no '.' or '..' segments, no control "
+        "characters. Default: the repository's root.",
     )
     pull_request: RequestPeople | None = Field(
         default=None,

@@ -270,10 +270,17 @@ def _attempt(
         claim(repo.full_name)
         progress.claimed = repo.full_name
         log.info("adopting empty repository %s", repo.full_name)
+    elif req.if_exists == IfExists.PULL_REQUEST:
+        # Someone else's repository: even the first render arrives as a request (deliver: there
+        # is no commit of this export on the branch), unless the repository is empty.
+        claim(repo.full_name)
+        progress.claimed = repo.full_name
+        log.info("delivering into existing repository %s by pull request", repo.full_name)
     else:
         raise PublishError(
             f"repository {repo.full_name} already exists and was not created by this export; set "
-            "config.ifExists: Adopt to push into an empty one, or choose another repositoryName",
+            "config.ifExists: Adopt to push into an empty one, PullRequest to deliver by pull request, "
+            "or choose another repositoryName",
             permanent=True,
         )
 
@@ -301,6 +308,7 @@ def _attempt(
         delivered=req.delivered_commit,
         merged_hash=merged_hash,
         team_owned=req.team_owned,
+        path=req.path,
         workdir=workdir,
         timeout=settings.git_timeout,
         guard=req.guard,

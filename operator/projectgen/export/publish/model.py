@@ -92,6 +92,8 @@ class PublishRequest:
     merged_content_hash: str | None = None
     """The contentHash of a request of this export known to be merged; None: the forge is asked."""
     team_owned: Sequence[str] = ()
+    path: str | None = None
+    """config.path: the directory of the repository the project lives in; None: the root."""
     request_labels: Sequence[str] = ()
     request_reviewers: Sequence[str] = ()
     request_assignees: Sequence[str] = ()
