@@ -5,6 +5,7 @@ the branch moved."""
 from __future__ import annotations
 
 import base64
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,69 @@ def test_the_request_gets_the_configured_labels_and_assignees_and_a_refusal_is_a
         "gt",
         lambda e: e.type == "Warning" and "reviewers not set" in (e.message or ""),
     )
+
+
+def _tree(work: Path, ref: str) -> dict[str, str]:
+    """path -> 'mode object' of every file at `ref`, as git stores it."""
+    out = subprocess.run(
+        ["git", "-C", str(work), "ls-tree", "-r", "-z", "--full-tree", ref], check=True, capture_output=True
+    ).stdout.decode()
+    found = {}
+    for record in filter(None, out.split("\0")):
+        meta, _, path = record.partition("\t")
+        mode, _kind, oid = meta.split()
+        found[path] = f"{mode} {oid}"
+    return found
+
+
+def test_a_config_path_delivery_into_an_existing_repository_leaves_its_other_files_byte_identical(
+    api_client: client.ApiClient,
+    namespace: str,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """A monorepo someone else made: ifExists PullRequest + config.path. The first render arrives as
+    a request under services/billing; every other file, mode and link is the same object as on main."""
+    server, owner, _other, org = gitea
+    server.create_repo(org, "billing-api", token=owner.token)
+    url = f"{server.url}/{org}/billing-api.git".replace("http://", f"http://{owner.name}:{owner.token}@")
+    work = tmp_path / "mono"
+    git = ["git", "-c", "user.name=Ada", "-c", "user.email=ada@example.org", "-C", str(work)]
+    work.mkdir()
+    for path, data in {
+        "README.md": "# monorepo\n",
+        "services/other/main.go": "package main\n",
+        "services/billing-notes.txt": "not the project's\n",
+        "bin/tool": "#!/bin/sh\necho tool\n",
+    }.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(data)
+    (work / "bin/tool").chmod(0o755)
+    (work / "docs").symlink_to("services/other")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "monorepo"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    subprocess.run([*git, "push", "-q", url, "HEAD:main"], check=True, capture_output=True)
+    before = _tree(work, "HEAD")
+    main_head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout
+
+    project = make_project(api_client, namespace)
+    secret(api_client, namespace, value=owner.token)
+    body = publish_body("gt", "gitea", server.url, owner=org, ifExists="PullRequest", path="services/billing")
+    create(api_client, EXPORTS, namespace, body)
+    status = finished(api_client, namespace, "gt")["status"]
+
+    assert status["phase"] == "Completed" and status["pullRequest"]["state"] == "open", status
+    subprocess.run(
+        [*git, "fetch", "-q", url, "main", "projectgen/gt:request"], check=True, capture_output=True
+    )
+    assert _tree(work, "FETCH_HEAD") == before, "main is untouched"
+    branch = _tree(work, "request")
+    assert {p: e for p, e in branch.items() if not p.startswith("services/billing/")} == before
+    assert sorted(
+        p.removeprefix("services/billing/") for p in branch if p.startswith("services/billing/")
+    ) == (sorted(f["path"] for f in project["status"]["files"]))
+    parent = subprocess.run(
+        [*git, "rev-parse", "request^"], check=True, capture_output=True, text=True
+    ).stdout
+    assert parent == main_head, "the request's commit goes on top of main"
