@@ -43,6 +43,7 @@ from test_generatedproject import configmap
 
 from projectgen.export.publish import secret_forms
 from projectgen_dev.gitea import GiteaServer, GiteaUser
+from projectgen_dev.gitserver import tree_entries
 
 __all__ = ["gitea"]  # the fixture, shared with test_export_publish
 
@@ -316,19 +317,6 @@ def test_the_request_gets_the_configured_labels_and_assignees_and_a_refusal_is_a
     )
 
 
-def _tree(work: Path, ref: str) -> dict[str, str]:
-    """path -> 'mode object' of every file at `ref`, as git stores it."""
-    out = subprocess.run(
-        ["git", "-C", str(work), "ls-tree", "-r", "-z", "--full-tree", ref], check=True, capture_output=True
-    ).stdout.decode()
-    found = {}
-    for record in filter(None, out.split("\0")):
-        meta, _, path = record.partition("\t")
-        mode, _kind, oid = meta.split()
-        found[path] = f"{mode} {oid}"
-    return found
-
-
 def test_a_config_path_delivery_into_an_existing_repository_leaves_its_other_files_byte_identical(
     api_client: client.ApiClient,
     namespace: str,
@@ -357,7 +345,7 @@ def test_a_config_path_delivery_into_an_existing_repository_leaves_its_other_fil
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "monorepo"]):
         subprocess.run([*git, *args], check=True, capture_output=True)
     subprocess.run([*git, "push", "-q", url, "HEAD:main"], check=True, capture_output=True)
-    before = _tree(work, "HEAD")
+    before = tree_entries(work / ".git", "HEAD")
     main_head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout
 
     project = make_project(api_client, namespace)
@@ -370,8 +358,8 @@ def test_a_config_path_delivery_into_an_existing_repository_leaves_its_other_fil
     subprocess.run(
         [*git, "fetch", "-q", url, "main", "projectgen/gt:request"], check=True, capture_output=True
     )
-    assert _tree(work, "FETCH_HEAD") == before, "main is untouched"
-    branch = _tree(work, "request")
+    assert tree_entries(work / ".git", "FETCH_HEAD") == before, "main is untouched"
+    branch = tree_entries(work / ".git", "request")
     assert {p: e for p, e in branch.items() if not p.startswith("services/billing/")} == before
     assert sorted(
         p.removeprefix("services/billing/") for p in branch if p.startswith("services/billing/")

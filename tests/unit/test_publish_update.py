@@ -15,6 +15,7 @@ from conftest import _git_env
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish import PublishResult, read_request
 from projectgen_dev.fakehosts import FakeGitHub
+from projectgen_dev.gitserver import tree_entries
 
 if TYPE_CHECKING:
     from conftest import HostEnv, Project
@@ -432,14 +433,7 @@ def seed(env: HostEnv, full_name: str) -> Team:
 
 
 def entries(env: HostEnv, full_name: str, ref: str) -> dict[str, str]:
-    """path -> 'mode oid' of every file, as git stores it."""
-    out = env.git(full_name, "ls-tree", "-r", "-z", "--full-tree", ref)
-    found = {}
-    for record in filter(None, out.split("\0")):
-        meta, _, path = record.partition("\t")
-        mode, _kind, oid = meta.split()
-        found[path] = f"{mode} {oid}"
-    return found
+    return tree_entries(env.bare(full_name), ref, _git_env(env.scratch))
 
 
 def test_config_path_into_an_existing_repository_leaves_the_rest_byte_identical(
