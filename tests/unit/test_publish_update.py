@@ -464,3 +464,22 @@ def test_config_path_into_an_existing_repository_leaves_the_rest_byte_identical(
     assert {p: e for p, e in branch.items() if not p.startswith("services/billing/")} == main
     assert file_at(env, repo, BRANCH, "services/billing/README.md") == b"# demo v2\n"
     assert second.pull_request is not None and second.pull_request.number == first.pull_request.number
+
+
+def test_push_never_lands_on_a_branch_this_export_delivered_nothing_to(
+    env: HostEnv, project: Project
+) -> None:
+    """ifExists: PullRequest with strategy Push: main's head is someone else's commit, not this
+    export's: a later render is a request again, not a push on top of theirs."""
+    repo = f"{env.user}/demo"
+    seed(env, repo)
+    before = head(env, repo)
+    where = {"if_exists": "PullRequest", "export_name": "demo", "update_strategy": UpdateStrategy.PUSH}
+    first = env.run(env.request(project, **where))
+    assert first.action == "PullRequest"
+    project.write("README.md", b"# demo v2\n")
+
+    second = env.run(env.request(project, **where, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert second.action == "PullRequest" and "no commit of this export" in second.reason
+    assert head(env, repo) == before

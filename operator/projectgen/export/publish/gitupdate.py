@@ -210,7 +210,7 @@ def deliver(
     )
     base_commit = remote.get(refs.pending) if promote else None
     base_commit = base_commit or remote.get(refs.base)
-    if base_commit is None and delivered and _fetch_optional(git, delivered):
+    if base_commit is None and refs.pending not in remote and delivered and _fetch_optional(git, delivered):
         base_commit = delivered  # before day two the delivered commit's tree was the render
     merge = merge_trees(
         repo,
@@ -220,7 +220,9 @@ def deliver(
         team_owned=team_owned_matcher(team_owned),
         prefetch=lambda oids: _prefetch(git, oids),
     )
-    decision = decide(strategy=strategy, head=head, delivered=delivered, merge=merge)
+    # Without a recorded base this export has delivered nothing here (ifExists: PullRequest into
+    # someone else's branch): whatever status says, the head is not its commit to push on top of.
+    decision = decide(strategy=strategy, head=head, delivered=delivered if base_commit else None, merge=merge)
     lease = [f"--force-with-lease={ref}:{remote.get(ref, '')}" for ref in (refs.base, refs.pending)]
 
     if decision.action == Action.NOTHING:
