@@ -483,3 +483,30 @@ def test_push_never_lands_on_a_branch_this_export_delivered_nothing_to(
 
     assert second.action == "PullRequest" and "no commit of this export" in second.reason
     assert head(env, repo) == before
+
+
+def test_a_new_request_gets_the_configured_people_and_labels_and_a_refusal_is_a_warning(
+    gh: HostEnv, project: Project
+) -> None:
+    """config.pullRequest on GitHub: a reviewer who is no collaborator is GitHub's 422, a Warning."""
+    assert isinstance(gh.fake, FakeGitHub)
+    gh.fake.collaborators.add("hubot")
+    repo, first = publish_first(gh, project)
+    project.write("README.md", b"# demo v2\n")
+    people = {
+        "request_labels": ["template-update"],
+        "request_assignees": ["hubot"],
+        "request_reviewers": ["octocat", "stranger"],
+    }
+
+    result = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha, **people))
+
+    [pr] = gh.fake.pulls[repo.lower()]
+    assert (pr["labels"], pr["assignees"], pr.get("requested_reviewers", [])) == (
+        ["template-update"],
+        ["hubot"],
+        [],
+    )
+    [warning] = result.warnings
+    assert "reviewers not set" in warning and "only be requested from collaborators" in warning
+    assert result.pull_request is not None and result.pull_request.state == "open"
