@@ -119,6 +119,14 @@ class Settings:
             "a download of another shard's export is proxied there.",
         },
     )
+    pull_request_poll_seconds: float = field(
+        default_factory=lambda: float(_env("PULL_REQUEST_POLL_SECONDS", "300")),
+        metadata={
+            "env": "PULL_REQUEST_POLL_SECONDS",
+            "doc": "How often an export's open pull request is read (one GET on the forge), so a merge "
+            "or close shows in status between reconciles; 0: only when the export reconciles.",
+        },
+    )
     serving_refresh_seconds: float = field(
         default_factory=lambda: float(_env("SERVING_REFRESH_SECONDS", "60")),
         metadata={

@@ -435,6 +435,8 @@ class FakeGitHub(_FakeHost):
         self.repos: dict[str, dict[str, Any]] = {}
         self.pulls: dict[str, list[dict[str, Any]]] = {}
         self.labels: dict[str, set[str]] = {}
+        self.collaborators: set[str] = {user}
+        """Who may be assigned or asked for a review (GitHub's rule: collaborators only)."""
         self.apps: dict[str, dict[str, Any]] = {}
         self.installations: dict[int, dict[str, Any]] = {}
         self.installation_tokens: dict[str, tuple[int, float]] = {}
@@ -868,6 +870,8 @@ class FakeGitHub(_FakeHost):
             "merged": pr["merged_at"] is not None,
             "merged_at": pr["merged_at"],
             "labels": [{"name": n} for n in pr["labels"]],
+            "assignees": [{"login": n} for n in pr.get("assignees", [])],
+            "requested_reviewers": [{"login": n} for n in pr.get("requested_reviewers", [])],
             "head": {"ref": pr["head"], "sha": sha, "repo": {"full_name": full_name}},
             "base": {"ref": pr["base"], "repo": {"full_name": full_name}},
         }
@@ -935,6 +939,21 @@ class FakeGitHub(_FakeHost):
                     return Reply(404, {"message": "Label does not exist", "status": "404"})
                 pr["labels"].remove(label)
                 return Reply(200, [{"name": n} for n in pr["labels"]])
+            case ("POST", "issues", [_, "assignees"]) if pr is not None:
+                # GitHub ignores, silently, whoever cannot be assigned (docs: "Add assignees").
+                names = [n for n in (body or {}).get("assignees") or [] if n in self.collaborators]
+                pr["assignees"] = [*pr.get("assignees", []), *names]
+                return Reply(201, self._pull_json(full_name, pr))
+            case ("POST", "pulls", [_, "requested_reviewers"]) if pr is not None:
+                names = (body or {}).get("reviewers") or []
+                if any(n not in self.collaborators for n in names):
+                    message = (
+                        "Reviews may only be requested from collaborators. One or more of the users or teams "
+                        f"you specified is not a collaborator of the {full_name} repository."
+                    )
+                    return Reply(422, {"message": message, "status": "422"})
+                pr["requested_reviewers"] = [*pr.get("requested_reviewers", []), *names]
+                return Reply(201, self._pull_json(full_name, pr))
             case ("POST", "issues", [_, "comments"]) if pr is not None:
                 pr["comments"].append((body or {}).get("body"))
                 return Reply(201, {"id": len(pr["comments"]), "body": (body or {}).get("body")})

@@ -239,3 +239,20 @@ class GitHTTPServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tree_entries(git_dir: Path, ref: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """path -> 'mode object' of every file at `ref` of the repository at `git_dir` (a bare one or a
+    work tree's .git), as git stores it: tests compare repositories object for object with it."""
+    out = subprocess.run(
+        ["git", "ls-tree", "-r", "-z", "--full-tree", ref],
+        env={**(env or {}), "GIT_DIR": str(git_dir)},
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    found = {}
+    for record in filter(None, out.split("\0")):
+        meta, _, path = record.partition("\t")
+        mode, _kind, oid = meta.split()
+        found[path] = f"{mode} {oid}"
+    return found

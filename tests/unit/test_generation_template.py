@@ -19,6 +19,7 @@ import pytest
 from projectgen import outbound
 from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec
 from projectgen.generation.errors import GenerationError, SourceUnavailable
+from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import ConfigMapData, RenderResult, render_project
 from projectgen.outbound.policy import Limits
 from projectgen_dev.gitserver import GitHTTPServer
@@ -424,3 +425,20 @@ def test_template_syntax_error_is_permanent(tmp_path: Path) -> None:
     with pytest.raises(GenerationError, match=r"^sources\[0\]\.template: copier") as err:
         render(tmp_path, spec, cms)
     assert err.value.permanent
+
+
+def test_the_render_records_the_templates_skip_if_exists_patterns(tmp_path: Path) -> None:
+    """copier's `_skip_if_exists`, rendered with the answers as `copier update` renders them, goes
+    into the manifest (and survives its file) for the export's merge; the contentHash ignores it."""
+    copier_yml = COPIER_YML + "_skip_if_exists: ['.env', '{{ project_name }}/local.yml']\n"
+    spec, cms = configmap_template("tpl", copier_yml, data={"project_name": "demo"})
+    result = render(tmp_path, spec, cms)
+
+    assert result.manifest.skip_if_exists == [".env", "demo/local.yml"]
+    result.manifest.dump(tmp_path / "manifest.json")
+    loaded = Manifest.load(tmp_path / "manifest.json")
+    assert loaded.skip_if_exists == [".env", "demo/local.yml"]
+    plain, plain_cms = configmap_template("tpl", COPIER_YML, data={"project_name": "demo"})
+    assert render_project(plain, tmp_path / "plain", configmaps=plain_cms.get).manifest.content_hash == (
+        loaded.content_hash
+    )

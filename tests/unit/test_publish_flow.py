@@ -33,7 +33,8 @@ def test_existing_repository_not_ours_fails(env: HostEnv, project: Project) -> N
     assert err.permanent
     assert str(err) == (
         f"repository {full(env)} already exists and was not created by this export; set config.ifExists: "
-        "Adopt to push into an empty one, or choose another repositoryName"
+        "Adopt to push into an empty one, PullRequest to deliver by pull request, or choose another "
+        "repositoryName"
     )
     assert env.claims == [] and env.fake.created == []
     assert env.git(full(env), "for-each-ref") == ""

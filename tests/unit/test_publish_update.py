@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from conftest import _git_env
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
-from projectgen.export.publish import PublishResult
+from projectgen.export.publish import PublishResult, read_request
 from projectgen_dev.fakehosts import FakeGitHub
+from projectgen_dev.gitserver import tree_entries
 
 if TYPE_CHECKING:
     from conftest import HostEnv, Project
@@ -310,6 +311,26 @@ def test_an_update_opens_one_request_and_a_newer_render_edits_it(env: HostEnv, p
     assert third.pull_request.head_sha == head(env, repo, BRANCH)
 
 
+def test_the_request_names_who_asked_for_the_export(env: HostEnv, project: Project) -> None:
+    """status.createdBy reaches the body as a code span: a cluster user is no forge handle to @-mention."""
+    repo, first = publish_first(env, project)
+    project.write("README.md", b"# demo v2\n")
+
+    env.run(
+        env.request(
+            project,
+            claimed=repo,
+            delivered_commit=first.commit_sha,
+            export_name="billing-api-github",
+            export_namespace="team-a",
+            created_by="alice",
+        )
+    )
+
+    [pr] = requests_of(env, repo)
+    assert pr["body"].startswith("Requested by `alice` via RepositoryExport `team-a/billing-api-github`.")
+
+
 def test_a_conflict_opens_a_draft_with_the_label(env: HostEnv, project: Project) -> None:
     repo, first = publish_first(env, project)
     Team(env, repo).commit({"README.md": b"# demo by the team\n"})
@@ -386,3 +407,125 @@ def test_the_files_both_sides_changed_are_fetched_in_one_go(gh: HostEnv, project
     assert result.conflicts == []
     assert file_at(gh, repo, BRANCH, "many/f7.txt") == text(7, first=b"template", last=b"team")
     assert len(fetches) <= 8, fetches  # listing and fetching refs, then one for 60 blobs (not 60)
+
+
+def test_the_request_state_poll_is_one_get(env: HostEnv, project: Project) -> None:
+    """The poll reads the request by number without looking the repository up first."""
+    repo, first = publish_first(env, project)
+    team = Team(env, repo)
+    project.write("README.md", b"# demo v2\n")
+    opened = env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha)).pull_request
+    assert opened is not None and opened.state == "open"
+    merge_by_hand(env, team, repo, opened.number)
+    before = len(env.fake.calls)
+
+    polled = read_request(env.request(project), repo, opened.number, settings=env.settings)
+
+    assert (polled.number, polled.state, polled.content_hash) == (
+        opened.number,
+        "merged",
+        opened.content_hash,
+    )
+    assert [method for method, _path in env.fake.calls[before:]] == ["GET"]
+
+
+def seed(env: HostEnv, full_name: str) -> Team:
+    """Someone else's repository with history: files at the root, an executable, a symlink, and
+    a neighbour directory beside where the project goes."""
+    env.add_existing(full_name)
+    team = Team(env, full_name)  # a clone of the empty repository
+    team.git("checkout", "--quiet", "-b", "main")
+    for path, data in {
+        "README.md": b"# monorepo\n",
+        "services/other/main.go": b"package main\n",
+        "services/billing-notes.txt": b"not the project's\n",
+        "bin/tool": b"#!/bin/sh\necho tool\n",
+    }.items():
+        (team.work / path).parent.mkdir(parents=True, exist_ok=True)
+        (team.work / path).write_bytes(data)
+    (team.work / "bin/tool").chmod(0o755)
+    (team.work / "docs").symlink_to("services/other")
+    team.git("add", "-A")
+    team.git("commit", "--quiet", "-m", "the monorepo")
+    team.git("push", "--quiet", "-u", "origin", "HEAD:main")
+    return team
+
+
+def entries(env: HostEnv, full_name: str, ref: str) -> dict[str, str]:
+    return tree_entries(env.bare(full_name), ref, _git_env(env.scratch))
+
+
+def test_config_path_into_an_existing_repository_leaves_the_rest_byte_identical(
+    env: HostEnv, project: Project
+) -> None:
+    """ifExists: PullRequest and config.path: the first render arrives as a request, under the
+    directory; every other entry of the repository is the same object, mode and link as before."""
+    repo = f"{env.user}/demo"
+    team = seed(env, repo)
+    before = head(env, repo)
+    where = {"if_exists": "PullRequest", "path": "services/billing", "export_name": "demo"}
+
+    first = env.run(env.request(project, **where))
+
+    assert first.action == "PullRequest" and first.pull_request is not None, first
+    assert head(env, repo) == before, "main is not touched: a request"
+    main, branch = entries(env, repo, "refs/heads/main"), entries(env, repo, BRANCH)
+    assert {p: e for p, e in branch.items() if not p.startswith("services/billing/")} == main
+    assert {p.removeprefix("services/billing/") for p in branch if p.startswith("services/billing/")} == {
+        f.path for f in project.manifest.files
+    }
+
+    team.commit({"README.md": b"# monorepo, edited\n"})
+    project.write("README.md", b"# demo v2\n")
+    second = env.run(env.request(project, **where, claimed=repo, delivered_commit=first.commit_sha))
+
+    main, branch = entries(env, repo, "refs/heads/main"), entries(env, repo, BRANCH)
+    assert {p: e for p, e in branch.items() if not p.startswith("services/billing/")} == main
+    assert file_at(env, repo, BRANCH, "services/billing/README.md") == b"# demo v2\n"
+    assert second.pull_request is not None and second.pull_request.number == first.pull_request.number
+
+
+def test_push_never_lands_on_a_branch_this_export_delivered_nothing_to(
+    env: HostEnv, project: Project
+) -> None:
+    """ifExists: PullRequest with strategy Push: main's head is someone else's commit, not this
+    export's: a later render is a request again, not a push on top of theirs."""
+    repo = f"{env.user}/demo"
+    seed(env, repo)
+    before = head(env, repo)
+    where = {"if_exists": "PullRequest", "export_name": "demo", "update_strategy": UpdateStrategy.PUSH}
+    first = env.run(env.request(project, **where))
+    assert first.action == "PullRequest"
+    project.write("README.md", b"# demo v2\n")
+
+    second = env.run(env.request(project, **where, claimed=repo, delivered_commit=first.commit_sha))
+
+    assert second.action == "PullRequest" and "no commit of this export" in second.reason
+    assert head(env, repo) == before
+
+
+def test_a_new_request_gets_the_configured_people_and_labels_and_a_refusal_is_a_warning(
+    gh: HostEnv, project: Project
+) -> None:
+    """config.pullRequest on GitHub: a reviewer who is no collaborator is GitHub's 422, a Warning."""
+    assert isinstance(gh.fake, FakeGitHub)
+    gh.fake.collaborators.add("hubot")
+    repo, first = publish_first(gh, project)
+    project.write("README.md", b"# demo v2\n")
+    people = {
+        "request_labels": ["template-update"],
+        "request_assignees": ["hubot"],
+        "request_reviewers": ["octocat", "stranger"],
+    }
+
+    result = gh.run(gh.request(project, claimed=repo, delivered_commit=first.commit_sha, **people))
+
+    [pr] = gh.fake.pulls[repo.lower()]
+    assert (pr["labels"], pr["assignees"], pr.get("requested_reviewers", [])) == (
+        ["template-update"],
+        ["hubot"],
+        [],
+    )
+    [warning] = result.warnings
+    assert "reviewers not set" in warning and "only be requested from collaborators" in warning
+    assert result.pull_request is not None and result.pull_request.state == "open"

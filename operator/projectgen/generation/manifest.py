@@ -67,15 +67,19 @@ class Manifest:
     content_hash: str = ""
     total_files: int = 0
     total_size: int = 0
+    skip_if_exists: list[str] = field(default_factory=list)
+    """The templates' `_skip_if_exists` patterns (gitignore syntax): files a later delivery leaves
+    to the team once the repository has them. Not part of contentHash: they change no file."""
 
     @classmethod
-    def build(cls, files: Iterable[ProjectFile]) -> Manifest:
+    def build(cls, files: Iterable[ProjectFile], *, skip_if_exists: Iterable[str] = ()) -> Manifest:
         ordered = sorted(files, key=lambda f: f.path)
         return cls(
             files=ordered,
             content_hash=content_hash(ordered),
             total_files=len(ordered),
             total_size=sum(f.size for f in ordered),
+            skip_if_exists=list(dict.fromkeys(skip_if_exists)),
         )
 
     def _header(self) -> dict[str, object]:
@@ -84,6 +88,8 @@ class Manifest:
             "contentHash": self.content_hash,
             "totalFiles": self.total_files,
             "totalSize": self.total_size,
+            # Only when there are any: a manifest without them keeps its bytes.
+            **({"skipIfExists": self.skip_if_exists} if self.skip_if_exists else {}),
         }
 
     def to_json(self) -> dict[str, object]:
@@ -117,7 +123,10 @@ class Manifest:
         for f in files:
             if (f.target is None) != (f.type != SYMLINK_TYPE):
                 raise ValueError(f"manifest record {f.path!r}: type symlink and a target go together")
-        m = cls.build(files)
+        skip = data.get("skipIfExists") or []
+        if not isinstance(skip, list) or not all(isinstance(p, str) for p in skip):
+            raise ValueError("manifest 'skipIfExists' is not a list of patterns")
+        m = cls.build(files, skip_if_exists=skip)
         recorded = data.get("contentHash")
         if recorded and recorded != m.content_hash:
             raise ValueError("manifest contentHash does not match its files")

@@ -214,6 +214,7 @@ def apply_template(
         if error is not None:
             raise _child_error(result, limits, where, scrub=(str(out), str(checkout), str(tmp)), box=box)
         tasks = [str(t) for t in result.get("tasks") or []]
+        writer.skip_if_exists += [str(p) for p in result.get("skipIfExists") or []]
         if tasks:
             notes.append(
                 f"{where}: the template's _tasks were skipped (projectgen never runs them): {'; '.join(tasks)}"

@@ -247,6 +247,9 @@ def render(request: dict[str, Any], *, extensions_allowed: bool, why_not: str) -
                 )
             _check_answers(template, data)
             worker.run_copy()
+            # Rendered as copier renders them for `copier update` (`Worker.match_skip`): a pattern
+            # may name a file through the answers. The export's merge leaves those files to the team.
+            skip = [worker._render_string(p) for p in worker.all_skip_if_exists]
     except RenderFailed:
         raise
     except ExtensionNotFoundError as exc:
@@ -269,7 +272,7 @@ def render(request: dict[str, Any], *, extensions_allowed: bool, why_not: str) -
         raise
     except Exception as exc:
         raise RenderFailed(f"copier failed: {type(exc).__name__}: {_one_line(exc)}") from None
-    return {"tasks": tasks}
+    return {"tasks": tasks, "skipIfExists": skip}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -54,6 +54,9 @@ class TreeWriter:
         self._dirs: dict[str, str] = {}
         """Directory -> the first file that needed it (for conflict messages)."""
         self._source: set[str] = set()
+        self.skip_if_exists: list[str] = []
+        """The templates' `_skip_if_exists` patterns (copier's update semantics: the team's files
+        once they exist), recorded in the manifest for the export's merge."""
 
     # -- sources ---------------------------------------------------------------------------------
 
@@ -173,7 +176,7 @@ class TreeWriter:
     # -- results ---------------------------------------------------------------------------------
 
     def manifest(self) -> Manifest:
-        return Manifest.build(self._files.values())
+        return Manifest.build(self._files.values(), skip_if_exists=self.skip_if_exists)
 
     def case_collisions(self) -> list[str]:
         """Paths (files or directories) that differ only in case, or in Unicode normalisation

@@ -260,6 +260,18 @@ def export_changed(
     )
 
 
+@kopf.timer(
+    GROUP,
+    VERSION,
+    EXPORTS,
+    labels=LABELS,
+    interval=_settings.pull_request_poll_seconds or 3600.0,
+    when=lambda body, **_: bool(_settings.pull_request_poll_seconds) and repositoryexport.polls_request(body),
+)
+def export_request_polled(body: kopf.Body, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+    repositoryexport.poll_request(_ctx(memo), body, logger=logger)
+
+
 @kopf.on.delete(GROUP, VERSION, EXPORTS, labels=LABELS)
 def export_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
     repositoryexport.delete(_ctx(memo), body)

@@ -7,6 +7,7 @@ an archive written or a repository pushed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,24 @@ from pydantic import ValidationError
 from projectgen import metrics, outbound
 from projectgen.api.v1alpha1 import RepositoryExportPhase, RepositoryExportSpec
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECT_PLURAL
-from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES, PLURAL, RequestState, UpdateStrategy
+from projectgen.api.v1alpha1.repositoryexport import (
+    ARCHIVE_TYPES,
+    PLURAL,
+    PublishConfig,
+    RequestState,
+    UpdateStrategy,
+)
 from projectgen.api.validation import validation_message
 from projectgen.export.archive import ArchiveError, ArchiveMember, write_archive
 from projectgen.export.publish import (
     DEFAULT_AUTHOR,
+    GitHubApp,
     PublishError,
     PublishRequest,
     PublishResult,
     PublishSettings,
     publish,
+    read_request,
 )
 from projectgen.export.publish.githubapp import app_from_secret
 from projectgen.generation.manifest import Manifest
@@ -210,23 +219,31 @@ def _archive(job: Job) -> metrics.Outcome:
     return metrics.Outcome.COMPLETED
 
 
+def _access(
+    kube: Kube, config: PublishConfig, policy: outbound.PolicySource
+) -> tuple[str, GitHubApp | None, outbound.Guard]:
+    """The token (or GitHub App) from the Secret, and the outbound policy of the namespace.
+    Raises SecretMissing, PublishError (a malformed app key), ApiUnavailable, Forbidden."""
+    ref = config.credentials_secret_ref
+    keys = config.github_app
+    if keys is None:
+        token, app = kube.secret_value(ref.name, ref.key) or "", None
+    else:
+        values = kube.secret_values(
+            ref.name, [keys.app_id_key, keys.private_key_key], optional=[keys.installation_id_key]
+        )
+        token = ""
+        app = app_from_secret(
+            values[keys.app_id_key], values[keys.private_key_key], values.get(keys.installation_id_key)
+        )
+    return token, app, policy.guard(kube.namespace, kube.namespace_labels)
+
+
 def _publish(job: Job) -> metrics.Outcome:
     config = job.spec.config
     assert config is not None and job.spec.repository_name is not None  # the model guarantees both
-    ref = config.credentials_secret_ref
-    keys = config.github_app
-    token, app = "", None
     try:
-        if keys is None:
-            token = job.kube.secret_value(ref.name, ref.key) or ""
-        else:
-            values = job.kube.secret_values(
-                ref.name, [keys.app_id_key, keys.private_key_key], optional=[keys.installation_id_key]
-            )
-            app = app_from_secret(
-                values[keys.app_id_key], values[keys.private_key_key], values.get(keys.installation_id_key)
-            )
-        guard = job.outbound.guard(job.kube.namespace, job.kube.namespace_labels)
+        token, app, guard = _access(job.kube, config, job.outbound)
     except SecretMissing as exc:
         message = f"credentials: {exc}; create it in this namespace"
         job.write.fail("CredentialsMissing", message)
@@ -240,6 +257,7 @@ def _publish(job: Job) -> metrics.Outcome:
         raise kopf.TemporaryError(str(exc), delay=retry_delay(job.retry)) from None
     author = (config.author.name, config.author.email) if config.author else DEFAULT_AUTHOR
     status = job.body.get("status") or {}
+    people = config.pull_request
     request = PublishRequest(
         host=job.spec.export_type,
         api_url=config.api_url,
@@ -263,11 +281,18 @@ def _publish(job: Job) -> metrics.Outcome:
         content_hash=job.content_hash,
         guard=guard,
         export_name=job.body["metadata"]["name"],
+        export_namespace=job.body["metadata"]["namespace"],
+        created_by=status.get("createdBy"),
         update_strategy=UpdateStrategy(job.spec.update.strategy)
         if job.spec.update
         else UpdateStrategy.PULL_REQUEST,
         delivered_commit=status.get("commitSha"),
         delivered_content_hash=status.get("deliveredContentHash"),
+        team_owned=job.manifest.skip_if_exists,
+        path=config.path,
+        request_labels=list(people.labels or []) if people else (),
+        request_reviewers=list(people.reviewers or []) if people else (),
+        request_assignees=list(people.assignees or []) if people else (),
     )
 
     def claim(full_name: str) -> None:
@@ -351,6 +376,71 @@ def _delivery_status(result: PublishResult) -> tuple[str, dict[str, Any]]:
     if result.request_branch and result.request_head:
         return f"update merged onto branch {result.request_branch} at {result.request_head[:12]}", fields
     return f"pushed {result.commit_sha[:12]} to {result.repository_url}", fields
+
+
+def polls_request(body: Mapping[str, Any]) -> bool:
+    """The export has an open request and nothing else in flight: a timer reads its state."""
+    status = body.get("status") or {}
+    return (
+        (status.get("pullRequest") or {}).get("state") == str(RequestState.OPEN)
+        and status.get("phase") == str(RepositoryExportPhase.COMPLETED)
+        and status.get("observedGeneration") == (body.get("metadata") or {}).get("generation")
+    )
+
+
+def poll_request(ctx: Context, body: kopf.Body, *, logger: kopf.Logger) -> None:
+    """Read the open request's state between reconciles, in one GET: a merge or a close done on
+    the forge shows in status (and the Ready message) without anyone touching the export. A
+    failure is logged and left to the next tick: the poll never fails the export."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    known = dict(status.get("pullRequest") or {})
+    try:
+        spec = RepositoryExportSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return
+    if spec.config is None or not status.get("repository") or not known.get("number"):
+        return
+    kube = Kube(meta["namespace"])
+    try:
+        token, app, guard = _access(kube, spec.config, ctx.outbound)
+        request = read_request(
+            PublishRequest(
+                host=spec.export_type,
+                api_url=spec.config.api_url,
+                token=token,
+                github_app=app,
+                token_type=spec.config.token_type,
+                name=spec.repository_name or "",
+                tree=Path(),
+                files=(),
+                content_hash="",
+                guard=guard,
+            ),
+            status["repository"],
+            int(known["number"]),
+            settings=PublishSettings(work_root=ctx.storage.staging_root),
+        )
+    except (SecretMissing, PublishError, ApiUnavailable, Forbidden) as exc:
+        logger.info("reading pull request #%s failed, next poll retries: %s", known["number"], exc)
+        return
+    if str(request.state) == known.get("state"):
+        return
+    current = kube.get_object(PLURAL, meta["name"]) or {}
+    if not polls_request(current) or (current.get("status") or {}).get("pullRequest") != known:
+        return  # a reconcile moved on meanwhile: its status stands
+    fields: dict[str, Any] = {
+        "pullRequest": {
+            **known,
+            "state": str(request.state),
+            "headSha": request.head_sha,
+            "conflictedFiles": [],
+        }
+    }
+    if request.state == RequestState.MERGED and request.content_hash:
+        fields["deliveredContentHash"] = request.content_hash
+    message = f"pull request #{request.number} {request.state}: {request.url}"
+    StatusWriter(body, PLURAL)(RepositoryExportPhase.COMPLETED, State.READY, "Completed", message, **fields)
+    kopf.info(body, reason="PullRequest", message=message)
 
 
 def delete(ctx: Context, body: kopf.Body) -> None:

@@ -17,6 +17,7 @@ from projectgen.api.v1alpha1.common import (
     Message,
     Model,
     ObjectName,
+    RelativePath,
     Sha256,
 )
 from projectgen.api.v1alpha1.forges import NAME_RULES, VISIBILITIES, is_gitlab_com
@@ -71,6 +72,7 @@ class TokenType(StrEnum):
 class IfExists(StrEnum):
     FAIL = "Fail"
     ADOPT = "Adopt"
+    PULL_REQUEST = "PullRequest"
 
 
 class RequestState(StrEnum):
@@ -137,6 +139,34 @@ class CommitAuthor(Model):
     name: str = Field(min_length=1, max_length=256, description="Author name.")
     email: str = Field(
         min_length=3, max_length=256, pattern=r"^[^<>\s]+@[^<>\s]+$", description="Author email."
+    )
+
+
+ForgeName = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x20\x7f,]+$", description="A forge username."),
+]
+LabelName = Annotated[
+    str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f,]+$", description="A label name.")
+]
+
+
+class RequestPeople(Model):
+    """Who and what an update's pull / merge request gets, beside its text."""
+
+    reviewers: list[ForgeName] | None = Field(
+        default=None,
+        max_length=20,
+        description="Usernames asked for a review when the request is opened (GitHub, Gitea: requested "
+        "reviewers; GitLab: reviewers).",
+    )
+    assignees: list[ForgeName] | None = Field(
+        default=None, max_length=20, description="Usernames the request is assigned to when it is opened."
+    )
+    labels: list[LabelName] | None = Field(
+        default=None,
+        max_length=20,
+        description="Labels the request carries (created in the repository when missing, Gitea and GitHub).",
     )
 
 
@@ -209,7 +239,20 @@ class PublishConfig(Model):
         default=IfExists.FAIL,
         alias="ifExists",
         description="Fail (default): fail when the repository exists and this export did not create it. "
-        "Adopt: push into an existing repository when it is empty.",
+        "Adopt: push into an existing repository when it is empty. PullRequest: deliver into an existing "
+        "repository, even the first render, as a pull / merge request (an empty one gets a first commit).",
+    )
+    path: RelativePath | None = Field(
+        default=None,
+        description="Deliver the project under this directory of the repository (a monorepo); the rest "
+        "of the repository is never touched. Relative, '/'-separated, no '.' or '..' segments, no control "
+        "characters. Default: the repository's root.",
+    )
+    pull_request: RequestPeople | None = Field(
+        default=None,
+        alias="pullRequest",
+        description="Reviewers, assignees and labels of the requests updates arrive in. Optional; what "
+        "the forge refuses (an unknown user, no permission) is a Warning Event, never a failure.",
     )
 
 

@@ -5,7 +5,7 @@
 imports them and picks the forge from a table. This module re-exports what callers use.
 """
 
-from projectgen.export.publish.flow import HOSTS, publish
+from projectgen.export.publish.flow import HOSTS, publish, read_request
 from projectgen.export.publish.model import (
     DEFAULT_AUTHOR,
     REFUSED_401,
@@ -27,6 +27,7 @@ __all__ = [
     "PublishResult",
     "PublishSettings",
     "publish",
+    "read_request",
     "redact",
     "secret_forms",
 ]

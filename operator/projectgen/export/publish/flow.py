@@ -152,6 +152,35 @@ def _workdir(settings: PublishSettings, on_workdir: Callable[[Path], None] | Non
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _secrets_of(req: PublishRequest) -> list[str]:
+    secrets = secret_forms(req.token) if req.token else []
+    if req.github_app is not None:
+        secrets += private_key_forms(req.github_app.private_key)
+    return secrets
+
+
+def read_request(
+    req: PublishRequest, full_name: str, number: int, *, settings: PublishSettings | None = None
+) -> PullRequest:
+    """The state of request `number` of `full_name`, in one GET (no retries: the poll's next tick
+    is the retry). `req` needs only the forge, its URL, the credentials and the outbound guard."""
+    settings = settings or PublishSettings()
+    secrets = _secrets_of(req)
+    host: HostAdapter | None = None
+    try:
+        host = _make_host(req, settings)
+        try:
+            if not isinstance(host, PullRequestHost):
+                raise PublishError(f"{req.host} has no pull requests here", permanent=True)
+            return host.read_request(full_name, number)
+        finally:
+            host.close()
+    except PublishError as exc:
+        raise _redacted(exc, [*(host.secrets() if host else ()), *secrets]) from None
+    except outbound.Refused as exc:
+        raise PublishError(redact(exc.message, secrets), permanent=True) from None
+
+
 def publish(
     req: PublishRequest,
     *,
@@ -170,9 +199,7 @@ def publish(
     `on_retry()` is called before each retry of a temporary failure inside this call (metrics).
     """
     settings = settings or PublishSettings()
-    secrets = secret_forms(req.token) if req.token else []
-    if req.github_app is not None:
-        secrets += private_key_forms(req.github_app.private_key)
+    secrets = _secrets_of(req)
     host: HostAdapter | None = None
 
     def all_secrets() -> list[str]:
@@ -243,10 +270,17 @@ def _attempt(
         claim(repo.full_name)
         progress.claimed = repo.full_name
         log.info("adopting empty repository %s", repo.full_name)
+    elif req.if_exists == IfExists.PULL_REQUEST:
+        # Someone else's repository: even the first render arrives as a request (deliver: there
+        # is no commit of this export on the branch), unless the repository is empty.
+        claim(repo.full_name)
+        progress.claimed = repo.full_name
+        log.info("delivering into existing repository %s by pull request", repo.full_name)
     else:
         raise PublishError(
             f"repository {repo.full_name} already exists and was not created by this export; set "
-            "config.ifExists: Adopt to push into an empty one, or choose another repositoryName",
+            "config.ifExists: Adopt to push into an empty one, PullRequest to deliver by pull request, "
+            "or choose another repositoryName",
             permanent=True,
         )
 
@@ -274,6 +308,7 @@ def _attempt(
         delivered=req.delivered_commit,
         merged_hash=merged_hash,
         team_owned=req.team_owned,
+        path=req.path,
         workdir=workdir,
         timeout=settings.git_timeout,
         guard=req.guard,
@@ -350,6 +385,11 @@ def _carry_out_request(
         content_hash=req.content_hash,
         previous_hash=req.delivered_content_hash,
         merge=merge,
+        namespace=req.export_namespace,
+        created_by=req.created_by,
+        labels=req.request_labels,
+        reviewers=req.request_reviewers,
+        assignees=req.request_assignees,
     )
     if what.step == Step.UPDATE and latest is not None:
         request, more = host.edit_request(repo, latest, text)

@@ -218,6 +218,16 @@ class GiteaHost:
             draft=bool(pr.get("draft")) or str(pr.get("title") or "").startswith(WIP_PREFIX.strip()),
         )
 
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        owner, _, name = full_name.partition("/")
+        pr = self._call(
+            "GET",
+            f"/repos/{self._q(owner)}/{self._q(name)}/pulls/{number}",
+            f"reading pull request #{number} of {full_name}",
+            ok=(200,),
+        )
+        return self._request(pr)
+
     def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
         path = f"{self._repo_path(repo)}/pulls?state=all&sort=recentupdate&limit=50"
         # 404 for a repository without commits yet: it has no requests either.
@@ -250,7 +260,7 @@ class GiteaHost:
             raise PublishError(
                 f"Gitea refused the pull request from {branch} in {repo.full_name}", permanent=True
             )
-        return created, self._labels(repo, created, text)
+        return created, self._labels(repo, created, text) + self._people(repo, created, text)
 
     def edit_request(
         self, repo: RemoteRepository, request: PullRequest, text: RequestText
@@ -290,11 +300,16 @@ class GiteaHost:
             ids = {str(label.get("name")): int(label["id"]) for label in labels}
             for name in text.labels:
                 if name not in ids:
+                    ours = name == CONFLICT_LABEL
                     made = self._call(
                         "POST",
                         f"{path}/labels",
                         f"creating label {name!r} in {repo.full_name}",
-                        json={"name": name, "color": "#d93f0b", "description": "projectgen: merge conflicts"},
+                        json={
+                            "name": name,
+                            "color": "#d93f0b" if ours else "#0e8a16",
+                            "description": "projectgen: merge conflicts" if ours else "projectgen",
+                        },
                         ok=(201,),
                     )
                     ids[name] = int(made["id"])
@@ -306,13 +321,32 @@ class GiteaHost:
                     "labelling the pull request",
                     json={"labels": [ids[n] for n in text.labels]},
                 )
-            elif CONFLICT_LABEL in ids:
+            if CONFLICT_LABEL not in text.labels and CONFLICT_LABEL in ids:
                 self._call(
                     "DELETE", f"{issue}/{ids[CONFLICT_LABEL]}", "removing the conflict label", ok=(204, 404)
                 )
         except PublishError as exc:
             return [f"pull request #{request.number}: labels not applied: {exc.message}"]
         return []
+
+    def _people(self, repo: RemoteRepository, request: PullRequest, text: RequestText) -> list[str]:
+        """Assignees and reviewers of a new request; each refusal is a Warning, never a failure."""
+        path = f"{self._repo_path(repo)}/pulls/{request.number}"
+        calls = [
+            ("assignees", "PATCH", path, {"assignees": list(text.assignees)}, (200, 201)),
+            ("reviewers", "POST", f"{path}/requested_reviewers", {"reviewers": list(text.reviewers)}, (201,)),
+        ]
+        warnings = []
+        for what, method, url, body, ok in calls:
+            if not next(iter(body.values())):
+                continue
+            try:
+                self._call(
+                    method, url, f"setting the {what} of pull request #{request.number}", json=body, ok=ok
+                )
+            except PublishError as exc:
+                warnings.append(f"pull request #{request.number}: {what} not set: {exc.message}")
+        return warnings
 
     @staticmethod
     def _remote(repo: dict[str, Any]) -> RemoteRepository:

@@ -319,6 +319,10 @@ class GitHubHost:
         pulls = handle.get_pulls(state="all", head=f"{owner}:{branch}", sort="created", direction="desc")
         return next(iter(pulls), None)
 
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        with self._api(f"reading pull request #{number} of {full_name}"):
+            return self._pull(self._gh.withLazy(True).get_repo(full_name).get_pull(number))
+
     def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
         with self._api(f"listing the pull requests of {repo.full_name}"):
             pr = self._newest(repo, branch)
@@ -340,7 +344,7 @@ class GitHubHost:
                 if existing is None:
                     raise
                 return self.edit_request(repo, self._pull(existing), text)
-        return self._pull(pr), self._labels(pr, text)
+        return self._pull(pr), self._labels(pr, text) + self._people(pr, text)
 
     def edit_request(
         self, repo: RemoteRepository, request: PullRequest, text: RequestText
@@ -366,11 +370,30 @@ class GitHubHost:
             with self._api(f"labelling pull request #{pr.number}"):
                 if text.labels:
                     pr.add_to_labels(*text.labels)
-                elif any(label.name == CONFLICT_LABEL for label in pr.labels):
+                if CONFLICT_LABEL not in text.labels and any(
+                    label.name == CONFLICT_LABEL for label in pr.labels
+                ):
                     pr.remove_from_labels(CONFLICT_LABEL)
         except PublishError as exc:
             return [f"pull request #{pr.number}: labels not applied: {exc.message}"]
         return []
+
+    def _people(self, pr: GhPullRequest, text: RequestText) -> list[str]:
+        """Assignees and requested reviewers of a new request; each refusal is a Warning."""
+        warnings = []
+        if text.assignees:
+            try:
+                with self._api(f"assigning pull request #{pr.number}"):
+                    pr.add_to_assignees(*text.assignees)
+            except PublishError as exc:
+                warnings.append(f"pull request #{pr.number}: assignees not set: {exc.message}")
+        if text.reviewers:
+            try:
+                with self._api(f"requesting reviews of pull request #{pr.number}"):
+                    pr.create_review_request(reviewers=list(text.reviewers))
+            except PublishError as exc:
+                warnings.append(f"pull request #{pr.number}: reviewers not set: {exc.message}")
+        return warnings
 
     @staticmethod
     def _remote(repo: Repository) -> RemoteRepository:

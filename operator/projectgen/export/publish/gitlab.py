@@ -245,6 +245,11 @@ class GitLabHost:
             "description": text.body,
         }
 
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        with self._api(f"reading merge request !{number} of {full_name}"):
+            project = self._gl.projects.get(full_name, lazy=True)
+            return self._request(project.mergerequests.get(number, **_NO_LIMIT))
+
     def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
         project: Project = repo.handle  # type: ignore[assignment]
         with self._api(f"listing the merge requests of {repo.full_name}"):
@@ -272,7 +277,9 @@ class GitLabHost:
                 if existing is None or existing.state != RequestState.OPEN:
                     raise
                 return self.edit_request(repo, existing, text)  # a restart after the create call
-        return self._request(mr), self._labels(repo, int(mr.iid), text)
+        return self._request(mr), self._labels(repo, int(mr.iid), text) + self._people(
+            repo, int(mr.iid), text
+        )
 
     def edit_request(
         self, repo: RemoteRepository, request: PullRequest, text: RequestText
@@ -296,13 +303,44 @@ class GitLabHost:
     def _labels(self, repo: RemoteRepository, iid: int, text: RequestText) -> list[str]:
         """The conflict label on or off; a Warning, never a failure."""
         project: Project = repo.handle  # type: ignore[assignment]
-        change = {"add_labels": ",".join(text.labels)} if text.labels else {"remove_labels": CONFLICT_LABEL}
+        change = {"add_labels": ",".join(text.labels)} if text.labels else {}
+        if CONFLICT_LABEL not in text.labels:
+            change["remove_labels"] = CONFLICT_LABEL
         try:
             with self._api(f"labelling merge request !{iid}"):
                 project.mergerequests.update(iid, change, **_NO_LIMIT)
         except PublishError as exc:
             return [f"merge request !{iid}: labels not applied: {exc.message}"]
         return []
+
+    def _people(self, repo: RemoteRepository, iid: int, text: RequestText) -> list[str]:
+        """Assignees and reviewers of a new merge request (GitLab takes user IDs: each name is
+        looked up); an unknown name or a refusal is a Warning, never a failure."""
+        project: Project = repo.handle  # type: ignore[assignment]
+        warnings: list[str] = []
+        change: dict[str, list[int]] = {}
+        for what, names in (("assignee_ids", text.assignees), ("reviewer_ids", text.reviewers)):
+            ids = []
+            for name in names:
+                try:
+                    with self._api(f"looking up user {name}"):
+                        found = list(self._gl.users.list(username=name, get_all=False, **_NO_LIMIT))
+                except PublishError as exc:
+                    warnings.append(f"merge request !{iid}: {name}: {exc.message}")
+                    continue
+                if found:
+                    ids.append(int(found[0].id))
+                else:
+                    warnings.append(f"merge request !{iid}: no GitLab user {name!r}: not assigned or asked")
+            if ids:
+                change[what] = ids
+        if change:
+            try:
+                with self._api(f"setting assignees and reviewers of merge request !{iid}"):
+                    project.mergerequests.update(iid, change, **_NO_LIMIT)
+            except PublishError as exc:
+                warnings.append(f"merge request !{iid}: assignees and reviewers not set: {exc.message}")
+        return warnings
 
     @staticmethod
     def _remote(project: Project) -> RemoteRepository:

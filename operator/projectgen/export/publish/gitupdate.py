@@ -38,6 +38,7 @@ from projectgen.export.update.merge import (
     MergeError,
     MergeResult,
     Repo,
+    empty_tree,
     merge_trees,
     team_owned_matcher,
     tree_of,
@@ -93,7 +94,7 @@ def _summary(message: str, merge: MergeResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit(git: _Git, tree: str, parent: str, message: str, author: tuple[str, str]) -> str:
+def _commit(git: _Git, tree: str, parent: str | None, message: str, author: tuple[str, str]) -> str:
     ident = _ident(*author)
     name, _, rest = ident.partition(" <")
     email, _, date = rest.partition("> ")
@@ -108,7 +109,8 @@ def _commit(git: _Git, tree: str, parent: str, message: str, author: tuple[str, 
         "GIT_COMMITTER_DATE": date,
     }
     try:
-        return git.run("commit-tree", tree, "-p", parent, "-m", message, what="commit-tree").strip()
+        parents = ("-p", parent) if parent else ()
+        return git.run("commit-tree", tree, *parents, "-m", message, what="commit-tree").strip()
     finally:
         git.env = saved
 
@@ -157,6 +159,7 @@ def deliver(
     delivered: str | None,
     merged_hash: str | None = None,
     team_owned: Sequence[str] = (),
+    path: str | None = None,
     workdir: Path,
     timeout: float,
     guard: outbound.Guard | None = None,
@@ -164,7 +167,9 @@ def deliver(
     """Deliver the render in `tree` to `branch`: its first commit, or a three-way merge with what
     the branch holds now. `delivered`: the commit this export last put on `branch` (status), for
     the Push compare-and-swap. `merged_hash`: the contentHash of the export's request the forge
-    reports merged; when the pending ref holds that render, it is the base from now on."""
+    reports merged; when the pending ref holds that render, it is the base from now on.
+    `path`: the directory of the repository the project lives in (config.path); the merge sees only
+    that directory, and every tree pushed keeps the rest of the repository entry for entry."""
     git = _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard)
     git.run("init", "--quiet", "--bare", what="init")
     git.run("remote", "add", "origin", url, what="remote add")
@@ -178,13 +183,18 @@ def deliver(
     stamped = f"{message.rstrip()}\n\n{HASH_TRAILER}: {content_hash}\n"
     _fast_import(git, tree, files, _commit_header(stamped, author_name, author_email, None))
     render = git.run("rev-parse", LOCAL_REF, what="rev-parse").strip()
+    repo = Repo(env=git.env, cwd=git.home, timeout=timeout)
     if head is None:
+        first = render
+        if path:
+            grafted = _graft(repo, None, path, tree_of(repo, render))
+            first = _commit(git, grafted, None, stamped, author)
         git.run(
             "push", "--quiet", "--porcelain", "--atomic", "origin",
-            f"{render}:refs/heads/{branch}", f"+{render}:{refs.base}", f"+{render}:{refs.delivered}",
+            f"{first}:refs/heads/{branch}", f"+{render}:{refs.base}", f"+{first}:{refs.delivered}",
             what=f"push to branch {branch}",
         )  # fmt: skip
-        return UpdateOutcome(Action.FIRST, "", render, True, not heads, render)
+        return UpdateOutcome(Action.FIRST, "", first, True, not heads, render)
 
     specs = [f"+refs/heads/{branch}:refs/remotes/origin/{branch}"]
     specs += [f"+{ref}:{ref}" for ref in (refs.base, refs.pending) if ref in remote]
@@ -202,20 +212,21 @@ def deliver(
     )
     base_commit = remote.get(refs.pending) if promote else None
     base_commit = base_commit or remote.get(refs.base)
-    if base_commit is None and delivered and _fetch_optional(git, delivered):
+    if base_commit is None and refs.pending not in remote and delivered and _fetch_optional(git, delivered):
         base_commit = delivered  # before day two the delivered commit's tree was the render
-    repo = Repo(env=git.env, cwd=git.home, timeout=timeout)
     merge = merge_trees(
         repo,
         base=tree_of(repo, base_commit) if base_commit else None,
-        ours=tree_of(repo, head),
+        ours=_subtree(repo, head, path) if path else tree_of(repo, head),
         theirs=tree_of(repo, render),
         team_owned=team_owned_matcher(team_owned),
         prefetch=lambda oids: _prefetch(git, oids),
     )
     if remote.get(refs.delivered) == head:
         delivered = head  # our last push, whether or not its status was written before a restart
-    decision = decide(strategy=strategy, head=head, delivered=delivered, merge=merge)
+    # Without a recorded base this export has delivered nothing here (ifExists: PullRequest into
+    # someone else's branch): whatever status says, the head is not its commit to push on top of.
+    decision = decide(strategy=strategy, head=head, delivered=delivered if base_commit else None, merge=merge)
     owned = (refs.base, refs.pending, refs.delivered)
     lease = [f"--force-with-lease={ref}:{remote.get(ref, '')}" for ref in owned]
 
@@ -226,7 +237,8 @@ def deliver(
             return UpdateOutcome(Action.NOTHING, "", head, True, False, render, merge=merge)
         return UpdateOutcome(Action.NOTHING, "", head, False, False, render, merge=merge)
 
-    commit = _commit(git, merge.tree, head, _summary(message, merge), author)
+    merged = _graft(repo, tree_of(repo, head), path, merge.tree) if path else merge.tree
+    commit = _commit(git, merged, head, _summary(message, merge), author)
     if decision.action == Action.PUSH:
         git.run(
             "push", "--quiet", "--porcelain", "--atomic", *lease,
@@ -238,7 +250,7 @@ def deliver(
         return UpdateOutcome(Action.PUSH, "", commit, True, False, render, merge=merge)
 
     current = remote.get(request_ref)
-    if current is not None and _same_change(git, current, merge.tree, head):
+    if current is not None and _same_change(git, current, merged, head):
         # A restart after the push: the request's branch already holds this merge.
         commit = current
     specs = [f"+{commit}:{request_ref}", f"+{render}:{refs.pending}"]
@@ -258,6 +270,51 @@ def deliver(
     return UpdateOutcome(
         Action.PULL_REQUEST, decision.reason, head, True, False, render, commit, merge, promote
     )
+
+
+def _entries(repo: Repo, tree: str | None) -> list[tuple[str, str, str, bytes]]:
+    """(mode, type, object, name) of each entry of `tree`, read from the tree object (no blob)."""
+    if tree is None:
+        return []
+    out = repo.run("ls-tree", "-z", "--end-of-options", tree)
+    entries = []
+    for record in out.split(b"\0"):
+        if record:
+            meta, _, name = record.partition(b"\t")
+            mode, kind, oid = meta.decode().split(" ")
+            entries.append((mode, kind, oid, name))
+    return entries
+
+
+def _subtree(repo: Repo, commit: str, path: str) -> str:
+    """The tree at `path` in `commit` (the empty tree when there is none). A file there is refused."""
+    tree: str | None = tree_of(repo, commit)
+    for part in path.encode().split(b"/"):
+        found = [e for e in _entries(repo, tree) if e[3] == part]
+        if not found:
+            return empty_tree(repo)
+        if found[0][1] != "tree":
+            raise PublishError(
+                f"config.path {path!r}: the repository has a file where the directory goes", permanent=True
+            )
+        tree = found[0][2]
+    assert tree is not None
+    return tree
+
+
+def _graft(repo: Repo, root: str | None, path: str, subtree: str) -> str:
+    """`root` with the tree at `path` replaced by `subtree`: every other entry, at every level, is the
+    same object as before (`mktree --missing`: the partial clone holds no blobs, none is needed)."""
+    head, _, rest = path.partition("/")
+    name = head.encode()
+    entries = _entries(repo, root)
+    current = next((oid for _m, kind, oid, n in entries if n == name and kind == "tree"), None)
+    new = _graft(repo, current, rest, subtree) if rest else subtree
+    kept = [e for e in entries if e[3] != name]
+    if new != empty_tree(repo):
+        kept.append(("040000", "tree", new, name))
+    data = b"".join(f"{m} {k} {o}\t".encode() + n + b"\0" for m, k, o, n in kept)
+    return repo.run("mktree", "-z", "--missing", input=data).decode().strip()
 
 
 def _prefetch(git: _Git, oids: Sequence[str]) -> None:

@@ -80,6 +80,9 @@ class PublishRequest:
     grow across runs (GitHub's secondary rate limit) start from it."""
     export_name: str | None = None
     """Names the export's branch and refs (`projectgen/<export_name>`); None: the repository name."""
+    export_namespace: str | None = None
+    created_by: str | None = None
+    """The export's status.createdBy: the request's body names who asked for the update."""
     update_strategy: UpdateStrategy = UpdateStrategy.PULL_REQUEST
     """How a delivery after the first lands: on the export's branch for a request, or on top."""
     delivered_commit: str | None = None
@@ -89,6 +92,12 @@ class PublishRequest:
     merged_content_hash: str | None = None
     """The contentHash of a request of this export known to be merged; None: the forge is asked."""
     team_owned: Sequence[str] = ()
+    path: str | None = None
+    """config.path: the directory of the repository the project lives in; None: the root."""
+    request_labels: Sequence[str] = ()
+    request_reviewers: Sequence[str] = ()
+    request_assignees: Sequence[str] = ()
+    """config.pullRequest: what an update's request gets beside its text."""
     """`_skip_if_exists` patterns: files the team owns once delivered."""
 
 
@@ -214,6 +223,10 @@ class PullRequestHost(Protocol):
 
     def find_request(self, repo: RemoteRepository, branch: str) -> PullRequest | None:
         """The newest request (any state) whose head is `branch` of `repo` itself."""
+        ...
+
+    def read_request(self, full_name: str, number: int) -> PullRequest:
+        """The request `number` of `full_name` in one GET (the state poll: no repository lookup)."""
         ...
 
     def open_request(

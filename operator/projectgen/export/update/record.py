@@ -11,6 +11,7 @@ and a merged one moves the base only to the render it delivered.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -49,6 +50,10 @@ class RequestText:
     body: str
     draft: bool
     labels: tuple[str, ...] = ()
+    """Every label the request carries: config.pullRequest's, and the conflict label while it has conflicts."""
+    reviewers: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()
+    """Asked for when the request is opened, not on each edit: a review once done is not requested again."""
 
 
 def _section(title: str, listed: PathList) -> list[str]:
@@ -62,9 +67,20 @@ def _section(title: str, listed: PathList) -> list[str]:
 
 
 def describe(
-    *, export: str, branch: str, content_hash: str, previous_hash: str | None, merge: MergeResult
+    *,
+    export: str,
+    branch: str,
+    content_hash: str,
+    previous_hash: str | None,
+    merge: MergeResult,
+    namespace: str | None = None,
+    created_by: str | None = None,
+    labels: Sequence[str] = (),
+    reviewers: Sequence[str] = (),
+    assignees: Sequence[str] = (),
 ) -> RequestText:
-    """Title and body of the export's request: from which render to which, what changes, what conflicts."""
+    """Title and body of the export's request: from which render to which, what changes, what conflicts.
+    `created_by` (the export's status.createdBy): a reviewer sees who asked for it, not only the bot."""
     conflicts = len(merge.conflicts)
     title = f"projectgen: update from {export} ({content_hash[:12]})"
     if conflicts:
@@ -75,6 +91,13 @@ def describe(
         f"This request merges the new render with `{branch}` as it is now (a three-way merge against the "
         "render delivered last): changes made in this repository stay.",
         "",
+    ]
+    if created_by:
+        # A code span: a cluster user name is no forge handle and must not @-mention anyone.
+        who = created_by.replace("`", "'")
+        where = f"{namespace}/{export}" if namespace else export
+        lines = [f"Requested by `{who}` via RepositoryExport `{where}`.", "", *lines]
+    lines += [
         *_section("Added", merge.added),
         *_section("Changed", merge.changed),
         *_section("Deleted", merge.deleted),
@@ -90,7 +113,9 @@ def describe(
         title=title,
         body="\n".join(lines),
         draft=bool(conflicts),
-        labels=(CONFLICT_LABEL,) if conflicts else (),
+        labels=tuple(dict.fromkeys([*labels, *([CONFLICT_LABEL] if conflicts else [])])),
+        reviewers=tuple(reviewers),
+        assignees=tuple(assignees),
     )
 
 

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from projectgen.api.v1alpha1.common import MAX_PATH
 from projectgen.diskusage import tree_usage
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.sandbox import oom
@@ -285,6 +286,8 @@ def _died(returncode: int, limits: Limits, cpu: float | None, oom_kill: str | No
 
 MAX_MESSAGE = 2000
 """Characters of a render's own error message kept for status (and Events)."""
+MAX_SKIP_PATTERNS = 200
+"""`_skip_if_exists` patterns of one template kept for the export's merge."""
 
 
 def _answer(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -300,12 +303,17 @@ def _answer(result: dict[str, Any]) -> dict[str, Any] | None:
         if result.get("limit") is True:
             answer["limit"] = True
         return answer
-    tasks = result.get("tasks", [])
-    if result.get("ok") is not True or not isinstance(tasks, list):
+    tasks, skip = result.get("tasks", []), result.get("skipIfExists", [])
+    if result.get("ok") is not True or not isinstance(tasks, list) or not isinstance(skip, list):
         return None
-    if not all(isinstance(t, str) for t in tasks):
+    if not all(isinstance(t, str) for t in (*tasks, *skip)):
         return None
-    return {"ok": True, "tasks": [t[:MAX_MESSAGE] for t in tasks[:100]]}
+    return {
+        "ok": True,
+        "tasks": [t[:MAX_MESSAGE] for t in tasks[:100]],
+        # A pattern longer than a path is no path's; a template with more is cut, not failed.
+        "skipIfExists": [p for p in skip[:MAX_SKIP_PATTERNS] if 0 < len(p) <= MAX_PATH],
+    }
 
 
 def _last_json(data: bytes) -> dict[str, Any] | None:
