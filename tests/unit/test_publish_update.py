@@ -155,6 +155,21 @@ def test_a_push_whose_status_was_lost_does_not_turn_the_next_into_a_request(
     assert file_at(gh, repo, "main", "README.md") == b"# demo v3\n"
 
 
+def test_the_same_render_after_a_lost_status_records_the_export_s_own_push(
+    gh: HostEnv, project: Project
+) -> None:
+    """The push landed, status was never written; the retry of the same render pushes nothing and
+    names the branch head (the export's own commit), so status and the branch agree again."""
+    repo, first = publish_first(gh, project)
+    project.write("README.md", b"# demo v2\n")
+    push = {"claimed": repo, "update_strategy": UpdateStrategy.PUSH, "delivered_commit": first.commit_sha}
+    second = gh.run(gh.request(project, **push))
+    retry = gh.run(gh.request(project, **push))
+
+    assert retry.action == "Nothing" and not retry.pushed
+    assert retry.commit_sha == second.commit_sha == head(gh, repo)
+
+
 def test_the_same_lines_changed_give_markers_and_the_file_is_listed(gh: HostEnv, project: Project) -> None:
     repo, first = publish_first(gh, project)
     Team(gh, repo).commit({"README.md": b"# demo by the team\n"})

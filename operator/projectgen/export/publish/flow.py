@@ -348,7 +348,11 @@ def _attempt(
         repository_url=repo.web_url,
         # The branch head counts as delivered only when this export put it there: the Push
         # compare-and-swap of the next update holds against it.
-        commit_sha=outcome.commit_sha if landed else req.delivered_commit or outcome.commit_sha,
+        commit_sha=(
+            outcome.commit_sha
+            if landed or outcome.head_is_ours
+            else req.delivered_commit or outcome.commit_sha
+        ),
         created=progress.created,
         pushed=outcome.pushed and landed,
         warnings=warnings,

@@ -69,6 +69,8 @@ class UpdateOutcome:
     merge: MergeResult | None = None
     base_moved: bool = False
     """The merged request's render became the base in this delivery."""
+    head_is_ours: bool = False
+    """The target branch's head is this export's last push (refs/projectgen/<export>/delivered)."""
 
 
 def _remote_refs(git: _Git, refs: ExportRefs) -> dict[str, str]:
@@ -222,7 +224,8 @@ def deliver(
         team_owned=team_owned_matcher(team_owned),
         prefetch=lambda oids: _prefetch(git, oids),
     )
-    if remote.get(refs.delivered) == head:
+    ours = remote.get(refs.delivered) == head
+    if ours:
         delivered = head  # our last push, whether or not its status was written before a restart
     # Without a recorded base this export has delivered nothing here (ifExists: PullRequest into
     # someone else's branch): whatever status says, the head is not its commit to push on top of.
@@ -234,8 +237,10 @@ def deliver(
         # The branch already holds what the render changes: the render is delivered.
         if base_commit is None or tree_of(repo, base_commit) != tree_of(repo, render):
             git.run("push", "--quiet", "--porcelain", *lease, "origin", f"+{render}:{refs.base}", what="push")
-            return UpdateOutcome(Action.NOTHING, "", head, True, False, render, merge=merge)
-        return UpdateOutcome(Action.NOTHING, "", head, False, False, render, merge=merge)
+            return UpdateOutcome(
+                Action.NOTHING, "", head, True, False, render, merge=merge, head_is_ours=ours
+            )
+        return UpdateOutcome(Action.NOTHING, "", head, False, False, render, merge=merge, head_is_ours=ours)
 
     merged = _graft(repo, tree_of(repo, head), path, merge.tree) if path else merge.tree
     commit = _commit(git, merged, head, _summary(message, merge), author)
