@@ -175,7 +175,7 @@ def describe(
     ]
     if conflicts:
         lines += [f"**Conflicts** ({conflicts}): resolve them on this branch before merging.", ""]
-        lines += [f"- `{c.path}`: {_EXPLAINED[c.kind]}" for c in merge.conflicts[:_LISTED]]
+        lines += [f"- `{c.path}`: {EXPLAINED[c.kind]}" for c in merge.conflicts[:_LISTED]]
         if conflicts > _LISTED:
             lines.append(f"- … and {conflicts - _LISTED} more")
         lines.append("")
@@ -190,13 +190,14 @@ def describe(
     )
 
 
-_EXPLAINED = {
+EXPLAINED: dict[str, str] = {
     "content": "both changed the same lines: the file carries `<<<<<<< before updating` / "
     "`>>>>>>> after updating` markers",
     "binary": "both changed it and it cannot be merged line by line: this branch keeps the repository's version",
     "deletedByTeam": "deleted here, changed by the template: the template's version is back",
     "droppedByTemplate": "changed here, dropped by the template: the file stays",
 }
+"""What each conflict kind means for the reviewer: the request and `projectgen diff --base` say it."""
 
 
 class Step(StrEnum):
