@@ -40,12 +40,13 @@ from test_export_publish import (
     secret,
 )
 from test_generatedproject import configmap
+from test_template_follow import INTERVAL, git_server, on_tag, released, template_source
 
 from projectgen.export.publish import secret_forms
 from projectgen_dev.gitea import GiteaServer, GiteaUser
-from projectgen_dev.gitserver import tree_entries
+from projectgen_dev.gitserver import GitHTTPServer, tree_entries
 
-__all__ = ["gitea"]  # the fixture, shared with test_export_publish
+__all__ = ["git_server", "gitea"]  # the fixtures, shared with test_template_follow and test_export_publish
 
 
 class Repo:
@@ -368,3 +369,46 @@ def test_a_config_path_delivery_into_an_existing_repository_leaves_its_other_fil
         [*git, "rev-parse", "request^"], check=True, capture_output=True, text=True
     ).stdout
     assert parent == main_head, "the request's commit goes on top of main"
+
+
+def test_a_template_that_moves_opens_a_request_naming_its_refs_from_and_to(
+    api_client: client.ApiClient,
+    solo_namespace: str,
+    control_plane: Any,
+    gitea: tuple[GiteaServer, GiteaUser, GiteaUser, str],
+    git_server: GitHTTPServer,
+    tmp_path: Path,
+) -> None:
+    """Tag v1.1.0 appears; the project that follows `>=1,<2` moves, and its export's request says
+    which template version the branch had and which one it gets (a reviewer sees the bump)."""
+    namespace = solo_namespace
+    server, owner, _other, org = gitea
+    tpl = released(git_server, f"bump-{namespace}", "v1.0.0")
+    with OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path / "data",
+        tmp_path / "operator.log",
+        namespaces=(namespace,),
+        env={"PROJECTGEN_TEMPLATE_MIN_INTERVAL": "1s"},
+    ):
+        source = template_source(tpl.url, ">=1,<2", updateInterval=INTERVAL)
+        create(api_client, PROJECTS, namespace, project_body("billing", [source]))
+        on_tag(api_client, namespace, "billing", "v1.0.0")
+        secret(api_client, namespace, value=owner.token)
+        body = publish_body("gt", "gitea", server.url, owner=org)
+        body["spec"]["update"] = {"strategy": "PullRequest"}
+        create(api_client, EXPORTS, namespace, body)
+        assert finished(api_client, namespace, "gt")["status"]["phase"] == "Completed"
+        repo = Repo(server, owner, f"{org}/billing-api")
+        assert repo.read("VERSION", "main") == b"1.0.0\n"
+
+        tpl.release("v1.1.0")
+        project = on_tag(api_client, namespace, "billing", "v1.1.0")
+        status = wait_exported(api_client, namespace, "gt", project)["status"]
+
+        assert status["pullRequest"]["state"] == "open", status
+        [pr] = repo.pulls()
+        assert pr["number"] == status["pullRequest"]["number"]
+        assert "template bump-" in pr["title"] and "v1.0.0 → v1.1.0" in pr["title"], pr["title"]
+        assert f"Template `{tpl.url}` moved: `v1.0.0` → `v1.1.0`." in pr["body"].splitlines(), pr["body"]
+        assert repo.read("VERSION", "projectgen/gt") == b"1.1.0\n"

@@ -110,6 +110,36 @@ def test_a_git_repository_at_a_branch_and_path_is_a_target(
     assert code == 1 and "+++ b/NEW.txt" in out
 
 
+def test_base_previews_the_operators_three_way_merge_and_names_its_conflicts(
+    tmp_path: Path, template: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--base: what the operator's day-two request would hold. The team's own file stays (a plain
+    diff would show it deleted), and the line both changed is the conflict the request lists."""
+    spec = tmp_path / "gp.yaml"
+    spec.write_text(gp(template, "==1.0.0"))
+    base, repo = tmp_path / "base", tmp_path / "repo"
+    assert main(["render", "-f", str(spec), "-o", str(base)]) == 0
+    shutil.copytree(base, repo, symlinks=True)
+    (repo / "README.md").write_text("# api\n\nline two, by the team\nline three\n")
+    (repo / "HUMAN.md").write_text("ours\n")
+    capsys.readouterr()
+
+    code, out, err = diff(capsys, "-f", str(spec), "--against", str(repo), "--base", str(base))
+    assert (code, out) == (0, ""), err
+
+    spec.write_text(gp(template, "v2.0.0"))
+    code, out, err = diff(capsys, "-f", str(spec), "--against", str(repo), "--base", str(base))
+    assert code == 1, err
+    assert (
+        "\n1 conflict (the operator's request would list them):\n- README.md (content): both changed" in out
+    )
+    assert "+++ b/NEW.txt" in out and "HUMAN.md" not in out
+    assert "+<<<<<<< before updating\n line two, by the team\n+=======\n+line two, changed\n" in out
+
+    code, out, err = diff(capsys, "-f", str(spec), "--against", str(repo), "--base", str(tmp_path / "nope"))
+    assert code == 2 and "--base" in err and "not a directory" in err
+
+
 def test_errors_exit_2_saying_what_is_wrong(
     tmp_path: Path, template: str, server: GitHTTPServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

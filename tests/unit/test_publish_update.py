@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from conftest import _git_env
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish import PublishResult, read_request
+from projectgen.export.update.record import TemplateRef
 from projectgen_dev.fakehosts import FakeGitHub
 from projectgen_dev.gitserver import tree_entries
 
@@ -80,7 +81,11 @@ def head(env: HostEnv, full_name: str, ref: str = "refs/heads/main") -> str:
 
 
 def publish_first(env: HostEnv, project: Project) -> tuple[str, PublishResult]:
-    first = env.run(env.request(project))
+    return publish_first_with(env, project)
+
+
+def publish_first_with(env: HostEnv, project: Project, **overrides: Any) -> tuple[str, PublishResult]:
+    first = env.run(env.request(project, **overrides))
     assert first.action == "First" and first.pushed
     return env.claims[-1], first
 
@@ -344,6 +349,25 @@ def test_the_request_names_who_asked_for_the_export(env: HostEnv, project: Proje
 
     [pr] = requests_of(env, repo)
     assert pr["body"].startswith("Requested by `alice` via RepositoryExport `team-a/billing-api-github`.")
+
+
+TEMPLATE = "https://git.example.org/platform/service-template.git"
+
+
+def test_the_request_names_the_template_refs_from_the_last_delivery_to_this_one(
+    env: HostEnv, project: Project
+) -> None:
+    """The "from" is what the base ref's render recorded, not the export's status: an export whose
+    status lost deliveredContentHash (or a new operator volume) still names v1.0.0."""
+    v1_0, v1_1 = TemplateRef(0, TEMPLATE, "v1.0.0"), TemplateRef(0, TEMPLATE, "v1.1.0")
+    repo, first = publish_first_with(env, project, templates=[v1_0])
+    project.write("README.md", b"# demo v2\n")
+
+    env.run(env.request(project, claimed=repo, delivered_commit=first.commit_sha, templates=[v1_1]))
+
+    [pr] = requests_of(env, repo)
+    assert "template service-template v1.0.0 → v1.1.0" in pr["title"]
+    assert f"Template `{TEMPLATE}` moved: `v1.0.0` → `v1.1.0`." in pr["body"]
 
 
 def test_a_conflict_opens_a_draft_with_the_label(env: HostEnv, project: Project) -> None:

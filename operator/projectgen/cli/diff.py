@@ -1,13 +1,20 @@
 """`projectgen diff`: what a change to a GeneratedProject (a template bump) would do to a
 repository, before it merges: a dry run for review in a GitOps pipeline.
 
-    projectgen diff -f gp.yaml --against DIR|GIT_URL[@branch][:path] [render flags]
+    projectgen diff -f gp.yaml --against DIR|GIT_URL[@branch][:path] [--base DIR] [render flags]
 
 It renders the spec as `projectgen render` does (same flags, same code) and prints a stat and a
 unified diff from the target (a/) to the render (b/). The exit status is that of
 `git diff --exit-code`: 0 no changes, 1 changes, 2 an error (the spec, the render, the target).
 A git target is cloned shallowly (one branch, one commit), without credential prompts; with
 `--policy` its URL passes the outbound policy as a push remote would.
+
+`--base DIR` (the render the target was delivered last) previews a day-two delivery instead: the
+render is merged into the target with the operator's own three-way merge (`export.update.merge`,
+the template's `_skip_if_exists` included), and the diff is from the target to the merge, after
+the conflicts the operator's request would list. The three directories are imported into a
+private bare repository (`git add -A -f`: ignore rules do not hide files; `.git` never counts),
+because the merge works over git trees, as in the operator.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from pathlib import Path
 from projectgen import outbound
 from projectgen.cli.output import CommandError, warn
 from projectgen.cli.render import add_input_arguments, load_input, render_input
+from projectgen.export.update.merge import MergeError, MergeResult, Repo, merge_trees, team_owned_matcher
+from projectgen.export.update.record import EXPLAINED
 from projectgen.generation import treediff
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.paths import check_path
@@ -72,6 +81,12 @@ def main(argv: list[str]) -> int:
         metavar="DIR|GIT_URL[@branch][:path]",
         help="what to compare the render with",
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        metavar="DIR",
+        help="the render the target was delivered last: preview the operator's three-way merge, with its conflicts",
+    )
     parser.add_argument("--stat", action="store_true", help="print only the stat, not the diff")
     try:
         args = parser.parse_args(argv)
@@ -100,14 +115,56 @@ def _diff(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from exc
         for warning in result.warnings:
             warn(warning)
-        changes = treediff.diff_trees(root, Path(tmp, TREE))
-    if not changes:
+        merge = None
+        after = Path(tmp, TREE)
+        if args.base is not None:
+            if not args.base.is_dir():
+                raise CommandError(f"--base {args.base}: not a directory")
+            after = Path(tmp, "merged")
+            merge = _merge(args.base, root, Path(tmp, TREE), after, result.manifest.skip_if_exists, Path(tmp))
+        changes = treediff.diff_trees(root, after)
+    if not changes and not (merge and merge.conflicts):
         print(f"no changes: the render is the same as {shown}", file=sys.stderr)
         return 0
-    sys.stdout.write(treediff.stat(changes))
-    if not args.stat:
+    sys.stdout.write(treediff.stat(changes) if changes else " 0 files changed\n")
+    if merge and merge.conflicts:
+        count = len(merge.conflicts)
+        sys.stdout.write(
+            f"\n{count} conflict{'s' if count != 1 else ''} (the operator's request would list them):\n"
+        )
+        sys.stdout.write("".join(f"- {c.path} ({c.kind}): {EXPLAINED[c.kind]}\n" for c in merge.conflicts))
+    if not args.stat and changes:
         sys.stdout.write("\n" + treediff.patch(changes))
     return 1
+
+
+def _merge(
+    base: Path, ours: Path, theirs: Path, out: Path, team_owned: list[str], scratch: Path
+) -> MergeResult:
+    """The operator's merge of `theirs` into `ours` against `base`, checked out into `out`."""
+    env = {**git_env(scratch, {}, proxies=False), "GIT_DIR": str(scratch / "merge.git")}
+    repo = Repo(env=env, cwd=scratch, timeout=GIT_TIMEOUT)
+    try:
+        repo.run("init", "--quiet", "--bare")
+        trees = [_import(repo, root, scratch / f"index-{n}") for n, root in enumerate((base, ours, theirs))]
+        merge = merge_trees(
+            repo, base=trees[0], ours=trees[1], theirs=trees[2], team_owned=team_owned_matcher(team_owned)
+        )
+        out.mkdir()
+        index = {"GIT_INDEX_FILE": str(scratch / "index-out"), "GIT_WORK_TREE": str(out)}
+        repo.run("read-tree", merge.tree, env=index)
+        repo.run("checkout-index", "--all", "--force", env=index)
+    except MergeError as exc:
+        raise CommandError(f"--base: {exc.message}") from None
+    return merge
+
+
+def _import(repo: Repo, root: Path, index: Path) -> str:
+    """The tree of a directory as git stores it (modes, symlinks), its .git left out."""
+    env = {"GIT_INDEX_FILE": str(index), "GIT_WORK_TREE": str(root.resolve())}
+    inside = Repo(env=repo.env, cwd=root.resolve(), timeout=repo.timeout)
+    inside.run("add", "--all", "--force", "--", ".", env=env)
+    return inside.run("write-tree", env=env).decode().strip()
 
 
 def _clone(target: GitTarget, dest: Path, guard: outbound.Guard | None) -> Path:

@@ -38,6 +38,7 @@ from projectgen.export.publish import (
     read_request,
 )
 from projectgen.export.publish.githubapp import app_from_secret
+from projectgen.export.update.record import TemplateRef, template_refs
 from projectgen.generation.manifest import Manifest
 from projectgen.handlers.context import Context
 from projectgen.handlers.exportdecision import (
@@ -71,6 +72,8 @@ class Job:
     storage: Storage
     outbound: outbound.PolicySource
     retry: int
+    templates: tuple[TemplateRef, ...] = ()
+    """What the project's template sources resolved to for this render (its status.templates)."""
 
 
 def reconcile(
@@ -157,6 +160,7 @@ def reconcile(
         storage=ctx.storage,
         outbound=ctx.outbound,
         retry=retry,
+        templates=template_refs(((project or {}).get("status") or {}).get("templates") or []),
     )
     with metrics.exporting(spec.export_type):
         if spec.export_type in ARCHIVE_TYPES:
@@ -293,6 +297,7 @@ def _publish(job: Job) -> metrics.Outcome:
         request_labels=list(people.labels or []) if people else (),
         request_reviewers=list(people.reviewers or []) if people else (),
         request_assignees=list(people.assignees or []) if people else (),
+        templates=job.templates,
     )
 
     def claim(full_name: str) -> None:

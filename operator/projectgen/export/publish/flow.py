@@ -43,7 +43,6 @@ from projectgen.export.publish.model import (
 )
 from projectgen.export.publish.redaction import private_key_forms, redact, secret_forms
 from projectgen.export.update.delivery import Action, ExportRefs
-from projectgen.export.update.merge import MergeResult
 from projectgen.export.update.record import PullRequest, RequestState, Step, describe, plan
 from projectgen.generation.manifest import content_hash
 
@@ -309,6 +308,7 @@ def _attempt(
         merged_hash=merged_hash,
         team_owned=req.team_owned,
         path=req.path,
+        templates=req.templates,
         workdir=workdir,
         timeout=settings.git_timeout,
         guard=req.guard,
@@ -328,9 +328,7 @@ def _attempt(
     landed = outcome.action in (Action.FIRST, Action.PUSH)
     request = latest
     if requests_host is not None:
-        request = _carry_out_request(
-            requests_host, repo, req, refs.branch, outcome.action, latest, merge, warnings
-        )
+        request = _carry_out_request(requests_host, repo, req, refs.branch, outcome, latest, warnings)
     elif outcome.action == Action.PULL_REQUEST:
         warnings.append(
             f"{req.host} pull requests are not opened yet: the update waits on branch {refs.branch}; "
@@ -371,13 +369,13 @@ def _carry_out_request(
     repo: RemoteRepository,
     req: PublishRequest,
     branch: str,
-    action: Action,
+    outcome: gitupdate.UpdateOutcome,
     latest: PullRequest | None,
-    merge: MergeResult | None,
     warnings: list[str],
 ) -> PullRequest | None:
     """One request per export: open it, update it, or close it when nothing is left to merge."""
-    what = plan(action=action, latest=latest, content_hash=req.content_hash)
+    merge = outcome.merge
+    what = plan(action=outcome.action, latest=latest, content_hash=req.content_hash)
     if what.step == Step.CLOSE and latest is not None:
         log.info("closing pull request #%d of %s: %s", latest.number, repo.full_name, what.note)
         return host.close_request(repo, latest, what.note)
@@ -394,6 +392,8 @@ def _carry_out_request(
         labels=req.request_labels,
         reviewers=req.request_reviewers,
         assignees=req.request_assignees,
+        templates_from=outcome.base_templates,
+        templates_to=req.templates,
     )
     if what.step == Step.UPDATE and latest is not None:
         request, more = host.edit_request(repo, latest, text)

@@ -43,6 +43,7 @@ from projectgen.export.update.merge import (
     team_owned_matcher,
     tree_of,
 )
+from projectgen.export.update.record import TemplateRef
 from projectgen.generation.manifest import ProjectFile
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 HASH_TRAILER = "Projectgen-Content-Hash"
 """Trailer of a render commit: which render it is (the base and pending refs point at such commits)."""
+TEMPLATE_TRAILER = "Projectgen-Template"
+"""Trailer of a render commit, one per template source: `<source> <url> <tag or commit>`. The base
+ref's render says which template versions the branch was delivered last: the request's "from"."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class UpdateOutcome:
     """The merged request's render became the base in this delivery."""
     head_is_ours: bool = False
     """The target branch's head is this export's last push (refs/projectgen/<export>/delivered)."""
+    base_templates: tuple[TemplateRef, ...] = ()
+    """The template refs of the render the merge started from (its trailers); empty when unrecorded."""
 
 
 def _remote_refs(git: _Git, refs: ExportRefs) -> dict[str, str]:
@@ -115,6 +121,22 @@ def _commit(git: _Git, tree: str, parent: str | None, message: str, author: tupl
         return git.run("commit-tree", tree, *parents, "-m", message, what="commit-tree").strip()
     finally:
         git.env = saved
+
+
+def _stamp(message: str, content_hash: str, templates: Sequence[TemplateRef]) -> str:
+    trailers = [f"{HASH_TRAILER}: {content_hash}"]
+    trailers += [f"{TEMPLATE_TRAILER}: {t.trailer()}" for t in templates]
+    return f"{message.rstrip()}\n\n" + "\n".join(trailers) + "\n"
+
+
+def _templates_of(git: _Git, commit: str) -> tuple[TemplateRef, ...]:
+    """The template refs a render commit records (read from the raw object: no blob needed)."""
+    raw = git.run("cat-file", "commit", commit, what="cat-file")
+    prefix = f"{TEMPLATE_TRAILER}: "
+    found = (
+        TemplateRef.from_trailer(line[len(prefix) :]) for line in raw.splitlines() if line.startswith(prefix)
+    )
+    return tuple(t for t in found if t is not None)
 
 
 def _fetch_optional(git: _Git, sha: str) -> bool:
@@ -162,6 +184,7 @@ def deliver(
     merged_hash: str | None = None,
     team_owned: Sequence[str] = (),
     path: str | None = None,
+    templates: Sequence[TemplateRef] = (),
     workdir: Path,
     timeout: float,
     guard: outbound.Guard | None = None,
@@ -171,7 +194,8 @@ def deliver(
     the Push compare-and-swap. `merged_hash`: the contentHash of the export's request the forge
     reports merged; when the pending ref holds that render, it is the base from now on.
     `path`: the directory of the repository the project lives in (config.path); the merge sees only
-    that directory, and every tree pushed keeps the rest of the repository entry for entry."""
+    that directory, and every tree pushed keeps the rest of the repository entry for entry.
+    `templates`: what the render's template sources resolved to, recorded in the render commit."""
     git = _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard)
     git.run("init", "--quiet", "--bare", what="init")
     git.run("remote", "add", "origin", url, what="remote add")
@@ -182,7 +206,7 @@ def deliver(
     head = remote.get(f"refs/heads/{branch}")
     author = (author_name, author_email)
 
-    stamped = f"{message.rstrip()}\n\n{HASH_TRAILER}: {content_hash}\n"
+    stamped = _stamp(message, content_hash, templates)
     _fast_import(git, tree, files, _commit_header(stamped, author_name, author_email, None))
     render = git.run("rev-parse", LOCAL_REF, what="rev-parse").strip()
     repo = Repo(env=git.env, cwd=git.home, timeout=timeout)
@@ -224,6 +248,7 @@ def deliver(
         team_owned=team_owned_matcher(team_owned),
         prefetch=lambda oids: _prefetch(git, oids),
     )
+    before = _templates_of(git, base_commit) if base_commit else ()
     ours = remote.get(refs.delivered) == head
     if ours:
         delivered = head  # our last push, whether or not its status was written before a restart
@@ -235,12 +260,34 @@ def deliver(
 
     if decision.action == Action.NOTHING:
         # The branch already holds what the render changes: the render is delivered.
-        if base_commit is None or tree_of(repo, base_commit) != tree_of(repo, render):
+        if (
+            base_commit is None
+            or tree_of(repo, base_commit) != tree_of(repo, render)
+            or before != tuple(templates)
+        ):
             git.run("push", "--quiet", "--porcelain", *lease, "origin", f"+{render}:{refs.base}", what="push")
             return UpdateOutcome(
-                Action.NOTHING, "", head, True, False, render, merge=merge, head_is_ours=ours
+                Action.NOTHING,
+                "",
+                head,
+                True,
+                False,
+                render,
+                merge=merge,
+                head_is_ours=ours,
+                base_templates=before,
             )
-        return UpdateOutcome(Action.NOTHING, "", head, False, False, render, merge=merge, head_is_ours=ours)
+        return UpdateOutcome(
+            Action.NOTHING,
+            "",
+            head,
+            False,
+            False,
+            render,
+            merge=merge,
+            head_is_ours=ours,
+            base_templates=before,
+        )
 
     merged = _graft(repo, tree_of(repo, head), path, merge.tree) if path else merge.tree
     commit = _commit(git, merged, head, _summary(message, merge), author)
@@ -252,7 +299,7 @@ def deliver(
             what=f"push to branch {branch}",
         )  # fmt: skip
         log.info("pushed the update %s on top of %s", commit, head)
-        return UpdateOutcome(Action.PUSH, "", commit, True, False, render, merge=merge)
+        return UpdateOutcome(Action.PUSH, "", commit, True, False, render, merge=merge, base_templates=before)
 
     current = remote.get(request_ref)
     if current is not None and _same_change(git, current, merged, head):
@@ -264,8 +311,9 @@ def deliver(
     pending = remote.get(refs.pending)
     if current == commit and pending and tree_of(repo, pending) == tree_of(repo, render) and not promote:
         return UpdateOutcome(
-            Action.PULL_REQUEST, decision.reason, head, False, False, render, commit, merge, promote
-        )
+            Action.PULL_REQUEST, decision.reason, head, False, False, render, commit, merge, promote,
+            base_templates=before,
+        )  # fmt: skip
     git.run(
         "push", "--quiet", "--porcelain", "--atomic", *lease,
         f"--force-with-lease={request_ref}:{current or ''}", "origin", *specs,
@@ -273,8 +321,9 @@ def deliver(
     )  # fmt: skip
     log.info("pushed the update %s to %s for a pull request", commit, refs.branch)
     return UpdateOutcome(
-        Action.PULL_REQUEST, decision.reason, head, True, False, render, commit, merge, promote
-    )
+        Action.PULL_REQUEST, decision.reason, head, True, False, render, commit, merge, promote,
+        base_templates=before,
+    )  # fmt: skip
 
 
 def _entries(repo: Repo, tree: str | None) -> list[tuple[str, str, str, bytes]]:

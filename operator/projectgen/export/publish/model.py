@@ -22,7 +22,7 @@ from projectgen.api.v1alpha1.repositoryexport import (
 from projectgen.generation.manifest import ProjectFile
 
 if TYPE_CHECKING:  # update.merge raises this module's PublishError: the types only, no import cycle
-    from projectgen.export.update.record import PullRequest, RequestText
+    from projectgen.export.update.record import PullRequest, RequestText, TemplateRef
 
 GIT_USERNAMES: dict[ExportType, str] = {
     ExportType.GITHUB: "x-access-token",
@@ -98,6 +98,9 @@ class PublishRequest:
     request_reviewers: Sequence[str] = ()
     request_assignees: Sequence[str] = ()
     """config.pullRequest: what an update's request gets beside its text."""
+    templates: Sequence[TemplateRef] = ()
+    """What the project's template sources resolved to for this render (its status.templates):
+    recorded in the render commit; a request names the refs that moved since the last delivery."""
     """`_skip_if_exists` patterns: files the team owns once delivered."""
 
 
