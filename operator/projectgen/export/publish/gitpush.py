@@ -108,7 +108,7 @@ class Credentials:
         return "Authorization: Basic " + base64.b64encode(raw).decode()
 
 
-class _Git:
+class GitSession:
     """git commands in one private directory, with the credentials in the environment only."""
 
     def __init__(
@@ -226,18 +226,18 @@ def list_heads(
     guard: outbound.Guard | None = None,
 ) -> dict[str, str]:
     """Branch name -> commit of the remote; empty for a repository without commits."""
-    return _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard).heads()
+    return GitSession(url, credentials, workdir=workdir, timeout=timeout, guard=guard).heads()
 
 
-def _ident(name: str, email: str) -> str:
+def git_ident(name: str, email: str) -> str:
     def clean(text: str) -> str:
         return "".join(c for c in text if c not in "<>\n\r\0").strip()
 
     return f"{clean(name) or 'projectgen'} <{clean(email)}> {int(time.time())} +0000"
 
 
-def _commit_header(message: str, author_name: str, author_email: str, parent: str | None) -> bytes:
-    ident = _ident(author_name, author_email).encode()
+def commit_header(message: str, author_name: str, author_email: str, parent: str | None) -> bytes:
+    ident = git_ident(author_name, author_email).encode()
     msg = message.encode()
     if not msg.endswith(b"\n"):
         msg += b"\n"
@@ -340,7 +340,7 @@ def _check_links(files: Sequence[ProjectFile]) -> None:
         raise PublishError(f"{exc}; regenerate the project", permanent=True) from None
 
 
-def _fast_import(git: _Git, tree: Path, files: Sequence[ProjectFile], header: bytes) -> None:
+def fast_import(git: GitSession, tree: Path, files: Sequence[ProjectFile], header: bytes) -> None:
     ordered = sorted(files, key=lambda f: f.path)
     seen: set[str] = set()
     for f in ordered:

@@ -27,10 +27,10 @@ from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish.gitpush import (
     LOCAL_REF,
     Credentials,
-    _commit_header,
-    _fast_import,
-    _Git,
-    _ident,
+    GitSession,
+    commit_header,
+    fast_import,
+    git_ident,
 )
 from projectgen.export.publish.model import PublishError
 from projectgen.export.update.delivery import Action, ExportRefs, decide
@@ -79,7 +79,7 @@ class UpdateOutcome:
     """The template refs of the render the merge started from (its trailers); empty when unrecorded."""
 
 
-def _remote_refs(git: _Git, refs: ExportRefs) -> dict[str, str]:
+def _remote_refs(git: GitSession, refs: ExportRefs) -> dict[str, str]:
     out = git.run(
         "ls-remote", "origin", "refs/heads/*", refs.base, refs.pending, refs.delivered, what="ls-remote"
     )
@@ -102,8 +102,8 @@ def _summary(message: str, merge: MergeResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit(git: _Git, tree: str, parent: str | None, message: str, author: tuple[str, str]) -> str:
-    ident = _ident(*author)
+def _commit(git: GitSession, tree: str, parent: str | None, message: str, author: tuple[str, str]) -> str:
+    ident = git_ident(*author)
     name, _, rest = ident.partition(" <")
     email, _, date = rest.partition("> ")
     saved = git.env
@@ -129,7 +129,7 @@ def _stamp(message: str, content_hash: str, templates: Sequence[TemplateRef]) ->
     return f"{message.rstrip()}\n\n" + "\n".join(trailers) + "\n"
 
 
-def _templates_of(git: _Git, commit: str) -> tuple[TemplateRef, ...]:
+def _templates_of(git: GitSession, commit: str) -> tuple[TemplateRef, ...]:
     """The template refs a render commit records (read from the raw object: no blob needed)."""
     raw = git.run("cat-file", "commit", commit, what="cat-file")
     prefix = f"{TEMPLATE_TRAILER}: "
@@ -139,7 +139,7 @@ def _templates_of(git: _Git, commit: str) -> tuple[TemplateRef, ...]:
     return tuple(t for t in found if t is not None)
 
 
-def _fetch_optional(git: _Git, sha: str) -> bool:
+def _fetch_optional(git: GitSession, sha: str) -> bool:
     """Fetch a commit the branch held once (an export from before day two); False when the server
     no longer has it or will not serve it by name."""
     try:
@@ -196,7 +196,7 @@ def deliver(
     `path`: the directory of the repository the project lives in (config.path); the merge sees only
     that directory, and every tree pushed keeps the rest of the repository entry for entry.
     `templates`: what the render's template sources resolved to, recorded in the render commit."""
-    git = _Git(url, credentials, workdir=workdir, timeout=timeout, guard=guard)
+    git = GitSession(url, credentials, workdir=workdir, timeout=timeout, guard=guard)
     git.run("init", "--quiet", "--bare", what="init")
     git.run("remote", "add", "origin", url, what="remote add")
     git.run("config", "remote.origin.promisor", "true", what="config")
@@ -207,7 +207,7 @@ def deliver(
     author = (author_name, author_email)
 
     stamped = _stamp(message, content_hash, templates)
-    _fast_import(git, tree, files, _commit_header(stamped, author_name, author_email, None))
+    fast_import(git, tree, files, commit_header(stamped, author_name, author_email, None))
     render = git.run("rev-parse", LOCAL_REF, what="rev-parse").strip()
     repo = Repo(env=git.env, cwd=git.home, timeout=timeout)
     if head is None:
@@ -371,7 +371,7 @@ def _graft(repo: Repo, root: str | None, path: str, subtree: str) -> str:
     return repo.run("mktree", "-z", "--missing", input=data).decode().strip()
 
 
-def _prefetch(git: _Git, oids: Sequence[str]) -> None:
+def _prefetch(git: GitSession, oids: Sequence[str]) -> None:
     """The blobs the line merges read, in as few requests as a partial clone's lazy fetch would
     make for one (no negotiation, the objects named), instead of one request per blob."""
     for start in range(0, len(oids), 1000):
@@ -383,13 +383,13 @@ def _prefetch(git: _Git, oids: Sequence[str]) -> None:
         )  # fmt: skip
 
 
-def _stamped(git: _Git, commit: str, content_hash: str) -> bool:
+def _stamped(git: GitSession, commit: str, content_hash: str) -> bool:
     """The render commit carries this contentHash (its trailer)."""
     raw = git.run("cat-file", "commit", commit, what="cat-file")
     return f"\n{HASH_TRAILER}: {content_hash}\n" in raw
 
 
-def _same_change(git: _Git, commit: str, tree: str, parent: str) -> bool:
+def _same_change(git: GitSession, commit: str, tree: str, parent: str) -> bool:
     """The commit has this tree and this one parent. Read from the raw object: the fetch was
     shallow, so git itself would show no parent."""
     raw = git.run("cat-file", "commit", commit, what="cat-file")
