@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from multidict import CIMultiDict
 from yarl import URL
 
-from projectgen.serving import admission, auth, download
+from projectgen.serving import admission, auth, download, tls
 from projectgen.serving.auth import Authenticator, RequestHeaderConfig, User
 from projectgen.serving.bounds import DownloadSlots
 from projectgen.serving.download import DownloadAPI, Located, download_path, the_export
@@ -495,6 +495,27 @@ def test_api_calls_of_a_download_time_out(monkeypatch: pytest.MonkeyPatch) -> No
         returned, outcome = _within(WAIT, lambda: download.find_export(api, "team-a", "e"))
         assert returned, "the export's list waited for ever"
         assert isinstance(outcome, urllib3.exceptions.HTTPError)
+
+
+def test_api_calls_of_the_refresh_loop_time_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refresh that rotates certificates reads the CA Secret, the requestheader ConfigMap and
+    the caBundle targets: a stalled API server fails each call in time (the loop logs and retries)
+    instead of holding the loop, and with it every later rotation, for ever."""
+    monkeypatch.setattr(auth, "API_TIMEOUT", 0.5)
+    monkeypatch.setattr(tls, "API_TIMEOUT", 0.5)
+    with _silent_api_server() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        calls: dict[str, Callable[[], Any]] = {
+            "the CA Secret": lambda: tls.ensure_ca(core, "projectgen-system"),
+            "the requestheader ConfigMap": lambda: auth.read_requestheader_config(core),
+            "the APIService caBundle": lambda: tls.sync_ca_bundle(
+                api, tls.CABundleTarget.apiservice("v1alpha1.projectgen.io"), b"bundle"
+            ),
+        }
+        for what, call in calls.items():
+            returned, outcome = _within(WAIT, call)
+            assert returned, f"reading {what} waited for ever"
+            assert isinstance(outcome, Exception), f"reading {what} from a silent API server: {outcome!r}"
 
 
 # -- item 5: the shard client certificate and the CA behind it ------------------------------------

@@ -36,12 +36,9 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from projectgen.serving.tls import SHARD_PROXY_CN
+from projectgen.serving.tls import API_TIMEOUT, SHARD_PROXY_CN
 
 AUTH_CONFIGMAP = ("kube-system", "extension-apiserver-authentication")
-API_TIMEOUT = 10.0
-"""Seconds a call the download path makes to the API server (SubjectAccessReview, the export's
-list) may take: without it a stalled API server holds the download's thread and slot for ever."""
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +90,7 @@ class RequestHeaderConfig:
 def read_requestheader_config(core: client.CoreV1Api) -> RequestHeaderConfig:
     namespace, name = AUTH_CONFIGMAP
     try:
-        cm = core.read_namespaced_config_map(name, namespace)
+        cm = core.read_namespaced_config_map(name, namespace, _request_timeout=API_TIMEOUT)
     except ApiException as exc:
         raise AuthConfigError(
             f"reading ConfigMap {namespace}/{name}: HTTP {exc.status} {exc.reason}"

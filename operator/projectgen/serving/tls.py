@@ -37,6 +37,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+API_TIMEOUT = 10.0
+"""Seconds any one API call of the serving side may take (SubjectAccessReview, the export's list,
+the CA Secret, the requestheader ConfigMap, caBundles): without it a stalled API server holds a
+download's thread and slot, or the refresh loop that rotates certificates, for ever."""
+
 CA_SECRET = "projectgen-serving-ca"  # noqa: S105  (a Secret's name)
 CA_CERT_KEY, CA_KEY_KEY = "ca.crt", "ca.key"
 CA_VALIDITY = datetime.timedelta(days=3650)
@@ -149,7 +154,7 @@ def ensure_ca(core: client.CoreV1Api, namespace: str, name: str = CA_SECRET) -> 
     read what it wrote: every shard and replica ends up with the same CA)."""
     for _ in range(3):
         try:
-            secret = core.read_namespaced_secret(name, namespace)
+            secret = core.read_namespaced_secret(name, namespace, _request_timeout=API_TIMEOUT)
         except ApiException as exc:
             if exc.status != 404:
                 raise TLSError(f"reading Secret {namespace}/{name}: HTTP {exc.status} {exc.reason}") from None
@@ -174,7 +179,7 @@ def ensure_ca(core: client.CoreV1Api, namespace: str, name: str = CA_SECRET) -> 
             },
         )
         try:
-            core.create_namespaced_secret(namespace, body)
+            core.create_namespaced_secret(namespace, body, _request_timeout=API_TIMEOUT)
         except ApiException as exc:
             if exc.status != 409:  # 409: another shard was first; read its CA
                 raise TLSError(
@@ -307,7 +312,9 @@ def sync_ca_bundle(api: client.ApiClient, target: CABundleTarget, bundle: bytes)
     try:
         obj = cast(
             dict[str, Any],
-            custom.get_cluster_custom_object(target.group, target.version, target.plural, target.name),
+            custom.get_cluster_custom_object(
+                target.group, target.version, target.plural, target.name, _request_timeout=API_TIMEOUT
+            ),
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -320,7 +327,9 @@ def sync_ca_bundle(api: client.ApiClient, target: CABundleTarget, bundle: bytes)
     if patch is None:
         return False
     try:
-        custom.patch_cluster_custom_object(target.group, target.version, target.plural, target.name, patch)
+        custom.patch_cluster_custom_object(
+            target.group, target.version, target.plural, target.name, patch, _request_timeout=API_TIMEOUT
+        )
     except ApiException as exc:
         raise TLSError(f"patching the caBundle of {target.plural}/{target.name}: HTTP {exc.status}") from None
     log.info("set the caBundle of %s/%s (CA %s)", target.plural, target.name, fingerprint(bundle))
