@@ -1038,6 +1038,9 @@ class FakeGitLab(_FakeHost):
             1: {"id": 1, "name": user, "path": user, "kind": "user", "full_path": user, "parent_id": None}
         }
         self.projects: dict[str, dict[str, Any]] = {}
+        # Other users of the instance: id -> record; "member": may be assigned to, and review, merge
+        # requests of this instance's projects (one flag for all projects: enough for what is tested).
+        self.users: dict[int, dict[str, Any]] = {1: {**self.user, "member": True}}
         for group in groups:
             self.add_group(group)
 
@@ -1046,6 +1049,27 @@ class FakeGitLab(_FakeHost):
         return self.base_url
 
     # state -------------------------------------------------------------------------------
+    def add_user(self, username: str, *, member: bool = True) -> int:
+        """Another user of the instance; `member`: of the projects (else GitLab drops them, silently,
+        from a merge request's assignees and reviewers: MergeRequests::UpdateService filters both to
+        users who can read the merge request)."""
+        with self._lock:
+            uid = max(self.users) + 1
+            self.users[uid] = {"id": uid, "username": username, "name": username.title(), "member": member}
+            return uid
+
+    def _basic_user(self, uid: int) -> dict[str, Any]:
+        u = self.users[uid]
+        return {
+            "id": uid,
+            "username": u["username"],
+            "name": u["name"],
+            "state": "active",
+            "locked": False,
+            "avatar_url": None,
+            "web_url": f"{self.base_url}/{u['username']}",
+        }
+
     def add_group(self, full_path: str, *, visibility: str = "private") -> dict[str, Any]:
         """The group and its missing parents, with `visibility` (a parent is at least as visible)."""
         with self._lock:
@@ -1242,6 +1266,13 @@ class FakeGitLab(_FakeHost):
         match (method, parts):
             case ("GET", ["user"]):
                 return Reply(200, self._user_json())
+            case ("GET", ["users"]):
+                # docs.gitlab.com api/users: "?username=" finds one user, case-insensitively.
+                wanted = (query.get("username") or [""])[0].lower()
+                found = [
+                    self._basic_user(i) for i, u in self.users.items() if u["username"].lower() == wanted
+                ]
+                return Reply(200, found)
             case ("GET", ["groups", ref]):
                 ns = self._namespace(ref)
                 if ns is None or ns["kind"] != "group":
@@ -1296,6 +1327,8 @@ class FakeGitLab(_FakeHost):
             "state": mr["state"],
             "draft": mr["title"].startswith(("Draft:", "[Draft]", "(Draft)")),
             "labels": list(mr["labels"]),
+            "assignees": [self._basic_user(i) for i in mr.get("assignee_ids", [])],
+            "reviewers": [self._basic_user(i) for i in mr.get("reviewer_ids", [])],
             "source_branch": mr["source_branch"],
             "target_branch": mr["target_branch"],
             "source_project_id": p["id"],
@@ -1359,6 +1392,10 @@ class FakeGitLab(_FakeHost):
                             mr["labels"].append(label)
                         elif not add and label in mr["labels"]:
                             mr["labels"].remove(label)
+                for key in ("assignee_ids", "reviewer_ids"):
+                    if key in body:  # unknown users and non-members are dropped without an error
+                        ids = [int(i) for i in body[key] or [] if int(i) in self.users]
+                        mr[key] = [i for i in ids if self.users[i]["member"]]
                 if body.get("state_event") == "close":
                     mr["state"] = "closed"
                 return Reply(200, self._mr_json(p, mr))

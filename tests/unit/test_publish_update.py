@@ -15,7 +15,7 @@ from conftest import _git_env
 from projectgen.api.v1alpha1.repositoryexport import UpdateStrategy
 from projectgen.export.publish import PublishResult, read_request
 from projectgen.export.update.record import TemplateRef
-from projectgen_dev.fakehosts import FakeGitHub
+from projectgen_dev.fakehosts import FakeGitHub, FakeGitLab
 from projectgen_dev.gitserver import tree_entries
 
 if TYPE_CHECKING:
@@ -568,3 +568,28 @@ def test_a_new_request_gets_the_configured_people_and_labels_and_a_refusal_is_a_
     [warning] = result.warnings
     assert "reviewers not set" in warning and "only be requested from collaborators" in warning
     assert result.pull_request is not None and result.pull_request.state == "open"
+
+
+def test_gitlab_merge_request_people_are_looked_up_and_a_dropped_one_is_a_warning(
+    gl: HostEnv, project: Project
+) -> None:
+    """config.pullRequest on GitLab: names become user IDs; an unknown name is a Warning, and so is
+    a person GitLab drops without an error (not a member of the project)."""
+    assert isinstance(gl.fake, FakeGitLab)
+    hubot = gl.fake.add_user("hubot")
+    gl.fake.add_user("outsider", member=False)
+    repo, first = publish_first(gl, project)
+    project.write("README.md", b"# demo v2\n")
+    people = {
+        "request_assignees": ["Hubot"],
+        "request_reviewers": ["hubot", "nobody", "outsider"],
+    }
+
+    result = gl.run(gl.request(project, claimed=repo, delivered_commit=first.commit_sha, **people))
+
+    assert result.pull_request is not None and result.pull_request.state == "open"
+    mr = gl.fake.merge_request(repo, result.pull_request.number)
+    assert (mr["assignee_ids"], mr["reviewer_ids"]) == ([hubot], [hubot])
+    unknown, dropped = result.warnings
+    assert "no GitLab user 'nobody'" in unknown
+    assert "did not take outsider" in dropped and "asked to review" in dropped

@@ -315,12 +315,12 @@ class GitLabHost:
 
     def _people(self, repo: RemoteRepository, iid: int, text: RequestText) -> list[str]:
         """Assignees and reviewers of a new merge request (GitLab takes user IDs: each name is
-        looked up); an unknown name or a refusal is a Warning, never a failure."""
+        looked up); an unknown name, a refusal or a person GitLab drops is a Warning, never a failure."""
         project: Project = repo.handle  # type: ignore[assignment]
         warnings: list[str] = []
         change: dict[str, list[int]] = {}
-        for what, names in (("assignee_ids", text.assignees), ("reviewer_ids", text.reviewers)):
-            ids = []
+        asked: dict[str, list[str]] = {}
+        for what, names in (("assignees", text.assignees), ("reviewers", text.reviewers)):
             for name in names:
                 try:
                     with self._api(f"looking up user {name}"):
@@ -329,17 +329,18 @@ class GitLabHost:
                     warnings.append(f"merge request !{iid}: {name}: {exc.message}")
                     continue
                 if found:
-                    ids.append(int(found[0].id))
+                    change.setdefault(what[:-1] + "_ids", []).append(int(found[0].id))
+                    asked.setdefault(what, []).append(name)
                 else:
                     warnings.append(f"merge request !{iid}: no GitLab user {name!r}: not assigned or asked")
-            if ids:
-                change[what] = ids
         if change:
             try:
                 with self._api(f"setting assignees and reviewers of merge request !{iid}"):
-                    project.mergerequests.update(iid, change, **_NO_LIMIT)
+                    answer = project.mergerequests.update(iid, change, **_NO_LIMIT)
             except PublishError as exc:
                 warnings.append(f"merge request !{iid}: assignees and reviewers not set: {exc.message}")
+            else:
+                warnings += _dropped(iid, answer, asked)
         return warnings
 
     @staticmethod
@@ -350,3 +351,21 @@ class GitLabHost:
             web_url=project.web_url,
             handle=project,
         )
+
+
+def _dropped(iid: int, answer: Any, asked: dict[str, list[str]]) -> list[str]:
+    """GitLab drops, without an error, whoever cannot be assigned or asked to review (not a member
+    of the project): its answer tells, and whoever configured them should learn it."""
+    warnings = []
+    for key, names in asked.items():
+        if not isinstance(answer, dict) or not isinstance(answer.get(key), list):
+            continue  # an answer without the list: nothing to compare
+        got = {str(u.get("username", "")).lower() for u in answer[key] if isinstance(u, dict)}
+        missing = [n for n in names if n.lower() not in got]
+        if missing:
+            what = "assigned" if key == "assignees" else "asked to review"
+            warnings.append(
+                f"merge request !{iid}: GitLab did not take {', '.join(missing)} (not a project member?): "
+                f"not {what}"
+            )
+    return warnings
