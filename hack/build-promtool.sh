@@ -4,6 +4,9 @@
 # Prometheus 3.x is published as the Go module github.com/prometheus/prometheus v0.3MM.P for release
 # 3.MM.P; the module's own VERSION file says which release it is, and the build checks it matches.
 # The module has no replace directives, so `go install pkg@version` builds it as its go.mod pins.
+# Built with `-tags remove_all_sd`, Prometheus' own switch that leaves the service-discovery plugins
+# out (AWS, Azure, GCE, ... SDKs): `promtool check service-discovery` is the only command using them,
+# and the tests do not; the build is several times shorter.
 # The version is stamped as Prometheus' Makefile (promu) does, through prometheus/common/version.
 # On success OUTDIR/VERSION records what was built; projectgen_dev.promtool only trusts the cache with it.
 set -euo pipefail
@@ -30,7 +33,7 @@ fi
 if [ ! -x "$out/promtool" ]; then
   echo "[promtool] building promtool $release ($module) from the Go module proxy (first time: minutes)" >&2
   pkg=github.com/prometheus/common/version
-  GOBIN="$work/bin" go install -trimpath \
+  GOBIN="$work/bin" go install -trimpath -tags remove_all_sd \
     -ldflags "-s -w -X $pkg.Version=$release -X $pkg.Branch=HEAD -X $pkg.Revision=$module -X $pkg.BuildUser=projectgen" \
     "github.com/prometheus/prometheus/cmd/promtool@$module"
   mv "$work/bin/promtool" "$out/promtool.tmp"

@@ -4,7 +4,7 @@ Handlers record them (`handlers/__init__.py` times each reconcile, the coordinat
 bytes and exports); domain code never imports this module: `export.publish.publish` takes an
 `on_retry` callback, which the export handler points at `publish_retried`.
 
-The fleet and volume series (`FleetCollector`) are computed at each scrape from what the watches
+The fleet, volume and certificate series (`FleetCollector`) are computed at each scrape from what the watches
 last reported (`projectgen.fleet`) and one statvfs of the data directory: no API call, no walk.
 
 Every metric lives in `REGISTRY`, not prometheus_client's global one, so tests and the CLI's
@@ -141,11 +141,6 @@ TEMPLATE_LISTING_FAILURES = Counter(
     "Remote listings of a followed template's refs that failed (host down, refused, not a repository).",
     registry=REGISTRY,
 )
-SERVING_CERT_EXPIRY = Gauge(
-    "projectgen_serving_certificate_expiration_timestamp_seconds",
-    "When the HTTPS side's serving certificate (download API, webhook) expires, in Unix seconds.",
-    registry=REGISTRY,
-)
 
 FLEET = Fleet()
 
@@ -156,6 +151,8 @@ class FleetCollector(Collector):
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.data_dir: Path | None = None
+        self.certificate_expires: float | None = None
+        """Absent until the HTTPS side has a certificate: a zero would read as expired."""
         self.clock = time.time
 
     def describe(self) -> Iterable[Metric]:
@@ -203,6 +200,12 @@ class FleetCollector(Collector):
             largest.add_metric([namespace, name], size)
         yield largest
         yield from self._volume()
+        if self.certificate_expires is not None:
+            yield GaugeMetricFamily(
+                "projectgen_serving_certificate_expiration_timestamp_seconds",
+                "When the HTTPS side's serving certificate (download API, webhook) expires, in Unix seconds.",
+                value=self.certificate_expires,
+            )
 
     def _volume(self) -> Iterator[Metric]:
         if self.data_dir is None:
@@ -292,7 +295,7 @@ def template_listed(ok: bool) -> None:
 
 
 def serving_certificate(expires_at: float) -> None:
-    SERVING_CERT_EXPIRY.set(expires_at)
+    FLEET_COLLECTOR.certificate_expires = expires_at
 
 
 def watch_volume(data_dir: Path) -> None:
