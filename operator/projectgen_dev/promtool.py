@@ -15,9 +15,6 @@ release ``3.MM.P``; the build script checks the module's own VERSION file says s
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,66 +36,26 @@ def _log(message: str) -> None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "projectgen" / "bin" / "promtool" / f"v{PROMETHEUS_VERSION}"
+    return buildcache.cache_dir("promtool", f"v{PROMETHEUS_VERSION}")
 
 
 def build_script() -> Path | None:
-    script = Path(__file__).resolve().parents[2] / "hack" / "build-promtool.sh"
-    return script if script.is_file() else None
-
-
-def _cache_complete(directory: Path) -> bool:
-    try:
-        stamp = (directory / "VERSION").read_text()
-    except OSError:
-        return False
-    binary = directory / "promtool"
-    return (
-        binary.is_file()
-        and os.access(binary, os.X_OK)
-        and stamp == f"promtool {PROMETHEUS_VERSION} {MODULE_VERSION}\n"
-    )
+    return buildcache.build_script("build-promtool.sh")
 
 
 def find_promtool() -> Path:
     """The promtool binary: the override, else the cache (built into when missing)."""
-    override = os.environ.get(BIN_ENV)
-    if override:
-        path = Path(override).expanduser()
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise PromtoolError(f"{BIN_ENV}={override} is not an executable file")
-        return path
-    target = cache_dir()
-    if _cache_complete(target):
-        return target / "promtool"
-    script = build_script()
-    if script is None:
-        raise PromtoolError(f"promtool not found (set {BIN_ENV}); {target} is empty")
-    if shutil.which("go") is None:
-        raise PromtoolError(f"promtool not found and `go` is not on PATH to build it into {target}")
-    buildcache.build_once(
-        target.parent / f".{target.name}.lock",
-        lambda: _cache_complete(target),
-        ["bash", str(script), str(target), MODULE_VERSION],
-        what=f"promtool {PROMETHEUS_VERSION} into {target}",
+    return buildcache.find_or_build(
+        override_env=BIN_ENV,
+        target=cache_dir(),
+        binary="promtool",
+        stamp=f"promtool {PROMETHEUS_VERSION} {MODULE_VERSION}\n",
+        script="build-promtool.sh",
+        version=MODULE_VERSION,
+        what=f"promtool {PROMETHEUS_VERSION} into {cache_dir()}",
         error=PromtoolError,
         log=_log,
     )
-    return target / "promtool"
-
-
-def run(*args: str, stdin: bytes | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """promtool with `args`; never raises on its exit code (the caller reads it and the output)."""
-    proc = subprocess.run(
-        [str(find_promtool()), *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return proc
 
 
 def main(argv: list[str] | None = None) -> int:
