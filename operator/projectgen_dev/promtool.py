@@ -15,10 +15,12 @@ release ``3.MM.P``; the build script checks the module's own VERSION file says s
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 from projectgen_dev import buildcache
+from projectgen_dev.ci import unavailable
 
 PROMETHEUS_VERSION = "3.16.0"
 """The Prometheus release the rules and the dashboard are written for (README "Monitoring")."""
@@ -55,6 +57,23 @@ def find_promtool() -> Path:
         what=f"promtool {PROMETHEUS_VERSION} into {cache_dir()}",
         error=PromtoolError,
         log=_log,
+    )
+
+
+def for_tests() -> Path:
+    """find_promtool() for a test: skipped on a developer's machine without it, failed in CI."""
+    try:
+        return find_promtool()
+    except PromtoolError as exc:
+        unavailable(f"promtool unavailable: {exc}")
+
+
+def run(
+    binary: Path, *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """promtool with `args`; never raises on its exit code (the caller reads it and the output)."""
+    return subprocess.run(
+        [str(binary), *args], input=stdin, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
     )
 
 

@@ -9,7 +9,6 @@ import datetime
 import json
 import os
 import re
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +29,6 @@ from support import (
 from test_template_follow import completed, released, template_source
 
 from projectgen_dev import promtool
-from projectgen_dev.ci import unavailable
 from projectgen_dev.controlplane import ControlPlane
 from projectgen_dev.gitserver import GitHTTPServer
 
@@ -43,10 +41,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture(scope="module")
 def promtool_bin() -> Path:
-    try:
-        return promtool.find_promtool()
-    except promtool.PromtoolError as exc:
-        unavailable(f"promtool unavailable: {exc}")
+    return promtool.for_tests()
 
 
 @pytest.fixture(scope="module")
@@ -157,14 +152,7 @@ def test_the_fleet_as_a_scrape_shows_it_and_promtool_accepts_the_scrape(
         expires = samples[("projectgen_serving_certificate_expiration_timestamp_seconds", ())]
         assert 89 * 86400 < expires - before < 91 * 86400  # the operator's own certificate: 90 days
 
-        check = subprocess.run(
-            [str(promtool_bin), "check", "metrics"],
-            input=text,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        check = promtool.run(promtool_bin, "check", "metrics", stdin=text)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.strip() == check.stderr.strip() == "", (check.stdout, check.stderr)
 
@@ -186,13 +174,6 @@ def test_the_fleet_as_a_scrape_shows_it_and_promtool_accepts_the_scrape(
 def test_promtool_check_metrics_refuses_a_badly_named_metric(promtool_bin: Path) -> None:
     """The check above can fail: a counter without _total is reported."""
     text = "# HELP projectgen_things Things.\n# TYPE projectgen_things counter\nprojectgen_things 1\n"
-    check = subprocess.run(
-        [str(promtool_bin), "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    check = promtool.run(promtool_bin, "check", "metrics", stdin=text)
     assert check.returncode != 0
     assert "_total" in check.stdout + check.stderr

@@ -41,16 +41,10 @@ REQUIRED_ALERTS = {
 
 @pytest.fixture(scope="module")
 def promtool_bin() -> Path:
-    try:
-        return promtool.find_promtool()
-    except promtool.PromtoolError as exc:
-        unavailable(f"promtool unavailable: {exc}")
+    return promtool.for_tests()
 
 
-def run(binary: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(binary), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
-    )
+run = promtool.run
 
 
 def rule_groups() -> dict[str, Any]:
