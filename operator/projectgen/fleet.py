@@ -164,5 +164,5 @@ class Fleet:
 
     def largest(self, k: int = LARGEST) -> list[tuple[Key, int]]:
         with self._lock:
-            sizes = [(key, facts.size) for key, facts in self._projects.items()]
+            sizes = [(key, facts.size) for key, facts in self._projects.items() if facts.size > 0]
         return sorted(sizes, key=lambda item: (-item[1], item[0]))[:k]

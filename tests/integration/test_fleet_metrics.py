@@ -25,8 +25,9 @@ from support import (
     free_port,
     inline_source,
     project_body,
+    wait_phase,
 )
-from test_template_follow import completed, released, template_source
+from test_template_follow import Template, completed, released, template_source
 
 from projectgen_dev import promtool
 from projectgen_dev.controlplane import ControlPlane
@@ -34,6 +35,7 @@ from projectgen_dev.gitserver import GitHTTPServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = "fleet-metrics-system"
+RUNAWAY = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
 DASHBOARD = ROOT / "manifests" / "monitoring" / "rules" / "dashboard.json"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -114,22 +116,37 @@ def test_the_fleet_as_a_scrape_shows_it_and_promtool_accepts_the_scrape(
             "PROJECTGEN_OPERATOR_NAMESPACE": SYSTEM,
             "PROJECTGEN_APISERVICE": "",
             "PROJECTGEN_WEBHOOK_CONFIGURATION": "",
+            "PROJECTGEN_SANDBOX_WALL_SECONDS": "5",
         },
     ):
         create(api_client, PROJECTS, ns, project_body("one", [template_source(tpl.url, "v1.0.0")]))
         create(api_client, PROJECTS, ns, project_body("two", [template_source(tpl.url, "v1.0.0")]))
         create(api_client, PROJECTS, ns, project_body("newest", [template_source(tpl.url, ">=1")]))
         create(api_client, PROJECTS, ns, project_body("inline", [inline_source({"a.txt": "x" * 5000})]))
+        runaway = Template(git_server, f"runaway-{ns}")
+        runaway.release("v1", {"copier.yml": "name:\n  default: x\n", "a.txt.jinja": RUNAWAY})
+        create(api_client, PROJECTS, ns, project_body("runaway", [template_source(runaway.url, "v1")]))
         before = datetime.datetime.now(datetime.UTC).timestamp()
         sizes = {
             name: completed(api_client, ns, name)["status"]["totalSize"]
             for name in ("one", "two", "newest", "inline")
         }
+        killed = wait_phase(api_client, PROJECTS, ns, "runaway", "Completed", "Failed", timeout=90)["status"]
+        assert "wall-clock limit of 5 s" in killed["errorMessage"], killed
         v1, v12 = (
             (("template_url", tpl.url), ("version", "v1.0.0")),
             (("template_url", tpl.url), ("version", "v1.2.0")),
         )
         until(port, "projectgen_template_projects", {v1: 2, v12: 1})
+        until(
+            port,
+            "projectgen_render_failures_total",
+            {
+                (("reason", "invalid_spec"),): 0,
+                (("reason", "template"),): 0,
+                (("reason", "sandbox_killed"),): 1,
+            },
+        )
         until(
             port,
             "projectgen_project_size_bytes",

@@ -163,6 +163,7 @@ def test_update_requests_by_state_and_the_oldest_open_and_conflicted(
 def test_largest_projects_are_the_top_k(collector: metrics.FleetCollector) -> None:
     for i in range(fleet.LARGEST + 5):
         collector.fleet.saw_project("ns", f"p{i:02d}", {"status": {"totalSize": i * 100}})
+    collector.fleet.saw_project("ns", "failed", {"status": {"phase": "Failed"}})  # no files: not listed
     series = of(scrape(collector), "projectgen_project_size_bytes")
     assert len(series) == fleet.LARGEST
     assert min(series.values()) == 5 * 100 and max(series.values()) == (fleet.LARGEST + 4) * 100
