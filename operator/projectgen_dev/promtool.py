@@ -15,8 +15,12 @@ release ``3.MM.P``; the build script checks the module's own VERSION file says s
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from projectgen_dev import buildcache
@@ -27,6 +31,9 @@ PROMETHEUS_VERSION = "3.16.0"
 MODULE_VERSION = "v0.316.0"
 """Its Go module version."""
 BIN_ENV = "PROJECTGEN_PROMTOOL"
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+"""The Prometheus Operator whose CRDs (ServiceMonitor, PrometheusRule) the monitoring manifests are
+checked against on the test control plane."""
 
 
 class PromtoolError(RuntimeError):
@@ -75,6 +82,43 @@ def run(
     return subprocess.run(
         [str(binary), *args], input=stdin, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def prometheus_operator_crds(*plurals: str) -> list[Path]:
+    """The Prometheus Operator's CRD files (``monitoring.coreos.com_<plural>.yaml``) from its Go
+    module, `go mod download`-ed into the module cache (read-only there; nothing in the repo)."""
+    if shutil.which("go") is None:
+        raise PromtoolError("`go` is not on PATH to download the Prometheus Operator's CRDs")
+    module = f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR_VERSION}"
+    with tempfile.TemporaryDirectory(prefix="projectgen-promop-") as scratch:
+        env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local")}
+        subprocess.run(
+            ["go", "mod", "init", "projectgen.local/promop"],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        done = subprocess.run(
+            ["go", "mod", "download", "-json", module],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+    try:
+        directory = Path(json.loads(done.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+    except (ValueError, KeyError):
+        raise PromtoolError(
+            f"go mod download {module} failed: {(done.stdout + done.stderr)[-1000:]}"
+        ) from None
+    files = [directory / f"monitoring.coreos.com_{plural}.yaml" for plural in plurals]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise PromtoolError(f"{module} has no {', '.join(missing)}")
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
