@@ -122,12 +122,16 @@ def prometheus_operator_crds(*plurals: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m projectgen_dev.promtool --ensure`: find or build the binary, print where."""
+    """`python -m projectgen_dev.promtool --ensure`: find or build the binary (and fetch the
+    Prometheus Operator's CRDs), print where."""
     parser = argparse.ArgumentParser(prog="python -m projectgen_dev.promtool", description=main.__doc__)
     parser.add_argument("--ensure", action="store_true", required=True, help="find or build the binary")
     parser.parse_args(argv)
     try:
         _log(f"binary: {find_promtool()}")
+        # and the Prometheus Operator's CRDs the monitoring manifests are admitted under, fetched now
+        # into the module cache rather than mid-test
+        _log(f"CRDs: {prometheus_operator_crds('servicemonitors', 'prometheusrules')[0].parent}")
     except PromtoolError as exc:
         _log(str(exc))
         return 1
