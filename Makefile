@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit integration demo dev bench crds controlplane gitea node image clean
+.PHONY: test lint unit integration demo dev bench crds controlplane gitea promtool node image clean
 IMAGE ?= projectgen:0.1.0
 # BASE=public: FROM python:3.11-slim; BASE=local: a Debian base made here (no registry reachable).
 BASE ?= public
@@ -29,6 +29,11 @@ controlplane: $(STAMP)
 gitea: $(STAMP)
 	@$(BIN)/python -m projectgen_dev.gitea --ensure
 
+# promtool of the Prometheus release the alert rules are written for (manifests/monitoring/), built
+# once from the Go module proxy into the cache: the rule tests and `promtool check metrics` use it.
+promtool: $(STAMP)
+	@$(BIN)/python -m projectgen_dev.promtool --ensure
+
 # The operator image from the Dockerfile (podman or buildah).
 image: $(STAMP)
 	@bash hack/ensure-tools.sh --node
@@ -39,13 +44,13 @@ image: $(STAMP)
 node: $(STAMP) controlplane
 	@$(BIN)/python -m projectgen_dev.node --ensure
 
-test: lint controlplane gitea node
+test: lint controlplane gitea promtool node
 	$(BIN)/pytest -q -ra
 
-unit: $(STAMP) gitea
+unit: $(STAMP) gitea promtool
 	$(BIN)/pytest -q tests/unit
 
-integration: controlplane
+integration: controlplane promtool
 	$(BIN)/pytest -q tests/integration
 
 crds: $(STAMP)

@@ -53,56 +53,27 @@ def _log(message: str) -> None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "projectgen" / "bin" / "gitea" / GITEA_VERSION
+    return buildcache.cache_dir("gitea", GITEA_VERSION)
 
 
 def build_script() -> Path | None:
-    script = Path(__file__).resolve().parents[2] / "hack" / "build-gitea.sh"
-    return script if script.is_file() else None
-
-
-def _cache_complete(directory: Path) -> bool:
-    try:
-        stamp = (directory / "VERSION").read_text()
-    except OSError:
-        return False
-    binary = directory / "gitea"
-    return binary.is_file() and os.access(binary, os.X_OK) and stamp == f"gitea {GITEA_VERSION}\n"
+    return buildcache.build_script("build-gitea.sh")
 
 
 def find_gitea() -> Path:
     """The gitea binary: the override, then PATH, then the cache (built into when missing)."""
-    override = os.environ.get(BIN_ENV)
-    if override:
-        path = Path(override).expanduser()
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise GiteaError(f"{BIN_ENV}={override} is not an executable file")
-        return path
-    found = shutil.which("gitea")
-    if found:
-        return Path(found)
-    target = cache_dir()
-    if _cache_complete(target):
-        return target / "gitea"
-    return _build(target) / "gitea"
-
-
-def _build(target: Path) -> Path:
-    script = build_script()
-    if script is None:
-        raise GiteaError(f"gitea not found (set {BIN_ENV} or put it on PATH); {target} is empty")
-    if shutil.which("go") is None:
-        raise GiteaError(f"gitea not found and `go` is not on PATH to build it into {target}")
-    buildcache.build_once(
-        target.parent / f".{target.name}.lock",
-        lambda: _cache_complete(target),
-        ["bash", str(script), str(target), GITEA_VERSION],
-        what=f"Gitea {GITEA_VERSION} into {target}",
+    return buildcache.find_or_build(
+        override_env=BIN_ENV,
+        target=cache_dir(),
+        binary="gitea",
+        stamp=f"gitea {GITEA_VERSION}\n",
+        script="build-gitea.sh",
+        version=GITEA_VERSION,
+        what=f"Gitea {GITEA_VERSION} into {cache_dir()}",
         error=GiteaError,
         log=_log,
+        on_path=True,
     )
-    return target
 
 
 def _free_port() -> int:

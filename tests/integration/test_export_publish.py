@@ -32,6 +32,7 @@ from support import (
     wait_for,
     wait_phase,
 )
+from test_operator_metrics import scrape, value
 
 from projectgen.export.publish import secret_forms
 from projectgen.export.publish.redaction import private_key_forms
@@ -559,6 +560,17 @@ def test_gitea_existing_repository_fails_with_a_clear_message(
     assert_no_leak(api_client, namespace, ["gt"], operator, tuple(secret_forms(owner.token)))
 
 
+def _conflicted_requests(operator: OperatorProcess, *, at_least: int = 0, at_most: int | None = None) -> int:
+    """projectgen_update_requests{state="conflicted"} of the session operator, once in range (the
+    fleet series follow the watch events a moment after the status patch)."""
+    deadline = time.monotonic() + 30
+    while True:
+        count = int(value(scrape(operator.metrics_port), "projectgen_update_requests", state="conflicted"))
+        if (count >= at_least and (at_most is None or count <= at_most)) or time.monotonic() > deadline:
+            return count
+        time.sleep(0.2)
+
+
 def test_gitea_updates_arrive_as_one_pull_request_that_keeps_the_team_work(
     api_client: client.ApiClient,
     namespace: str,
@@ -599,6 +611,10 @@ def test_gitea_updates_arrive_as_one_pull_request_that_keeps_the_team_work(
     second = wait_exported(api_client, namespace, "gt", project, timeout=90)["status"]
     request = second["pullRequest"]
     assert request["state"] == "open" and request["conflictedFiles"] == ["README.md"]
+    # the ages the fleet metrics and the UpdateRequestConflicted alert count from
+    assert request["openedAt"] and request["conflictedSince"], request
+    conflicted = _conflicted_requests(operator, at_least=1)
+    assert conflicted >= 1  # the fleet view counts it
     status, pr = server.api("GET", f"/repos/{full}/pulls/{request['number']}", token=owner.token)
     assert status == 200 and pr["title"].startswith("WIP:") and pr["html_url"] == request["url"]
     assert [label["name"] for label in pr["labels"]] == ["projectgen-conflicts"]
@@ -618,6 +634,9 @@ def test_gitea_updates_arrive_as_one_pull_request_that_keeps_the_team_work(
     assert (
         third["pullRequest"]["number"] == request["number"] and third["pullRequest"]["conflictedFiles"] == []
     )
+    assert third["pullRequest"]["openedAt"] == request["openedAt"], "the same request: opened when it was"
+    assert "conflictedSince" not in third["pullRequest"], "conflicts resolved: no longer conflicted"
+    assert _conflicted_requests(operator, at_most=conflicted - 1) == conflicted - 1  # the fleet view
     status, pulls = server.api("GET", f"/repos/{full}/pulls?state=all", token=owner.token)
     assert status == 200 and [p["number"] for p in pulls] == [request["number"]]
     assert not pulls[0]["title"].startswith("WIP:") and pulls[0]["labels"] == []

@@ -128,6 +128,9 @@ def test_metrics_follow_renders_exports_and_failures(
             value(after_failure, "projectgen_render_duration_seconds_count") == 2
         )  # failed renders are timed too
         assert value(after_failure, "projectgen_renders_in_flight") == 0
+        # a source that fails by itself, not the sandbox
+        assert value(after_failure, "projectgen_render_failures_total", reason="template") == 1
+        assert value(after_failure, "projectgen_render_failures_total", reason="sandbox_killed") == 0
 
 
 def test_a_metrics_port_already_taken_stops_the_operator(

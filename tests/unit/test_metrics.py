@@ -58,7 +58,22 @@ def test_names_follow_prometheus_conventions(port: int) -> None:
         ("projectgen_rendered_bytes", "counter"),
         ("projectgen_exported_bytes", "counter"),
         ("projectgen_publish_retries", "counter"),
-    }
+        ("projectgen_publish_failures", "counter"),
+        ("projectgen_render_failures", "counter"),
+        ("projectgen_template_listings", "counter"),
+        ("projectgen_template_listing_failures", "counter"),
+        ("projectgen_serving_certificate_expiration_timestamp_seconds", "gauge"),
+        # the fleet's, computed at each scrape (test_fleet_metrics.py)
+        ("projectgen_template_projects", "gauge"),
+        ("projectgen_update_requests", "gauge"),
+        ("projectgen_update_request_oldest_open_age_seconds", "gauge"),
+        ("projectgen_update_request_oldest_conflicted_age_seconds", "gauge"),
+        ("projectgen_project_size_bytes", "gauge"),
+    } | (
+        {("projectgen_volume_used_bytes", "gauge"), ("projectgen_volume_free_bytes", "gauge")}
+        if metrics.FLEET_COLLECTOR.data_dir
+        else set()
+    )
     samples = scrape(port)
     names = {name for name, _ in samples}
     assert all(n.startswith("projectgen_") for n in names), names  # our registry only: no process_/python_

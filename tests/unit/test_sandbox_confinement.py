@@ -21,7 +21,7 @@ from test_generation_template import GIT_ENV, git, publish, server, template, wo
 
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.render import RenderResult, TemplateOptions, render_project
-from projectgen.generation.sandbox import Limits, RenderCancelled, confine, runner
+from projectgen.generation.sandbox import Limits, RenderCancelled, SandboxKilled, confine, runner
 from projectgen_dev.gitserver import GitHTTPServer
 
 __all__ = ["server", "work"]  # module fixtures shared with test_generation_template
@@ -393,7 +393,8 @@ def test_wall_clock_limit_and_cancellation_kill_the_child(
     tmp_path: Path, server: GitHTTPServer, work: Path
 ) -> None:
     url = make(server, work, "sleeper", extension("import time\ntime.sleep(3600)"))
-    with pytest.raises(GenerationError, match="did not finish within the wall-clock limit of 2 s"):
+    # SandboxKilled: the operator counts it as projectgen_render_failures_total{reason="sandbox_killed"}
+    with pytest.raises(SandboxKilled, match="did not finish within the wall-clock limit of 2 s"):
         render(tmp_path, url, limits=Limits(wall_seconds=2))
     stop = threading.Event()
     threading.Timer(1.0, stop.set).start()

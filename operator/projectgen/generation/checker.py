@@ -31,6 +31,9 @@ class Checker:
     clock: Callable[[], float] = time.time
     listings: int = 0
     """Remote listings made (tests and benchmarks count them)."""
+    on_listing: Callable[[bool], None] | None = None
+    """Called after each remote listing with whether it succeeded (the operator counts them in its
+    metrics; this module imports none)."""
     _cache: dict[tuple[str, tuple[str, ...]], tuple[float, Listing]] = field(default_factory=dict, repr=False)
     _locks: dict[tuple[str, tuple[str, ...]], threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -58,4 +61,6 @@ class Checker:
                 result = exc.message.removeprefix(f"{WHERE}: ")
             self._cache[key] = (started, result)
             self.listings += 1
+            if self.on_listing is not None:
+                self.on_listing(not isinstance(result, str))
             return result

@@ -96,7 +96,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     if removed:
         logger.info("removed %d staging leftovers of an earlier run", removed)
     memo.ctx = ctx
-    memo.checker = Checker()  # one for every project: the listings are shared
+    memo.checker = Checker(
+        on_listing=metrics.template_listed
+    )  # one for every project: the listings are shared
+    metrics.watch_volume(ctx.settings.data_dir)
     sandbox.start_server()  # the first render then costs a fork, not copier's imports
 
 
@@ -216,10 +219,14 @@ def exports_by_project(
 async def project_event(
     event: kopf.RawEvent, namespace: str | None, name: str, exports_by_project: Any = None, **_: Any
 ) -> None:
-    """Wake the exports of a project when its phase or content changes: no polling."""
-    if namespace is None or exports_by_project is None:
+    """Wake the exports of a project when its phase or content changes: no polling. Note it for
+    the fleet metrics."""
+    if namespace is None:
         return
     body = dict(event["object"])
+    metrics.FLEET.saw_project(namespace, name, None if event["type"] == "DELETED" else body)
+    if exports_by_project is None:
+        return
     signature = "deleted" if event["type"] == "DELETED" else project_signature(body)
     kube = Kube(namespace)
     for export, seen, phase, reflected in exports_by_project.get((namespace, name), []):
@@ -270,6 +277,13 @@ def export_changed(
 )
 def export_request_polled(body: kopf.Body, logger: kopf.Logger, memo: Any, **_: Any) -> None:
     repositoryexport.poll_request(_ctx(memo), body, logger=logger)
+
+
+@kopf.on.event(GROUP, VERSION, EXPORTS, labels=LABELS)
+def export_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
+    """Note the export's update request for the fleet metrics."""
+    if namespace is not None:
+        metrics.FLEET.saw_export(namespace, name, None if event["type"] == "DELETED" else event["object"])
 
 
 @kopf.on.delete(GROUP, VERSION, EXPORTS, labels=LABELS)

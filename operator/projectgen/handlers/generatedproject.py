@@ -25,7 +25,7 @@ from projectgen.generation.follow import (
 )
 from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import TemplateOptions, render_project
-from projectgen.generation.sandbox import Limits, RenderCancelled
+from projectgen.generation.sandbox import Limits, RenderCancelled, SandboxKilled
 from projectgen.generation.template import generation_clock
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
@@ -105,6 +105,7 @@ def reconcile(
     except ValidationError as exc:
         message = validation_message(exc)
         write.fail("InvalidSpec", message)
+        metrics.render_failed(metrics.RenderFailure.INVALID_SPEC)
         return metrics.Outcome.FAILED
 
     if spec.archived:
@@ -162,6 +163,10 @@ def reconcile(
             _wait(write, body, "SourceUnavailable", exc.message)
         raise kopf.TemporaryError(exc.message, delay=retry_delay(retry)) from None
     except GenerationError as exc:
+        killed = isinstance(exc, SandboxKilled)
+        metrics.render_failed(
+            metrics.RenderFailure.SANDBOX_KILLED if killed else metrics.RenderFailure.TEMPLATE
+        )
         if moving:
             _keep(write, body, status, exc.message)
             return metrics.Outcome.CURRENT

@@ -320,6 +320,7 @@ def _publish(job: Job) -> metrics.Outcome:
         )
     except PublishError as exc:
         message = str(exc)
+        metrics.publish_failed(job.spec.export_type, retryable=not exc.permanent)
         if exc.permanent:
             job.write.fail("PublishFailed", message)
             return metrics.Outcome.FAILED
@@ -335,7 +336,7 @@ def _publish(job: Job) -> metrics.Outcome:
         kopf.warn(job.body, reason="Warning", message=warning)
     if result.reason:
         kopf.warn(job.body, reason="PushDeclined", message=result.reason)
-    delivered, day_two = _delivery_status(result)
+    delivered, day_two = _delivery_status(result, job.body.get("status") or {})
     job.write(
         RepositoryExportPhase.COMPLETED,
         State.READY,
@@ -358,7 +359,22 @@ def _publish(job: Job) -> metrics.Outcome:
     return metrics.Outcome.COMPLETED
 
 
-def _delivery_status(result: PublishResult) -> tuple[str, dict[str, Any]]:
+def request_times(
+    known: Mapping[str, Any], number: int, *, is_open: bool, conflicted: bool
+) -> dict[str, Any]:
+    """status.pullRequest's openedAt and conflictedSince: kept from the status while it describes the
+    same request (and, for conflictedSince, while it still has conflicts), else now or unset. The
+    fleet metrics and the UpdateRequestConflicted alert count the days from them."""
+    same = known.get("number") == number
+    opened = known.get("openedAt") if same else None
+    since = known.get("conflictedSince") if same and known.get("state") == str(RequestState.OPEN) else None
+    return {
+        "openedAt": opened or (now() if is_open else None),
+        "conflictedSince": (since or now()) if is_open and conflicted else None,
+    }
+
+
+def _delivery_status(result: PublishResult, status: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """The Ready message and the day-two status fields. Ready stays True while a request is open:
     the render was delivered as far as the export can take it, and a GitOps pipeline waiting on
     the export must not wait for a human review (status.pullRequest says what is left to do)."""
@@ -369,12 +385,14 @@ def _delivery_status(result: PublishResult) -> tuple[str, dict[str, Any]]:
     is_open = request is not None and request.state == RequestState.OPEN
     conflicts = f", {len(result.conflicts)} conflicts" if result.conflicts and is_open else ""
     if request is not None:
+        known = status.get("pullRequest") or {}
         fields["pullRequest"] = {
             "url": request.url or None,
             "number": request.number,
             "state": str(request.state),
             "headSha": request.head_sha,
             "conflictedFiles": [c.rpartition(" (")[0] for c in result.conflicts][:100] if is_open else [],
+            **request_times(known, request.number, is_open=is_open, conflicted=bool(result.conflicts)),
         }
         why = f" ({result.reason})" if result.reason else ""
         return f"pull request #{request.number} {request.state}{conflicts}: {request.url}{why}", fields
@@ -439,6 +457,7 @@ def poll_request(ctx: Context, body: kopf.Body, *, logger: kopf.Logger) -> None:
             "state": str(request.state),
             "headSha": request.head_sha,
             "conflictedFiles": [],
+            "conflictedSince": None,
         }
     }
     if request.state == RequestState.MERGED and request.content_hash:

@@ -33,6 +33,7 @@ import kubernetes
 from aiohttp import web
 from multidict import CIMultiDict
 
+from projectgen import metrics
 from projectgen.serving import admission, download
 from projectgen.serving.auth import Authenticator, RequestHeaderConfig, User, read_requestheader_config
 from projectgen.serving.bounds import DownloadSlots
@@ -120,6 +121,7 @@ class Server:
 
     async def start(self) -> None:
         self.identity = await asyncio.to_thread(self._load_identity)
+        metrics.serving_certificate(self.identity.expires_at())
         self.requestheader = await asyncio.to_thread(
             read_requestheader_config, kubernetes.client.CoreV1Api(self.api)
         )
@@ -204,6 +206,7 @@ class Server:
             if self.identity.changed_on_disk():
                 self.identity = await asyncio.to_thread(self._load_identity)
                 load_chain(self.context, self.identity.cert_pem, self.identity.key_pem)  # new handshakes
+                metrics.serving_certificate(self.identity.expires_at())
                 log.info("serving certificate reloaded")
         else:
             self.adopt_ca(await asyncio.to_thread(self._read_ca))
@@ -228,6 +231,7 @@ class Server:
             return
         self.identity = self._identity_from(ca)
         load_chain(self.context, self.identity.cert_pem, self.identity.key_pem)  # new handshakes
+        metrics.serving_certificate(self.identity.expires_at())
         if changed:
             # The handshake accepts both CAs from now on; the Authenticator counts only the new one.
             self.context.load_verify_locations(cadata=ca.cert_pem.decode())

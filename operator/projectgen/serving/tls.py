@@ -239,6 +239,10 @@ class ServingIdentity:
         bundle = ca_file.read_bytes() if ca_file.is_file() else None
         return cls(cert, key, bundle or None, None, directory, _stamp_of(directory))
 
+    def expires_at(self) -> float:
+        """When the serving certificate (the first in tls.crt) expires, in seconds since the epoch."""
+        return x509.load_pem_x509_certificate(self.cert_pem).not_valid_after_utc.timestamp()
+
     def changed_on_disk(self) -> bool:
         return self.source is not None and _stamp_of(self.source) != self._stamp
 

@@ -462,6 +462,16 @@ class PullRequestStatus(Model):
         max_length=100,
         description="Files a person must resolve (the first 100): markers, or a version kept as the team's.",
     )
+    opened_at: datetime | None = Field(
+        default=None,
+        alias="openedAt",
+        description="When the operator first saw this request open (the age metrics and alerts count from it).",
+    )
+    conflicted_since: datetime | None = Field(
+        default=None,
+        alias="conflictedSince",
+        description="Since when this request has had conflicts a person must resolve; unset without conflicts.",
+    )
 
 
 class RepositoryExportStatus(Model):

@@ -14,6 +14,6 @@ Bindings, and why:
 """
 
 from projectgen.generation.sandbox.limits import Limits
-from projectgen.generation.sandbox.runner import RenderCancelled, run, start_server
+from projectgen.generation.sandbox.runner import RenderCancelled, SandboxKilled, run, start_server
 
-__all__ = ["Limits", "RenderCancelled", "run", "start_server"]
+__all__ = ["Limits", "RenderCancelled", "SandboxKilled", "run", "start_server"]

@@ -54,6 +54,13 @@ class RenderCancelled(GenerationError):
     permanent = False
 
 
+class SandboxKilled(GenerationError):
+    """The render was stopped by one of its limits (wall clock, CPU, memory, output) or killed by
+    a signal: the template is too big or too slow for the limits, or misbehaves. Its own class so
+    the operator can count these apart from templates that fail by themselves (the metric
+    `projectgen_render_failures_total{reason="sandbox_killed"}`)."""
+
+
 class _Reader(threading.Thread):
     """Drains a pipe, keeping its first `READ_CAP` bytes (a child cannot fill the parent's memory)."""
 
@@ -238,15 +245,15 @@ def run(
     if killed == "cancelled":
         raise RenderCancelled(f"{where}: render stopped: the resource was deleted or changed")
     if killed is not None:
-        raise GenerationError(f"{where}: the template {killed}; it was stopped")
+        raise SandboxKilled(f"{where}: the template {killed}; it was stopped")
     result = _last_json(bytes(out.data))
     if result is None:
         returncode = render.returncode if render.returncode is not None else -signal.SIGKILL
         oom_kill = oom.counters().killed_since(oom_before)
-        raise GenerationError(f"{where}: the template {_died(returncode, limits, render.cpu, oom_kill)}")
+        raise SandboxKilled(f"{where}: the template {_died(returncode, limits, render.cpu, oom_kill)}")
     over = _over_output(box, limits)
     if over is not None:
-        raise GenerationError(f"{where}: the template {over}")
+        raise SandboxKilled(f"{where}: the template {over}")
     answer = _answer(result)
     if answer is None:
         raise GenerationError(f"{where}: the template's render process gave a malformed answer")
