@@ -34,7 +34,7 @@ from projectgen.serving import admission, auth, download, tls
 from projectgen.serving.auth import Authenticator, RequestHeaderConfig, User
 from projectgen.serving.bounds import DownloadSlots
 from projectgen.serving.download import DownloadAPI, Located, download_path, the_export
-from projectgen.serving.server import Server, TLSSite, serving_runner
+from projectgen.serving.server import Server, TLSSite, serving_names, serving_runner
 from projectgen.serving.shards import ShardClient
 from projectgen.serving.tls import SHARD_PROXY_CN, CertificateAuthority, ServingIdentity, new_ca
 from projectgen.settings import Settings
@@ -516,6 +516,18 @@ def test_api_calls_of_the_refresh_loop_time_out(monkeypatch: pytest.MonkeyPatch)
             returned, outcome = _within(WAIT, call)
             assert returned, f"reading {what} waited for ever"
             assert isinstance(outcome, Exception), f"reading {what} from a silent API server: {outcome!r}"
+
+
+def test_a_long_operator_namespace_still_gets_a_serving_certificate(
+    cas: dict[str, CertificateAuthority], tmp_path: Path
+) -> None:
+    """A 63-character namespace (the longest a label may be) makes the Service's DNS name longer
+    than a certificate's CN may be: the certificate is still issued, and names the Service in its SANs."""
+    namespace = "platform-" + "x" * 54
+    names = serving_names(_settings(tmp_path, operator_namespace=namespace))
+    identity = ServingIdentity.from_ca(cas["own"], names)
+    sans = _cert(identity.cert_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert f"projectgen-api.{namespace}.svc" in sans.value.get_values_for_type(x509.DNSName)
 
 
 # -- item 5: the shard client certificate and the CA behind it ------------------------------------

@@ -47,6 +47,7 @@ CA_CERT_KEY, CA_KEY_KEY = "ca.crt", "ca.key"
 CA_VALIDITY = datetime.timedelta(days=3650)
 SERVING_VALIDITY = datetime.timedelta(days=90)
 SHARD_PROXY_CN = "projectgen-shard-proxy"
+CN_MAX = 64  # RFC 5280 ub-common-name
 """The client certificate one shard presents to another when it forwards a download."""
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,10 @@ class ServingIdentity:
     def from_ca(
         cls, ca: CertificateAuthority, names: Sequence[str], now: datetime.datetime | None = None
     ) -> ServingIdentity:
-        cert, key = ca.issue(names[0] if names else "projectgen-api", server_names=names, now=now)
+        # The CN is for people reading the certificate; clients check the SANs. X.509 caps a CN at 64
+        # characters, which a long namespace's Service name passes (a 50-character namespace does).
+        cn = names[0] if names and len(names[0]) <= CN_MAX else "projectgen-api"
+        cert, key = ca.issue(cn, server_names=names, now=now)
         return cls(cert, key, ca.cert_pem, ca)
 
     @classmethod
