@@ -151,7 +151,7 @@ def test_extensions_tasks_migrations_questions_match_copier(
     assert snapshot(tree, frozenset({"COPYRIGHT"})) == snapshot(theirs, frozenset({"COPYRIGHT"}))
     assert not list(tmp_path.glob("task-ran*"))  # neither tasks nor migrations ran
     assert result.warnings == [
-        f"sources[0].template: the template's _tasks were skipped (projectgen never runs them): "
+        f"sources[0].template: the template's _tasks were skipped (set tasks to Run to run them in the sandbox): "
         f"touch {marker}; touch {marker}-2"
     ]
     # the same spec renders the same bytes (the clock is the generation's, not the wall clock)

@@ -217,7 +217,7 @@ def apply_template(
         writer.skip_if_exists += [str(p) for p in result.get("skipIfExists") or []]
         if tasks:
             notes.append(
-                f"{where}: the template's _tasks were skipped (projectgen never runs them): {'; '.join(tasks)}"
+                f"{where}: the template's _tasks were skipped (set tasks to Run to run them in the sandbox): {'; '.join(tasks)}"
             )
         root = out
         if subdirectory is not None:
