@@ -449,6 +449,11 @@ def _child_error(
     error (which kopf retries for ever): "disk full" is raised as OSError only when the parent
     itself cannot allocate space beside the render's output."""
     code = result.get("errno")
+    if result.get("limit") == "processes":
+        return GenerationError(
+            f"{where}: the template started more processes than its limit of {limits.processes}"
+            " (programs it runs count, and so do other renders' where the limit is per user)"
+        )
     if result.get("limit"):
         return GenerationError(
             f"{where}: the template went over its memory limit of {limits.memory_bytes // sandbox.limits.MIB} MiB"
