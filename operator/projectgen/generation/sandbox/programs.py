@@ -18,8 +18,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 SEARCH_PATH = "/usr/bin:/bin"
 """Where the allowlist's programs are looked up."""
@@ -227,24 +229,38 @@ def run(
     if not ENABLED:
         raise ProgramsRefused(f"{what} cannot run: programs need Landlock in the render sandbox, and {WHY_NOT}")
     full_env = {**os.environ, **(env or {})}
-    try:
-        proc = subprocess.run(
-            argv,
-            shell=shell,
-            cwd=cwd,
-            env=full_env,
-            input=stdin if stdin is not None else b"",
-            stdout=sys.stderr.fileno(),
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ProgramFailed(what, None, tail(exc.stderr or b"")) from None
-    except PermissionError as exc:
-        raise ProgramFailed(what, 126, f"{exc.filename or argv}: {exc.strerror}") from None
-    except FileNotFoundError as exc:
-        raise ProgramFailed(what, 127, f"{exc.filename or argv}: not found") from None
-    if proc.returncode:
-        raise ProgramFailed(what, proc.returncode, tail(proc.stderr))
+    # stderr to a file, not a pipe: a program that leaves a process behind (holding the pipe)
+    # must not keep its caller waiting; the render server kills what is left when the render ends.
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.run(
+                argv,
+                shell=shell,
+                cwd=cwd,
+                env=full_env,
+                input=stdin if stdin is not None else b"",
+                stdout=sys.stderr.fileno(),
+                stderr=err,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ProgramFailed(what, None, _read_tail(err)) from None
+        except PermissionError as exc:
+            raise ProgramFailed(what, 126, f"{exc.filename or argv}: {exc.strerror}") from None
+        except FileNotFoundError as exc:
+            raise ProgramFailed(what, 127, f"{exc.filename or argv}: not found") from None
+        if proc.returncode:
+            raise ProgramFailed(what, proc.returncode, _read_tail(err))
+        err.seek(0)
+        proc.stderr = err.read(READ_CAP)
     return proc
+
+
+READ_CAP = 1 << 20
+
+
+def _read_tail(fh: IO[bytes]) -> str:
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, size - 64 * 1024))
+    return tail(fh.read())
