@@ -38,7 +38,11 @@ HOSTILE = {
     ),
     "socket": ('python -c "import socket; socket.socket()"', "Failed", ("need the network",)),
     "exec-off-list": ("id -u > uid.txt", "Failed", ("Permission denied", "run only python, sh, bash, git")),
-    "token": ("cat /var/run/secrets/kubernetes.io/serviceaccount/token > t", "Failed", ("serviceaccount/token",)),
+    "token": (
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/token > t",
+        "Failed",
+        ("serviceaccount/token",),
+    ),
     "write-outside": (f"echo x > {OUTSIDE}", "Failed", ("Permission denied",)),
     "kill-parent": ("kill -KILL $PPID", "Failed", ("killed by a signal (SIGKILL)",)),
     "kill-everything": ("kill -KILL -1", "Failed", ("killed by a signal (SIGKILL)",)),
@@ -70,7 +74,9 @@ def test_hostile_programs_fail_alone_and_leave_nothing(
     )
     for name, (task, _, _) in HOSTILE.items():
         url = publish_template(
-            git_server, f"hostile-{name}", {b"copier.yml": f"_tasks:\n  - {json.dumps(task)}\n".encode(), b"a.txt": b"a\n"}
+            git_server,
+            f"hostile-{name}",
+            {b"copier.yml": f"_tasks:\n  - {json.dumps(task)}\n".encode(), b"a.txt": b"a\n"},
         )
         source = {"template": {"url": url, "tasks": "Run", "limits": {"wallSeconds": 20}}}
         create(api_client, PROJECTS, namespace, project_body(name, [source]))
@@ -78,7 +84,7 @@ def test_hostile_programs_fail_alone_and_leave_nothing(
         git_server,
         "programs-normal",
         {
-            b"copier.yml": b"name:\n  default: demo\n_tasks:\n  - \"git init -q && git config user.name > who.txt || echo nobody > who.txt\"\n",
+            b"copier.yml": b'name:\n  default: demo\n_tasks:\n  - "git init -q && git config user.name > who.txt || echo nobody > who.txt"\n',
             b"a.txt.jinja": b"{{ name }}\n",
         },
     )
@@ -98,7 +104,10 @@ def test_hostile_programs_fail_alone_and_leave_nothing(
         status = obj["status"]
         assert status["phase"] == phase, (name, status)
         if expected:
-            assert any(e in status.get("errorMessage", "") for e in expected), (name, status.get("errorMessage"))
+            assert any(e in status.get("errorMessage", "") for e in expected), (
+                name,
+                status.get("errorMessage"),
+            )
     assert not Path(OUTSIDE).exists()
     assert operator.proc.poll() is None, "the operator died"
     deadline = time.monotonic() + 15

@@ -87,7 +87,9 @@ def test_tasks_run_in_the_sandbox_with_tasks_run(tmp_path: Path, server: GitHTTP
 
 
 def test_tasks_are_skipped_by_default(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
-    url = make(server, work, "tasks-skip", {"copier.yml": TASKS_YML, "README.md.jinja": "{{ project_name }}\n"})
+    url = make(
+        server, work, "tasks-skip", {"copier.yml": TASKS_YML, "README.md.jinja": "{{ project_name }}\n"}
+    )
     result, tree = render(tmp_path, url)
     assert not (tree / "task-list.txt").exists()
     assert any("_tasks were skipped" in n for n in result.warnings)
@@ -101,7 +103,9 @@ def failing(tmp_path: Path, server: GitHTTPServer, work: Path, name: str, task: 
     return str(caught.value)
 
 
-def test_a_failing_task_fails_the_source_with_its_stderr(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
+def test_a_failing_task_fails_the_source_with_its_stderr(
+    tmp_path: Path, server: GitHTTPServer, work: Path
+) -> None:
     message = failing(tmp_path, server, work, "task-fails", "echo first >&2; echo 'it broke' >&2; exit 3")
     assert """task "echo first >&2; echo 'it broke' >&2; exit 3" exited with code 3""" in message
     assert message.endswith("last lines of its stderr: first | it broke")
@@ -126,12 +130,16 @@ def test_a_program_off_the_allowlist_is_refused(tmp_path: Path, server: GitHTTPS
     assert "exited with code 126" in message or "exited with code 2" in message
     assert "Permission denied" in message and "run only python, sh, bash, git" in message
     url = make(server, work, "exec-off-list-ext", extension("import subprocess\nsubprocess.run(['id'])"))
-    with pytest.raises(GenerationError, match="the sandbox refused to run 'id': a template may run only python"):
+    with pytest.raises(
+        GenerationError, match="the sandbox refused to run 'id': a template may run only python"
+    ):
         render(tmp_path, url, limits=HOSTILE)
 
 
 def test_what_the_render_writes_is_not_executable(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
-    message = failing(tmp_path, server, work, "exec-own", "printf '#!/bin/sh\\ntrue\\n' > x.sh; chmod +x x.sh; ./x.sh")
+    message = failing(
+        tmp_path, server, work, "exec-own", "printf '#!/bin/sh\\ntrue\\n' > x.sh; chmod +x x.sh; ./x.sh"
+    )
     assert "Permission denied" in message
 
 
@@ -224,7 +232,9 @@ out['daemon'] = int(pid)
 
 def test_a_daemon_a_render_leaves_is_killed(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
     render_server_pid()
-    _, tree = render(tmp_path, make(server, work, "daemon", extension("import time\n" + DAEMON)), limits=HOSTILE)
+    _, tree = render(
+        tmp_path, make(server, work, "daemon", extension("import time\n" + DAEMON)), limits=HOSTILE
+    )
     pid = json.loads((tree / "probe.json").read_text())["daemon"]
     deadline = time.monotonic() + 10
     while alive(pid) and time.monotonic() < deadline:
@@ -241,7 +251,9 @@ def test_a_fork_bomb_fails_its_render_only_and_nothing_survives(
     server_pid = render_server_pid()
     limits = Limits(**{**HOSTILE.to_json(), "wall_seconds": 4, "processes": 64})
     other: dict[str, object] = {}
-    plain = make(server, work, "plain", {"copier.yml": "name:\n  default: x\n", "a.txt.jinja": "{{ name }}\n"})
+    plain = make(
+        server, work, "plain", {"copier.yml": "name:\n  default: x\n", "a.txt.jinja": "{{ name }}\n"}
+    )
 
     def render_plain() -> None:
         time.sleep(1)

@@ -28,8 +28,7 @@ from typing import Any
 
 from copier._main import Worker
 from copier._settings import SettingsModel
-from copier._template import Template
-from copier._template import Task
+from copier._template import Task, Template
 from copier._tools import cast_to_bool
 from copier._types import LazyDict, Phase
 from copier._user_data import CAST_STR_TO_NATIVE, load_answersfile_data
@@ -128,11 +127,15 @@ class _Worker(Worker):
                 cmd: str | list[str] = self._render_string(task.cmd, extra)
             else:
                 cmd = [self._render_string(str(part), extra) for part in task.cmd]
-            cwd = (self.subproject.local_abspath / self._render_string(str(task.working_directory), extra)).absolute()
+            cwd = (
+                self.subproject.local_abspath / self._render_string(str(task.working_directory), extra)
+            ).absolute()
             env = {k[1:].upper(): str(v) for k, v in extra.items()}
             shown = cmd if isinstance(cmd, str) else " ".join(cmd)
             try:
-                programs.run(cmd, what=f"task {shown[:300]!r}", cwd=str(cwd), env=env, shell=isinstance(cmd, str))
+                programs.run(
+                    cmd, what=f"task {shown[:300]!r}", cwd=str(cwd), env=env, shell=isinstance(cmd, str)
+                )
             except (programs.ProgramFailed, programs.ProgramsRefused) as exc:
                 raise RenderFailed(str(exc)) from None
 

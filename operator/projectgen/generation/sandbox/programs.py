@@ -33,6 +33,7 @@ def search_path() -> str:
     system's."""
     return f"{os.path.dirname(sys.executable)}:{SEARCH_PATH}"
 
+
 PROGRAMS = (
     "sh",
     "bash",
@@ -227,7 +228,9 @@ def run(
     ProgramFailed on a non-zero exit or at `timeout` (the program's process group is the
     render's: a timeout kills the program's own process only, the render server kills the rest)."""
     if not ENABLED:
-        raise ProgramsRefused(f"{what} cannot run: programs need Landlock in the render sandbox, and {WHY_NOT}")
+        raise ProgramsRefused(
+            f"{what} cannot run: programs need Landlock in the render sandbox, and {WHY_NOT}"
+        )
     full_env = {**os.environ, **(env or {})}
     # stderr to a file, not a pipe: a program that leaves a process behind (holding the pipe)
     # must not keep its caller waiting; the render server kills what is left when the render ends.
