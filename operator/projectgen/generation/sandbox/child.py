@@ -59,7 +59,8 @@ def main() -> int:
         fh.write("1000")
     limits = Limits.from_json(request["limits"])
     box_tmp = request["tmp"]
-    pidsgroup.enter(pidsgroup.own_dir(), limits.processes)
+    if not pidsgroup.nproc_binds():
+        pidsgroup.enter(pidsgroup.own_dir(), limits.processes)
     try:
         found = confine(
             limits,

@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 
-from projectgen.generation.sandbox import child, pidsgroup
+from projectgen.generation.sandbox import child, pidsgroup, programs
 
 MAX_FDS = 3
 PR_SET_CHILD_SUBREAPER = 36
@@ -127,6 +127,7 @@ def main() -> int:
     control = socket.socket(fileno=int(sys.argv[1]))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    programs.allowed_programs()  # found once, here: every render inherits the answer
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         serve(control)
     return 0

@@ -1,12 +1,15 @@
-"""A pids cgroup per render, where this process may create one: `pids.max` bounds the render's
-own process tree, whatever else runs as the same uid.
+"""A pids cgroup per render, where the rlimit cannot bound it: `pids.max` bounds the render's
+own process tree.
 
-`RLIMIT_NPROC` (set too, `confine.set_rlimits`) counts every process of the uid (the operator's
-threads and the other renders included) and binds nobody running as root; a cgroup counts the
-render's tree only. A cgroup is created only where the render server's own pids cgroup is
-writable (cgroup v1 `pids`, or v2 with `pids` in the parent's `subtree_control`): an operator
-pod with a read-only `/sys/fs/cgroup` keeps the rlimit alone. The child joins before it confines
-itself; the render server removes the directory once the render and its tree are gone.
+`RLIMIT_NPROC` (always set, `confine.set_rlimits`) counts every process of the uid (the
+operator's threads and the other renders included), and binds no process with CAP_SYS_RESOURCE
+or CAP_SYS_ADMIN (root). The operator pod runs as non-root without capabilities, so there the
+rlimit is the bound and no cgroup is made: moving a process into a cgroup costs about 7 ms (the
+kernel's cgroup_threadgroup_rwsem write side), which every render would pay. With those
+capabilities (a development machine, CI as root) a render joins a cgroup of its own where the
+render server's pids cgroup is writable (cgroup v1 `pids`, or v2 with `pids` in the parent's
+`subtree_control`). The child joins before it confines itself; the render server removes the
+directory once the render and its tree are gone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,19 @@ def own_dir() -> Path | None:
             if controllers == "" and (ROOT / "cgroup.controllers").exists():
                 return ROOT / rel
     return None
+
+
+CAP_SYS_ADMIN, CAP_SYS_RESOURCE = 21, 24
+
+
+def nproc_binds() -> bool:
+    """Whether RLIMIT_NPROC binds this process (no CAP_SYS_RESOURCE, no CAP_SYS_ADMIN)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+                return not caps & ((1 << CAP_SYS_ADMIN) | (1 << CAP_SYS_RESOURCE))
+    return os.geteuid() != 0
 
 
 def path_for(pid: int, parent: Path | None) -> Path | None:

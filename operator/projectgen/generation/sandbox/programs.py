@@ -14,6 +14,7 @@ See PROGRAMS-API.md at the repository root for the contract with code running in
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -143,10 +144,8 @@ def interpreter() -> str:
     return os.path.realpath(sys.executable)
 
 
-def allowed_programs(forbidden: Iterable[str] = ()) -> list[str]:
-    """Real paths of the files a render may execute: the interpreter, its dynamic loader, the
-    programs of `PROGRAMS` found on `SEARCH_PATH`, and git's helper directory. Any path under a
-    forbidden directory is left out."""
+@functools.cache
+def _allowed() -> frozenset[str]:
     found = {interpreter()}
     for name in PROGRAMS:
         path = shutil.which(name, path=SEARCH_PATH)
@@ -154,8 +153,15 @@ def allowed_programs(forbidden: Iterable[str] = ()) -> list[str]:
             found.add(os.path.realpath(path))
     found.update(os.path.realpath(p) for p in GIT_HELPERS if os.path.isdir(p))
     found.update(_loaders())
+    return frozenset(found)
+
+
+def allowed_programs(forbidden: Iterable[str] = ()) -> list[str]:
+    """Real paths of the files a render may execute: the interpreter, its dynamic loader, the
+    programs of `PROGRAMS` found on `SEARCH_PATH`, and git's helper directory. Any path under a
+    forbidden directory is left out."""
     no = [os.path.realpath(f) for f in forbidden]
-    return sorted(p for p in found if not any(os.path.commonpath([p, f]) == f for f in no))
+    return sorted(p for p in _allowed() if not any(os.path.commonpath([p, f]) == f for f in no))
 
 
 def _loaders() -> set[str]:
