@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         cm = ConfigMapData(data={k: files[p] for k, p in keys.items()}, binary_data={})
         items = [{"key": k, "path": p} for k, p in keys.items()]
         spec = GeneratedProjectSpec.model_validate(
-            {"projectRef": {"name": "p"}, "sources": [{"template": {"configMap": {"name": "t", "items": items}}}]}
+            {
+                "projectRef": {"name": "p"},
+                "sources": [{"template": {"configMap": {"name": "t", "items": items}}}],
+            }
         )
         local = base / label.replace(" ", "-")
         for path, text in files.items():
@@ -73,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                 sandboxed.append(took)
                 inprocess.append(time.perf_counter() - start)
         rows.append((label, sandboxed, inprocess))
-    print(f"{'template':<14} {'sandboxed med/min ms':>22} {'copier in-process med/min ms':>30} {'added ms':>9}")
+    print(
+        f"{'template':<14} {'sandboxed med/min ms':>22} {'copier in-process med/min ms':>30} {'added ms':>9}"
+    )
     for label, sandboxed, inprocess in rows:
         if not sandboxed:
             continue
