@@ -12,7 +12,7 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from support import PROJECTS, OperatorProcess, create, project_body, wait_phase
+from support import PROJECTS, OperatorProcess, create, other_namespace, project_body, wait_phase
 from test_generatedproject import git_server, publish_template
 
 from projectgen_dev.gitserver import GitHTTPServer
@@ -68,10 +68,7 @@ def test_hostile_programs_fail_alone_and_leave_nothing(
     git_server: GitHTTPServer,
 ) -> None:
     assert operator.proc is not None
-    other = f"programs-other-{secrets.token_hex(3)}"
-    kubernetes.client.CoreV1Api(api_client).create_namespace(
-        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=other))
-    )
+    other = other_namespace(api_client, "programs-other")
     for name, (task, _, _) in HOSTILE.items():
         url = publish_template(
             git_server,
