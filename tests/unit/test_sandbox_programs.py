@@ -4,9 +4,12 @@ sandbox and dies with it."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -295,3 +298,90 @@ def test_allowlist_names_real_programs() -> None:
     assert not any(p.endswith("/id") or p.endswith("/curl") for p in allowed)
     assert confine.write_rights() & confine.ll.FSAccess.EXECUTE == 0
     assert signal.SIGKILL  # the module is used for kill checks above
+
+
+def test_without_landlock_signal_scope_a_process_signals_only_the_render_and_its_group() -> None:
+    """Before Landlock ABI 6, seccomp alone keeps signals in the render's process group: kill may
+    name the render, its group (-render) or the caller's group (0); nothing else, -1 included."""
+    outsider = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code = f"""
+import os, signal
+os.setsid()
+from projectgen.generation.sandbox import confine
+confine.seccomp(processes=True, scoped=False)
+me = os.getpid()
+out = {{}}
+for name, pid in (('self', me), ('group', -me), ('zero', 0), ('outsider', {outsider.pid}), ('all', -1)):
+    try:
+        os.kill(pid, 0); out[name] = 'allowed'
+    except OSError as exc:
+        out[name] = exc.errno
+child = os.fork()
+if child == 0:
+    try:
+        os.kill(me, 0); os.kill(0, 0); os._exit(0)
+    except OSError:
+        os._exit(1)
+out['child_to_render'] = os.waitpid(child, 0)[1]
+print(out)
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    finally:
+        outsider.kill()
+        outsider.wait()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(
+        {
+            "self": "allowed",
+            "group": "allowed",
+            "zero": "allowed",
+            "outsider": errno.EPERM,
+            "all": errno.EPERM,
+            "child_to_render": 0,
+        }
+    )
+
+
+def test_processes_get_no_namespace_and_no_other_parent() -> None:
+    """fork and exec are allowed with Landlock, but `clone` with a namespace flag or CLONE_PARENT
+    (a child given to the render server) is refused, and so are setsid and setpgid."""
+    code = """
+import ctypes, errno, os, signal
+from projectgen.generation.sandbox import confine
+confine.seccomp(processes=True, scoped=True)
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+for name, flag in (('newuser', confine.CLONE_NEWUSER), ('newpid', confine.CLONE_NEWPID),
+                   ('newnet', confine.CLONE_NEWNET), ('parent', confine.CLONE_PARENT)):
+    pid = libc.syscall(56, flag | signal.SIGCHLD, 0, 0, 0, 0)  # x86_64 clone
+    if pid == 0:
+        os._exit(0)
+    out[name] = ctypes.get_errno() if pid < 0 else 'allowed'
+for name, fn in (('setsid', os.setsid), ('setpgid', lambda: os.setpgid(0, 0))):
+    try:
+        fn(); out[name] = 'allowed'
+    except OSError as exc:
+        out[name] = exc.errno
+pid = os.fork()
+if pid == 0:
+    os.execv('/bin/sh', ['sh', '-c', 'exit 7'])
+out['fork_exec'] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(out)
+"""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the raw clone call here uses x86_64's syscall number")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    eperm = errno.EPERM
+    assert done.stdout.strip() == str(
+        {
+            "newuser": eperm,
+            "newpid": eperm,
+            "newnet": eperm,
+            "parent": eperm,
+            "setsid": eperm,
+            "setpgid": eperm,
+            "fork_exec": 7,
+        }
+    )
