@@ -470,7 +470,7 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 
 def render_cli_without_landlock(
-    tmp_path: Path, url: str, name: str, errno_name: str
+    tmp_path: Path, url: str, name: str, errno_name: str, tasks: str = "Skip"
 ) -> subprocess.CompletedProcess[str]:
     """`projectgen render` where Landlock's syscalls answer `errno_name`: ENOSYS as on a kernel
     built without it, EPERM as under a container runtime's seccomp profile that does not list them
@@ -480,6 +480,7 @@ def render_cli_without_landlock(
         "apiVersion: projectgen.io/v1alpha1\nkind: GeneratedProject\nmetadata:\n  name: demo\n"
         "  creationTimestamp: '2024-02-29T12:30:00Z'\n"
         f"spec:\n  projectRef:\n    name: demo\n  sources:\n    - template:\n        url: {url}\n"
+        f"        tasks: {tasks}\n"
     )
     cli = str(Path(sys.executable).with_name("projectgen"))
     return subprocess.run(

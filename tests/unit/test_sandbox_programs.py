@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 from test_generation_template import server, work
-from test_sandbox_confinement import HOSTILE, copier_copy, extension, make, outside_state, render, snapshot
+from test_sandbox_confinement import (
+    HOSTILE,
+    copier_copy,
+    extension,
+    make,
+    outside_state,
+    render,
+    render_cli_without_landlock,
+    snapshot,
+)
 
 from projectgen.generation.errors import GenerationError
 from projectgen.generation.sandbox import Limits, confine, programs, runner
@@ -385,3 +394,21 @@ print(out)
             "fork_exec": 7,
         }
     )
+
+
+def test_without_landlock_tasks_run_is_refused_saying_why(
+    tmp_path: Path, server: GitHTTPServer, work: Path
+) -> None:
+    """No exec allowlist can be enforced without Landlock: `tasks: Run` fails naming the reason,
+    and the task does not run."""
+    marker = tmp_path / "ran"
+    url = make(
+        server, work, "tasks-no-landlock", {"copier.yml": f"_tasks:\n  - touch {marker}\n", "a.txt": "a\n"}
+    )
+    done = render_cli_without_landlock(tmp_path, url, "out", "EPERM", tasks="Run")
+    assert done.returncode == 1, done.stderr
+    assert (
+        "and tasks is Run; running programs needs Landlock, and the container's seccomp profile forbids"
+        in (done.stderr)
+    )
+    assert not marker.exists()
