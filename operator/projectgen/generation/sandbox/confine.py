@@ -271,10 +271,10 @@ def ruleset_attr(abi: int) -> tuple[_RulesetAttr, int]:
     return attr, size
 
 
-def write_rights() -> ll.FSAccess:
-    """Everything (this kernel's ABI knows) under the render's own directory except EXECUTE: what
-    a render writes is never a program it can start (a script runs as `sh x.sh`)."""
-    return ll.FSAccess(int(ll.FSAccess.all()) & ~int(ll.FSAccess.EXECUTE))
+def write_rights(handled: int) -> ll.FSAccess:
+    """Every handled right under the render's own directory except EXECUTE: what a render writes
+    is never a program it can start (a script runs as `sh x.sh`)."""
+    return ll.FSAccess(handled & ~int(ll.FSAccess.EXECUTE))
 
 
 EXEC_RIGHTS = ll.FSAccess.READ_FILE | ll.FSAccess.EXECUTE
@@ -297,7 +297,7 @@ def landlock(read: Iterable[str], write: Iterable[str], execute: Iterable[str] =
         reading = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR
         rules = [
             *((p, reading) for p in read),
-            *((p, write_rights()) for p in write),
+            *((p, write_rights(attr.handled_access_fs)) for p in write),
             *((p, EXEC_RIGHTS | (ll.FSAccess.READ_DIR if os.path.isdir(p) else 0)) for p in execute),
             *((p, rights) for p, rights in DEVICES.items() if os.path.exists(p)),
         ]
