@@ -33,6 +33,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 from projectgen.generation.sandbox import child, pidsgroup, programs
 
@@ -88,6 +89,20 @@ def _reap(control: socket.socket, running: dict[int, int], ended: set[int]) -> N
             control.send(json.dumps({"id": rid, "status": _status(raw), "cpu": cpu}).encode())
 
 
+def _drain(renders: set[int], wait: float = 2.0) -> None:
+    """On the way out: reap what was killed (for up to `wait` seconds) and remove the renders'
+    pids cgroups, so none is left on the host."""
+    cgroups = pidsgroup.own_dir()
+    deadline = time.monotonic() + wait
+    while renders and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG) is not None:
+                pass
+        renders = {pid for pid in renders if not pidsgroup.remove(pid, cgroups)}
+        if renders:
+            time.sleep(0.02)
+
+
 def serve(control: socket.socket) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -108,6 +123,7 @@ def serve(control: socket.socket) -> None:
             for pid in running:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
+            _drain(ended | set(running))
             return
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
