@@ -19,7 +19,10 @@ refused: the render cannot know its threads' ids in advance, and nothing it runs
 of the uid). Only the low 32 bits of each argument are compared: the kernel reads these
 arguments as `int`, ignoring the upper half of the register.
 
-The signal calls compare one value (the render's own pid) and stay with libseccomp; the calls
+Signals: with Landlock ABI 6 the domain's scope keeps them in the render's tree. Before it, `kill`
+is here too (`pid_rules(signals=True)`): the render's pid, its process group (`-pid`, every
+process it started stays in it) or 0; the other signal calls compare one value (the render's
+own pid) and stay with libseccomp. The calls
 that take a pidfd (`pidfd_*`, `process_madvise`, `process_mrelease`, `kcmp`) are refused
 outright there.
 """
