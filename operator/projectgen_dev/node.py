@@ -774,9 +774,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _pids_in_cgroups(self) -> set[int]:
         pids: set[int] = set()
         for root in self._created_cgroups:
-            for procs in root.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    pids.update(int(p) for p in procs.read_text().split())
+            # os.walk, not rglob: a pod's cgroup may vanish mid-walk (os.walk skips it, rglob raises)
+            for directory, _, names in os.walk(root):
+                if "cgroup.procs" in names:
+                    with contextlib.suppress(OSError, ValueError):
+                        pids.update(int(p) for p in Path(directory, "cgroup.procs").read_text().split())
         return pids
 
     def _shim_pids(self) -> set[int]:

@@ -232,6 +232,13 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
+def other_namespace(api: client.ApiClient, prefix: str) -> str:
+    """A second, fresh namespace (another tenant) for tests that watch two at once."""
+    name = f"{prefix}-{os.urandom(3).hex()}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
 def create(api: client.ApiClient, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
     obj: dict[str, Any] = custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)

@@ -240,6 +240,14 @@ def test_template_from_configmap(api_client: client.ApiClient, namespace: str) -
     [
         ("tasks", "_tasks:\n  - touch /tmp/pwned\n", "Skip", "Completed", "_tasks were skipped"),
         ("tasks-fail", "_tasks:\n  - touch /tmp/pwned\n", "Fail", "Failed", "and tasks is Fail"),
+        # run in the sandbox: the task may write only the project
+        (
+            "tasks-run",
+            "_tasks:\n  - touch /tmp/pwned\n",
+            "Run",
+            "Failed",
+            "task 'touch /tmp/pwned' exited with code 1",
+        ),
         ("migrations", "_migrations:\n  - version: v2\n    command: rm -rf /\n", "Skip", "Completed", None),
         ("extensions", "_jinja_extensions:\n  - jinja2_time.TimeExtension\n", "Skip", "Completed", None),
     ],
@@ -254,7 +262,7 @@ def test_code_running_features(
     expected: str | None,
 ) -> None:
     """What copier runs as code: extensions load in the sandbox, migrations do not apply to a copy,
-    tasks never run (skipped with a Warning, or the source fails)."""
+    tasks run only in the sandbox with `tasks: Run` (else skipped with a Warning, or the source fails)."""
     configmap(api_client, namespace, "tpl", {"copier": copier_yml, "f": "x\n"})
     items = [{"key": "copier", "path": "copier.yml"}, {"key": "f", "path": "f.txt"}]
     source = {"template": {"configMap": {"name": "tpl", "items": items}, "tasks": tasks}}

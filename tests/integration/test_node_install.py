@@ -274,6 +274,35 @@ class Reach(Extension):
 }
 
 
+PROGRAMS_TEMPLATE = {
+    "copier.yml": "_jinja_extensions:\n  - copier_templates_extensions.TemplateExtensionLoader\n"
+    "  - programs.py:Programs\n",
+    "programs.py": """import os, subprocess
+from jinja2.ext import Extension
+
+
+class Programs(Extension):
+    def __init__(self, environment):
+        super().__init__(environment)
+        reached = []
+        # programs the render starts signal neither the render server nor the operator (pid 1)
+        for pid in (os.getppid(), 1):
+            for sig in ("0", "KILL"):
+                p = subprocess.run(["sh", "-c", f"kill -{sig} {pid}"], capture_output=True)
+                if p.returncode == 0:
+                    reached.append(f"kill -{sig} {pid}")
+        name = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True)
+        if name.stdout.strip():
+            reached.append("a git identity: " + name.stdout)
+        if reached:
+            raise RuntimeError("reached " + " ".join(reached))
+        environment.globals["git_exit"] = name.returncode
+""",
+    "who.txt.jinja": "{{ git_exit }}\n",
+}
+KILL_PARENT_TEMPLATE = {"copier.yml": '_tasks:\n  - "kill -KILL $PPID"\n', "a.txt": "a\n"}
+
+
 def _configmap_template(node: Node, namespace: str, name: str, files: dict[str, str]) -> dict[str, Any]:
     """A ConfigMap holding `files` (keys k0, k1, ...), and the template source that reads it."""
     keys = {f"k{i}": path for i, path in enumerate(files)}
@@ -323,6 +352,34 @@ def test_the_samples_complete_and_the_sandbox_runs_under_the_runtime_profile(
         obj = wait_phase(api, PROJECTS, namespace, "leak", "Completed", "Failed", timeout=120)
         assert obj["status"]["phase"] == "Failed", obj["status"]
         assert "_external_data.token" in obj["status"]["errorMessage"], obj["status"]
+
+
+def test_programs_a_template_starts_signal_only_their_own_render(node: Node, installed: client.V1Pod) -> None:
+    """Issue 25: in the pod, under RuntimeDefault, programs run (git finds no identity) and
+    reach neither the render server nor the operator; a task that kills its parent (the render)
+    fails only its own resource, and the operator's container does not restart."""
+    namespace = "programs"
+    node.kubectl("create", "namespace", namespace)
+    restarts = _restarts(node, installed.metadata.name)
+    with node.api_client() as api:
+        source = _configmap_template(node, namespace, "programs-template", PROGRAMS_TEMPLATE)
+        create(api, PROJECTS, namespace, project_body("programs", [source]))
+        killer = _configmap_template(node, namespace, "kill-parent-template", KILL_PARENT_TEMPLATE)
+        killer["template"]["tasks"] = "Run"
+        create(api, PROJECTS, namespace, project_body("kill-parent", [killer]))
+        obj = wait_phase(api, PROJECTS, namespace, "programs", "Completed", "Failed", timeout=120)
+        assert obj["status"]["phase"] == "Completed", obj["status"]
+        failed = wait_phase(api, PROJECTS, namespace, "kill-parent", "Completed", "Failed", timeout=120)
+        assert failed["status"]["phase"] == "Failed", failed["status"]
+        assert "killed by a signal (SIGKILL)" in failed["status"]["errorMessage"], failed["status"]
+    assert _restarts(node, installed.metadata.name) == restarts
+
+
+def _restarts(node: Node, pod: str) -> int:
+    out = node.kubectl(
+        "get", "pod", "-n", NAMESPACE, pod, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"
+    )
+    return int(out.strip() or 0)
 
 
 def test_garbage_collection_of_exports(node: Node, installed: client.V1Pod) -> None:

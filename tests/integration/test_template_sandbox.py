@@ -4,13 +4,21 @@ namespace, and deleting it kills its render process; skipped tasks are reported.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from pathlib import Path
 
 import kubernetes
 import pytest
-from support import PROJECTS, OperatorProcess, create, project_body, wait_event, wait_for, wait_phase
+from support import (
+    PROJECTS,
+    OperatorProcess,
+    create,
+    other_namespace,
+    project_body,
+    wait_event,
+    wait_for,
+    wait_phase,
+)
 from test_generatedproject import git_server, publish_template
 
 from projectgen_dev.gitserver import GitHTTPServer
@@ -50,10 +58,7 @@ def test_runaway_template_does_not_delay_another_namespace_and_dies_with_its_res
     git_server: GitHTTPServer,
 ) -> None:
     assert operator.proc is not None
-    other = f"other-tenant-{secrets.token_hex(3)}"
-    kubernetes.client.CoreV1Api(api_client).create_namespace(
-        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=other))
-    )
+    other = other_namespace(api_client, "other-tenant")
     runaway = publish_template(git_server, "runaway", RUNAWAY)
     normal = publish_template(
         git_server,

@@ -125,10 +125,11 @@ class ConfigMapSource(Model):
 
 
 class TaskPolicy(StrEnum):
-    """What to do with a template's `_tasks`, which never run in projectgen."""
+    """What to do with a template's `_tasks`."""
 
     SKIP = "Skip"
     FAIL = "Fail"
+    RUN = "Run"
 
 
 class TemplateLimits(Model):
@@ -177,7 +178,7 @@ class TemplateLimits(Model):
 class TemplateSource(Model):
     """A copier template, rendered with the given answers in a sandboxed process, as
     `copier copy --trust --skip-tasks` renders it: Jinja extensions load, migrations do not
-    apply to a copy, tasks never run."""
+    apply to a copy, tasks run only with `tasks: Run`."""
 
     url: str | None = Field(
         default=None,
@@ -225,8 +226,9 @@ class TemplateSource(Model):
     )
     tasks: TaskPolicy = Field(
         default=TaskPolicy.SKIP,
-        description="What to do with a template that has _tasks, which never run here: Skip renders "
-        "without them (a Warning Event names them), Fail fails the source.",
+        description="What to do with a template that has _tasks: Skip renders without them (a Warning "
+        "Event names them), Fail fails the source, Run runs them in the render sandbox (no network; only "
+        "the sandbox's programs; a failing task fails the source with its stderr).",
     )
     limits: TemplateLimits | None = Field(
         default=None,
