@@ -2,12 +2,13 @@
 one render (or `python -I -m projectgen.generation.sandbox.child` on its own).
 
 It reads one request (JSON) on stdin, confines itself (`confine.py`), then renders with copier
-(`generation/templaterender.py`) or cookiecutter (`generation/cookiecutterrender.py`) and writes one result line (JSON) to the stdout it had at start;
-anything the template prints goes to stderr, which the parent reads but never reports. Template
-code runs in this process and can write a line of its own to that descriptor: the parent takes
-the result as the render's claim about itself, never as a fact about the operator (`runner.py`). copier,
-cookiecutter and their dependencies are imported before confinement (by the server, once: they are the image's
-own code); nothing of the template is read before it.
+(`generation/templaterender.py`) or cookiecutter (`generation/cookiecutterrender.py`) and writes
+one result line (JSON) to the stdout it had at start; anything the template prints goes to
+stderr, which the parent reads but never reports. Template code runs in this process and can
+write a line of its own to that descriptor: the parent takes the result as the render's claim
+about itself, never as a fact about the operator (`runner.py`). copier, cookiecutter and their
+dependencies are imported before confinement (by the server, once: they are the image's own
+code); nothing of the template is read before it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import errno
 import json
 import os
 import resource
+import shutil
+import stat
 import sys
 import tempfile
 from typing import Any, TextIO
 
 from projectgen.generation import cookiecutterrender, templaterender
+from projectgen.generation.sandbox import pidsgroup, programs
 from projectgen.generation.sandbox.confine import ConfinementError, confine
 from projectgen.generation.sandbox.limits import Limits
 
@@ -30,6 +34,21 @@ from projectgen.generation.sandbox.limits import Limits
 def _result(out: TextIO, payload: dict[str, Any]) -> None:
     out.write(json.dumps(payload) + "\n")
     out.flush()
+
+
+def _refused_program(exc: OSError) -> str | None:
+    """The program an exec refusal named (EACCES on an executable file off the allowlist)."""
+    if exc.errno != errno.EACCES or not exc.filename:
+        return None
+    name = os.fsdecode(exc.filename)
+    path = name if "/" in name else shutil.which(name, path=programs.SEARCH_PATH)
+    if not path:
+        return None
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return name
+    return None
 
 
 def main() -> int:
@@ -41,6 +60,7 @@ def main() -> int:
         fh.write("1000")
     limits = Limits.from_json(request["limits"])
     box_tmp = request["tmp"]
+    pidsgroup.enter(pidsgroup.own_dir(), limits.processes)
     try:
         found = confine(
             limits,
@@ -52,9 +72,13 @@ def main() -> int:
         _result(result, {"error": f"the render sandbox could not be set up: {exc}", "sandbox": True})
         return 0
     os.environ.clear()
-    os.environ.update(
-        {"TMPDIR": box_tmp, "HOME": box_tmp, "TZ": "UTC", "LC_ALL": "C.UTF-8", "PATH": "/nonexistent"}
-    )
+    if found.landlock_abi > 0:
+        os.environ.update(programs.environment(box_tmp, request["box"]))
+    else:
+        os.environ.update(
+            {"TMPDIR": box_tmp, "HOME": box_tmp, "TZ": "UTC", "LC_ALL": "C.UTF-8", "PATH": "/nonexistent"}
+        )
+    programs.enable(found.landlock_abi > 0, found.landlock_reason)
     tempfile.tempdir = box_tmp
     os.chdir(request["cwd"])
     templaterender.freeze_clock(dt.datetime.fromisoformat(request["clock"]))
@@ -70,7 +94,13 @@ def main() -> int:
         _result(result, {"error": "memory", "limit": True})
         return 0
     except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
+        refused = _refused_program(exc)
+        if refused is not None:
+            text = (
+                f"the sandbox refused to run {refused!r}: a template may run only "
+                f"{', '.join(programs.allowed_names())}"
+            )
+        elif exc.errno in (errno.EACCES, errno.EPERM):
             what = f" to {exc.filename!r}" if exc.filename else ""
             text = f"the sandbox denied it access{what} ({exc.strerror}): a template may read only itself"
         else:

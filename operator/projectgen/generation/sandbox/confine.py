@@ -15,15 +15,22 @@ keeps `runAsNonRoot`, no capabilities, no privilege escalation and its RuntimeDe
   unix socket reaches a process outside it. A Landlock domain also stops `ptrace` of anything
   outside it.
 - **seccomp** (binding: `pyseccomp`, over Debian's libseccomp2; plus `pidfilter.py`, a filter
-  for what libseccomp cannot express): no sockets at all (rendering needs none), no new processes
-  (only threads: `clone` with `CLONE_THREAD`; `clone3` answers ENOSYS so the C library falls back
-  to `clone`), no `execve`, no signals to other processes, no call that names another process
-  (limits, priorities, affinity, scheduling, I/O priority, page migration; see `pidfilter.py`), no
+  for what libseccomp cannot express): no sockets at all (rendering needs none); processes only
+  with Landlock (`fork`, `vfork`, `clone` and `execve` then allowed, minus namespace flags and
+  CLONE_PARENT; without Landlock only threads: `clone` with `CLONE_THREAD`, no `execve`);
+  `clone3` answers ENOSYS so the C library falls back to `clone`; no `setsid`/`setpgid` (every
+  process stays in the render's process group); signals only inside the render's tree (Landlock
+  ABI 6 scope, else only to the render and its process group); no call that names another
+  process (limits, priorities, affinity, scheduling, I/O priority, page migration; see
+  `pidfilter.py`: pid 0 or the render's pid), no
   pidfds, no SIGIO ownership (`fcntl` F_SETOWN/F_SETOWN_EX/F_SETSIG, `ioctl`
   FIOSETOWN/SIOCSPGRP/TIOCSPGRP/TIOCSTI, whatever the pid), no SysV IPC or POSIX message queues
   (both outlive the render in the pod's IPC namespace), no inotify or fanotify (Landlock does not
   check a watch, which would name the files other renders write), no io_uring (its operations bypass
   seccomp), no namespaces, mounts, BPF, keyrings or ptrace.
+- **programs** (`programs.py`): Landlock EXECUTE only on the allowlist (the interpreter and its
+  loader, sh, bash, git, a few file tools); the render's own directory is writable but not
+  executable.
 - **rlimits**: CPU seconds (SIGXCPU, then SIGKILL a second later), address space, file size
   (Python ignores SIGXFSZ, so a write fails with EFBIG), open files, tasks, no core dumps.
 """
@@ -50,16 +57,41 @@ except (ImportError, OSError, RuntimeError) as exc:  # libseccomp2 missing from 
     sc = None
     SECCOMP_MISSING = str(exc)
 
-from projectgen.generation.sandbox import pidfilter
+from projectgen.generation.sandbox import pidfilter, programs
 from projectgen.generation.sandbox.limits import Limits
 
 CLONE_THREAD = 0x00010000
 
+PROCESS_SYSCALLS = ("fork", "vfork", "execve", "execveat")
+"""Refused without Landlock (no exec allowlist can be enforced there); allowed with it."""
+
+CLONE_NEWTIME = 0x00000080
+CLONE_PARENT = 0x00008000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_REFUSED = (
+    CLONE_PARENT,
+    CLONE_NEWNS,
+    CLONE_NEWCGROUP,
+    CLONE_NEWUTS,
+    CLONE_NEWIPC,
+    CLONE_NEWUSER,
+    CLONE_NEWPID,
+    CLONE_NEWNET,
+)
+"""`clone` flags refused when processes are allowed: a new namespace, or a child given to the
+render's parent (outside the render's tree). CLONE_NEWTIME is no `clone` flag (that bit is the
+exit signal); `clone3`, which takes it, answers ENOSYS."""
+
 DENIED_SYSCALLS = (
-    "fork",
-    "vfork",
-    "execve",
-    "execveat",
+    # A process the render starts stays in its session and process group: one killpg ends all.
+    "setsid",
+    "setpgid",
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
@@ -239,7 +271,15 @@ def ruleset_attr(abi: int) -> tuple[_RulesetAttr, int]:
     return attr, size
 
 
-def landlock(read: Iterable[str], write: Iterable[str]) -> Confinement:
+WRITE_RIGHTS = ll.FSAccess(int(ll.FSAccess.all()) & ~int(ll.FSAccess.EXECUTE))
+"""Everything under the render's own directory except EXECUTE: what a render writes is never a
+program it can start (a script runs as `sh x.sh`)."""
+EXEC_RIGHTS = ll.FSAccess.READ_FILE | ll.FSAccess.EXECUTE
+DEVICES = {"/dev/null": ll.FSAccess.READ_FILE | ll.FSAccess.WRITE_FILE | ll.FSAccess.TRUNCATE}
+"""`> /dev/null` in a shell line opens it for writing (and truncation)."""
+
+
+def landlock(read: Iterable[str], write: Iterable[str], execute: Iterable[str] = ()) -> Confinement:
     try:
         abi = int(ll.landlock_abi_version())
     except ll.SyscallError as exc:
@@ -252,7 +292,13 @@ def landlock(read: Iterable[str], write: Iterable[str]) -> Confinement:
     fd = int(create(ctypes.cast(ctypes.pointer(attr), ctypes.POINTER(plumbing.RulesetAttr)), size, 0))
     try:
         reading = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR
-        for path, rights in [*((p, reading) for p in read), *((p, ll.FSAccess.all()) for p in write)]:
+        rules = [
+            *((p, reading) for p in read),
+            *((p, WRITE_RIGHTS) for p in write),
+            *((p, EXEC_RIGHTS | (ll.FSAccess.READ_DIR if os.path.isdir(p) else 0)) for p in execute),
+            *((p, rights) for p, rights in DEVICES.items() if os.path.exists(p)),
+        ]
+        for path, rights in rules:
             target = os.open(path, os.O_PATH | os.O_CLOEXEC)
             try:
                 rule = plumbing.PathBeneathAttr(int(rights), target)
@@ -266,19 +312,31 @@ def landlock(read: Iterable[str], write: Iterable[str]) -> Confinement:
     return Confinement(abi, scoped=abi >= 6)
 
 
-def seccomp() -> None:
+def seccomp(*, processes: bool = False, scoped: bool = False) -> None:
+    """Load the filters. `processes`: fork and exec allowed (with Landlock, which bounds what may
+    be executed), minus new namespaces and CLONE_PARENT. `scoped`: Landlock (ABI 6) already keeps
+    every signal inside the render's domain, its own process tree; without it a signal may name only
+    the render itself or its process group (`kill(0)`, `kill(-render)`), so a process the render
+    started can signal neither the render server nor the operator."""
     if sc is None:
         raise ConfinementError(f"seccomp is unavailable ({SECCOMP_MISSING}); install libseccomp2")
     me = os.getpid()
     filt = sc.SyscallFilter(defaction=sc.ALLOW)
     eperm = sc.ERRNO(errno.EPERM)
     filt.add_rule(sc.ERRNO(errno.EACCES), "socket")
-    filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
+    if processes:
+        for flag in CLONE_REFUSED:
+            filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    else:
+        filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
+        for name in PROCESS_SYSCALLS:
+            filt.add_rule(eperm, name)
     filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for name in DENIED_SYSCALLS:
         filt.add_rule(eperm, name)
-    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        filt.add_rule(eperm, name, sc.Arg(0, sc.NE, me))
+    if not scoped:
+        for name in ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+            filt.add_rule(eperm, name, sc.Arg(0, sc.NE, me))
     # The command is an unsigned int: compare the low 32 bits only, as the kernel reads it.
     for cmd in SIGIO_OWNER_FCNTL:
         filt.add_rule(eperm, "fcntl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, cmd))
@@ -287,10 +345,10 @@ def seccomp() -> None:
     filt.load()
     arch = int(sc.system_arch())
     numbers = {}
-    for rule in pidfilter.pid_rules(me):
+    for rule in pidfilter.pid_rules(me, signals=not scoped):
         with contextlib.suppress(OSError, ValueError):
             numbers[rule.syscall] = int(sc.resolve_syscall(arch, rule.syscall))
-    pidfilter.load(me, arch, numbers)
+    pidfilter.load(me, arch, numbers, signals=not scoped)
 
 
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -335,10 +393,12 @@ def path_guard(read: Iterable[str], write: Iterable[str]) -> None:
 
 
 def confine(limits: Limits, read: list[str], write: list[str], forbidden: list[str]) -> Confinement:
-    """Confine this process for good. Call before anything of the template is read."""
+    """Confine this process for good. Call before anything of the template is read. With
+    Landlock the render may start the programs of `programs.allowed_programs()` (and every
+    process it starts is held to the same confinement); without it, none."""
     read = read + runtime_paths(forbidden)
-    found = landlock(read, write)
-    seccomp()
+    found = landlock(read, write, programs.allowed_programs(forbidden))
+    seccomp(processes=found.landlock_abi > 0, scoped=found.scoped)
     set_rlimits(limits)
     if found.landlock_abi == 0:
         path_guard(read, write)

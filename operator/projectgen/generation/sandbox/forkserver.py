@@ -13,12 +13,20 @@ server answers `{"id": N, "pid": P}` once forked, then `{"id": N, "status": S, "
 waitpid status: `-signal` or the exit code; the CPU seconds the kernel counted for it) once it has
 reaped the render. Each render runs in its own
 session, so the parent kills it with `killpg`.
+
+A render may start processes (`programs.py`); none may leave the render's process group (seccomp
+refuses `setsid` and `setpgid`). The server is a child subreaper (`PR_SET_CHILD_SUBREAPER`):
+whatever a render leaves behind (a double-forked daemon) becomes the server's child, not the
+pod's init's. When a render ends, the server kills its process group *before* reaping it (the
+zombie keeps the group's id from being reused), then reaps it: nothing a render started outlives
+it, and an orphan the kill ended is reaped as it comes.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
+import ctypes
 import json
 import os
 import select
@@ -26,9 +34,10 @@ import signal
 import socket
 import sys
 
-from projectgen.generation.sandbox import child
+from projectgen.generation.sandbox import child, pidsgroup
 
 MAX_FDS = 3
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _status(raw: int) -> int:
@@ -52,27 +61,45 @@ def _render(fds: list[int]) -> None:
         os._exit(code)
 
 
+def _reap(control: socket.socket, running: dict[int, int], ended: set[int]) -> None:
+    """Reap every child that has exited: a render (its process group killed first, while its
+    zombie still holds the group's id) or an orphan a render left. `ended`: renders whose pids
+    cgroup is still to be removed (it empties as their orphans are reaped)."""
+    cgroups = pidsgroup.own_dir()
+    while True:
+        try:
+            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            found = None
+        if found is None:
+            for pid in list(ended):
+                if pidsgroup.remove(pid, cgroups):
+                    ended.discard(pid)
+            return
+        pid = found.si_pid
+        rid = running.pop(pid, None)
+        if rid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        _, raw, usage = os.wait4(pid, 0)
+        if rid is not None:
+            ended.add(pid)
+            cpu = usage.ru_utime + usage.ru_stime
+            control.send(json.dumps({"id": rid, "status": _status(raw), "cpu": cpu}).encode())
+
+
 def serve(control: socket.socket) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     running: dict[int, int] = {}  # pid -> request id
+    ended: set[int] = set()
     while True:
         ready, _, _ = select.select([control.fileno(), wake_r], [], [])
         if wake_r in ready:
             os.read(wake_r, 4096)
-        while running:
-            try:
-                pid, raw, usage = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            rid = running.pop(pid, None)
-            if rid is not None:
-                cpu = usage.ru_utime + usage.ru_stime
-                control.send(json.dumps({"id": rid, "status": _status(raw), "cpu": cpu}).encode())
+        _reap(control, running, ended)
         if control.fileno() not in ready:
             continue
         fds = array.array("i")
@@ -98,6 +125,8 @@ def serve(control: socket.socket) -> None:
 
 def main() -> int:
     control = socket.socket(fileno=int(sys.argv[1]))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         serve(control)
     return 0

@@ -56,7 +56,9 @@ class PidRule:
     args: tuple[tuple[int, tuple[int, ...]], ...]
 
 
-def pid_rules(me: int) -> list[PidRule]:
+def pid_rules(me: int, *, signals: bool = False) -> list[PidRule]:
+    """`signals`: also `kill`, allowed only for the render (`me`), its process group (`-me`) and
+    the caller's own group (0): used when Landlock cannot scope signals (before ABI 6)."""
     own = (0, me)
     pid_first = (
         "prlimit64",
@@ -71,6 +73,8 @@ def pid_rules(me: int) -> list[PidRule]:
     rules = [PidRule(name, ((0, own),)) for name in pid_first]
     rules.append(PidRule("setpriority", ((0, (PRIO_PROCESS,)), (1, own))))
     rules.append(PidRule("ioprio_set", ((0, (IOPRIO_WHO_PROCESS,)), (1, own))))
+    if signals:
+        rules.append(PidRule("kill", ((0, (0, me, -me)),)))
     return rules
 
 
@@ -130,10 +134,10 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def load(me: int, arch: int, numbers: Mapping[str, int]) -> None:
+def load(me: int, arch: int, numbers: Mapping[str, int], *, signals: bool = False) -> None:
     """Load the filter into this process (after libseccomp's, which set no_new_privs). `arch` is
     the native AUDIT_ARCH value and `numbers` the syscall numbers, both from libseccomp."""
-    code = program(pid_rules(me), arch, numbers, errno.EPERM)
+    code = program(pid_rules(me, signals=signals), arch, numbers, errno.EPERM)
     filters = (_SockFilter * len(code))(*(_SockFilter(*ins) for ins in code))
     fprog = _SockFprog(len(code), filters)
     libc = ctypes.CDLL(None, use_errno=True)
