@@ -49,6 +49,16 @@ def shout(value):
     return str(value).upper() + "!"
 """
 
+PRE_PROMPT = """\
+import json
+
+with open("cookiecutter.json") as fh:
+    context = json.load(fh)
+context["greeting"] = "added by pre_prompt"
+with open("cookiecutter.json", "w") as fh:
+    json.dump(context, fh)
+"""
+
 PRE_GEN = """\
 import sys
 
@@ -75,13 +85,14 @@ def cookiecutter_template(**overrides: Any) -> dict[str | bytes, str | bytes]:
     return {
         "cookiecutter.json": json.dumps({**COOKIECUTTER_JSON, **overrides}, indent=2),
         "local_extensions.py": LOCAL_EXTENSIONS,
+        "hooks/pre_prompt.py": PRE_PROMPT,
         "hooks/pre_gen_project.py": PRE_GEN,
         "hooks/post_gen_project.sh": POST_GEN,
         f"{SLUG}/README.md": (
             "# {{ cookiecutter.project_name }}\n{{ cookiecutter.project_name|shout }}\n"
             "slug: {{ cookiecutter.project_name|slugify }}\nlicense: {{ cookiecutter.license }}\n"
             "lead: {{ cookiecutter.authors.lead }} version {{ cookiecutter.__version }}\n"
-            "{{ cookiecutter.authors|jsonify }}\n"
+            "{{ cookiecutter.authors|jsonify }}\n{{ cookiecutter.greeting }}\n"
         ),
         f"{SLUG}/{SLUG}/__init__.py": '__version__ = "{{ cookiecutter.__version }}"\n',
         f"{SLUG}/raw/keep.txt": "{{ left as is }}\n",
@@ -211,7 +222,7 @@ def test_git_template_renders_as_cookiecutter_no_input(tmp_path: Path, server: G
     # Every feature did what cookiecutter's documentation says, in both.
     readme = got["README.md"][0].decode()
     assert readme.startswith("# Widget Factory\nWIDGET FACTORY!\nslug: widget-factory\nlicense: MIT\n")
-    assert "lead: Ada version 0.1.0" in readme
+    assert "lead: Ada version 0.1.0" in readme and "added by pre_prompt" in readme
     assert got["raw/keep.txt"][0] == b"{{ left as is }}\n"
     assert got["config.jinja-example"][0] == b"{{ also left }}\n"
     assert got["logo.png"][0] == b"\x89PNG\r\n\x1a\n\x00{{ binary }}\xff"
@@ -237,6 +248,7 @@ def test_git_template_renders_as_cookiecutter_no_input(tmp_path: Path, server: G
                 "__version": "0.1.0",
                 "_copy_without_render": ["raw/*", "*.jinja-example"],
                 "_extensions": ["local_extensions.shout", "cookiecutter.extensions.SlugifyExtension"],
+                "greeting": "added by pre_prompt",
                 "_template": url,
                 "_commit": commit,
             }
@@ -402,7 +414,8 @@ def test_cruft_diff_and_update_work_on_the_result(tmp_path: Path, server: GitHTT
     cruft = VENV_BIN / "cruft"
     if not cruft.exists():
         unavailable("cruft is not installed (pip install -e '.[test]')")
-    files = cookiecutter_template()
+    # cruft renders with cookiecutter's generate_files, which runs no pre_prompt hook.
+    files = {k: v for k, v in cookiecutter_template(greeting="hello").items() if k != "hooks/pre_prompt.py"}
     url = publish_template(server, tmp_path / "src", "cc-cruft", files)
     out = cli_render(
         tmp_path, generated_project({"url": url, "ref": "main", "data": {"project_name": "Alpha"}})
@@ -431,3 +444,9 @@ def test_cruft_diff_and_update_work_on_the_result(tmp_path: Path, server: GitHTT
     )
     assert update.returncode == 0, update.stdout + update.stderr
     assert (project / "CHANGELOG.md").read_text() == "# Alpha changes\n"
+
+
+def test_limits_apply_to_cookiecutter_renders(tmp_path: Path) -> None:
+    files = {**SIMPLE, **{f"{SLUG}/f{i}.txt": str(i) for i in range(10)}}
+    message = render_error(tmp_path, files, limits={"outputFiles": 5})
+    assert message.startswith("sources[0].template: the template wrote more than the limit of 5 files")

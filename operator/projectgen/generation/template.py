@@ -1,4 +1,7 @@
-"""Template sources: a copier template, fetched here and rendered in a sandboxed child.
+"""Template sources: a copier or cookiecutter template, fetched here and rendered in a sandboxed child.
+
+- The engine is the source's `engine`, else detected here from the checkout (`choose_engine`):
+  copier.yml / copier.yaml against cookiecutter.json; both or neither is the user's to resolve.
 
 - The parent (this module) fetches the template before the child starts: a git clone with its
   submodules (`fetch_git`, the one place a template is cloned), or the ConfigMap's files. The
@@ -13,7 +16,9 @@
   clone's size cap (`projectgen.outbound`). Then every VCS metadata entry (`.git`, at any
   depth) is removed from the checkout, so no `_exclude` can let one into a project.
 - The child (`sandbox/`, `templaterender.py`) renders as `copier copy --trust --skip-tasks`
-  does, confined by Landlock, seccomp and rlimits, with a clock fixed per generation.
+  does (cookiecutter: `cookiecutterrender.py`, as `cookiecutter --no-input`), confined by
+  Landlock, seccomp and rlimits, with a clock fixed per generation. A cookiecutter render must
+  leave exactly one directory, whose contents are the project (`project_directory`).
 - Symlinks in the template pointing outside it are refused. A symlink in the rendered output
   (copier's `_preserve_symlinks: true`) is kept when it is relative and resolves, over the
   project's own entries, to a file or directory of the project (`links.py`); any other is
