@@ -257,4 +257,3 @@ def _message(exc: BaseException) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:2000] if text else type(exc).__name__
-

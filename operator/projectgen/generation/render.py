@@ -92,9 +92,7 @@ def render_project(
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")
     writer.check_links()  # a later source may have replaced a link of a chain
     warnings += writer.case_collisions()
-    return RenderResult(
-        manifest=writer.manifest(), warnings=warnings, templates=resolved, engines=engines
-    )
+    return RenderResult(manifest=writer.manifest(), warnings=warnings, templates=resolved, engines=engines)
 
 
 def record(index: int, source: TemplateSource, resolution: Resolution) -> TemplateResolution:
