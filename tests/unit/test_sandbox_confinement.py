@@ -21,7 +21,7 @@ from test_generation_template import GIT_ENV, git, publish, server, template, wo
 
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.render import RenderResult, TemplateOptions, render_project
-from projectgen.generation.sandbox import Limits, RenderCancelled, confine, runner
+from projectgen.generation.sandbox import Limits, RenderCancelled, confine, programs, runner
 from projectgen_dev.gitserver import GitHTTPServer
 
 __all__ = ["server", "work"]  # module fixtures shared with test_generation_template
@@ -151,7 +151,7 @@ def test_extensions_tasks_migrations_questions_match_copier(
     assert snapshot(tree, frozenset({"COPYRIGHT"})) == snapshot(theirs, frozenset({"COPYRIGHT"}))
     assert not list(tmp_path.glob("task-ran*"))  # neither tasks nor migrations ran
     assert result.warnings == [
-        f"sources[0].template: the template's _tasks were skipped (projectgen never runs them): "
+        f"sources[0].template: the template's _tasks were skipped (set tasks to Run to run them in the sandbox): "
         f"touch {marker}; touch {marker}-2"
     ]
     # the same spec renders the same bytes (the clock is the generation's, not the wall clock)
@@ -308,8 +308,7 @@ attempt('read_parent_mem', lambda: open('/proc/%d/environ' % os.getppid()).read(
 attempt('write_outside', lambda: open({str(tmp_path / "written-outside")!r}, 'w').write('x'))
 attempt('inet_socket', lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
 attempt('unix_socket', lambda: socket.socket(socket.AF_UNIX))
-attempt('fork', lambda: os.fork())
-attempt('exec', lambda: os.execv('/bin/sh', ['sh', '-c', 'true']))
+attempt('setsid', lambda: os.setsid())
 attempt('signal_parent', lambda: os.kill(os.getppid(), 0))
 out['environment'] = sorted(os.environ)
 """
@@ -321,8 +320,8 @@ out['environment'] = sorted(os.environ)
     assert all(v.startswith("denied") for v in denied.values()), denied
     assert probe["read_secret"] == "denied: Permission denied"
     assert probe["inet_socket"] == "denied: Permission denied"
-    assert probe["fork"] == "denied: Operation not permitted"
-    assert probe["environment"] == ["HOME", "LC_ALL", "PATH", "TMPDIR", "TZ"]
+    assert probe["setsid"] == "denied: Operation not permitted"
+    assert probe["environment"] == sorted(programs.environment("home", "/box"))
     assert outside_state(tmp_path) == before
     assert not (tmp_path / "written-outside").exists()
 
@@ -373,15 +372,15 @@ for i in range(10 * 1024):  # 10 GB, in files under the file size limit
 
 
 def test_fork_bomb_fails_alone(tmp_path: Path, server: GitHTTPServer, work: Path) -> None:
-    """The bomb's first fork is refused, and only its render fails: the render server that forked
-    it lives on, nothing it started is left, and the next render completes."""
+    """The bomb reaches its process limit, and only its render fails: the render server that
+    forked it lives on, nothing it started is left, and the next render completes."""
     url = make(server, work, "forkbomb", extension("while True:\n    os.fork()"))
     after = make(server, work, "after-bomb", {"a.txt": "after\n"})
     runner.start_server()
     before = runner.server_pid()
     with pytest.raises(GenerationError) as err:
-        render(tmp_path, url, limits=HOSTILE)
-    assert "Operation not permitted" in err.value.message
+        render(tmp_path, url, limits=Limits(**{**HOSTILE.to_json(), "processes": 32, "wall_seconds": 10}))
+    assert "started more processes than its limit of 32" in err.value.message
     assert runner.server_pid() == before, "the render server went down with the bomb"
     assert not sandbox_children()
     _, tree = render(tmp_path / "after", after)

@@ -229,7 +229,7 @@ def apply_template(
         writer.skip_if_exists += [str(p) for p in result.get("skipIfExists") or []]
         if tasks:
             notes.append(
-                f"{where}: the template's _tasks were skipped (projectgen never runs them): {'; '.join(tasks)}"
+                f"{where}: the template's _tasks were skipped (set tasks to Run to run them in the sandbox): {'; '.join(tasks)}"
             )
         hooks = [str(h) for h in result.get("hooksSkipped") or []]
         if hooks:
@@ -527,6 +527,11 @@ def _child_error(
     error (which kopf retries for ever): "disk full" is raised as OSError only when the parent
     itself cannot allocate space beside the render's output."""
     code = result.get("errno")
+    if result.get("limit") == "processes":
+        return GenerationError(
+            f"{where}: the template started more processes than its limit of {limits.processes}"
+            " (programs it runs count, and so do other renders' where the limit is per user)"
+        )
     if result.get("limit"):
         return GenerationError(
             f"{where}: the template went over its memory limit of {limits.memory_bytes // sandbox.limits.MIB} MiB"

@@ -3,9 +3,10 @@
 This module runs in the confined child only (`sandbox/child.py`). It renders as
 `copier copy --trust --skip-tasks` does: Jinja extensions load (the template's own modules
 included: the sandbox is what makes that safe), `_migrations` are ignored (copier runs them on
-`update` only), `_tasks` never run. The answers file names the template's URL and commit, as
-copier's would: the parent resolved them with git before the child started, since the child may
-not run programs.
+`update` only), `_tasks` run only with `tasks: Run`, inside the sandbox (`sandbox/programs.py`:
+no network, the exec allowlist), as `copier copy --trust` runs them. The answers file names the
+template's URL and commit, as copier's would: the parent resolved them with git before the child
+started (the child has no network).
 
 - `_copier_conf.src_path` / `dst_path` name the template URL and `.`, not the staging paths.
 - Filters that read the host (`expandvars`, `expanduser`, `realpath`, `fileglob`) are removed.
@@ -20,7 +21,7 @@ import copy
 import datetime as dt
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path, PurePath
 from typing import Any
@@ -28,10 +29,14 @@ from typing import Any
 from copier._main import Worker
 from copier._settings import SettingsModel
 from copier._template import Template
+from copier._template import Task
+from copier._tools import cast_to_bool
 from copier._types import LazyDict, Phase
 from copier._user_data import CAST_STR_TO_NATIVE, load_answersfile_data
 from copier.errors import CopierError, ExtensionNotFoundError, ForbiddenPathError
 from packaging.version import InvalidVersion, Version
+
+from projectgen.generation.sandbox import programs
 
 HOST_FILTERS = ("expandvars", "expanduser", "realpath", "fileglob")
 """Filters copier adds (from jinja2-ansible-filters) that read the host's environment variables
@@ -109,6 +114,27 @@ class _Worker(Worker):
 
     def _sync_git_index_executable_bit(self, dst_relpath: Path, src_mode: int) -> None:
         return None
+
+    def _execute_tasks(self, tasks: Sequence[Task]) -> None:
+        """copier's tasks, as `copier copy --trust` runs them (the command, its condition, working
+        directory and extra variables rendered; the variables also in the environment), each through
+        `programs.run`: a failure names the task and ends with its stderr."""
+        for task in tasks:
+            extra = {f"_{k}": v for k, v in task.extra_vars.items()}
+            extra["_copier_operation"] = "copy"
+            if not cast_to_bool(self._render_value(task.condition, extra)):
+                continue
+            if isinstance(task.cmd, str):
+                cmd: str | list[str] = self._render_string(task.cmd, extra)
+            else:
+                cmd = [self._render_string(str(part), extra) for part in task.cmd]
+            cwd = (self.subproject.local_abspath / self._render_string(str(task.working_directory), extra)).absolute()
+            env = {k[1:].upper(): str(v) for k, v in extra.items()}
+            shown = cmd if isinstance(cmd, str) else " ".join(cmd)
+            try:
+                programs.run(cmd, what=f"task {shown[:300]!r}", cwd=str(cwd), env=env, shell=isinstance(cmd, str))
+            except (programs.ProgramFailed, programs.ProgramsRefused) as exc:
+                raise RenderFailed(str(exc)) from None
 
     def _external_data(self) -> Any:
         """copier's `_external_data`, each file held to the template and the project."""
@@ -227,7 +253,7 @@ def render(request: dict[str, Any], *, extensions_allowed: bool, why_not: str) -
             overwrite=True,
             quiet=True,
             unsafe=True,
-            skip_tasks=True,
+            skip_tasks=request.get("tasks") != "Run",
             cleanup_on_error=False,
         ) as worker:
             worker.checkout = Path(request["checkout"])
@@ -242,8 +268,13 @@ def render(request: dict[str, Any], *, extensions_allowed: bool, why_not: str) -
             tasks = describe_tasks(template)
             if tasks and request.get("tasks") == "Fail":
                 raise RenderFailed(
-                    f"the template has _tasks ({'; '.join(tasks)}) and tasks is Fail; projectgen never runs "
-                    "tasks: set tasks to Skip to render without them"
+                    f"the template has _tasks ({'; '.join(tasks)}) and tasks is Fail; projectgen runs no "
+                    "tasks: set tasks to Skip to render without them, or Run to run them in the sandbox"
+                )
+            if tasks and request.get("tasks") == "Run" and not extensions_allowed:
+                raise RenderFailed(
+                    f"the template has _tasks ({'; '.join(tasks)}) and tasks is Run; running programs needs "
+                    f"Landlock, and {why_not}; set tasks to Skip to render without them"
                 )
             _check_answers(template, data)
             worker.run_copy()
@@ -272,7 +303,8 @@ def render(request: dict[str, Any], *, extensions_allowed: bool, why_not: str) -
         raise
     except Exception as exc:
         raise RenderFailed(f"copier failed: {type(exc).__name__}: {_one_line(exc)}") from None
-    return {"tasks": tasks, "skipIfExists": skip}
+    skipped = tasks if request.get("tasks") != "Run" else []
+    return {"tasks": skipped, "skipIfExists": skip}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -125,10 +125,11 @@ class ConfigMapSource(Model):
 
 
 class TaskPolicy(StrEnum):
-    """What to do with a template's `_tasks`, which never run in projectgen."""
+    """What to do with a template's `_tasks`."""
 
     SKIP = "Skip"
     FAIL = "Fail"
+    RUN = "Run"
 
 
 class TemplateEngine(StrEnum):
@@ -193,9 +194,9 @@ class TemplateLimits(Model):
 class TemplateSource(Model):
     """A copier or cookiecutter template, rendered with the given answers in a sandboxed process.
     copier renders as `copier copy --trust --skip-tasks`: Jinja extensions load, migrations do
-    not apply to a copy, tasks never run. cookiecutter renders as `cookiecutter --no-input` with
-    `data` as the extra context, hooks included (in the sandbox); the project is the contents of
-    the one directory the template renders, with a `.cruft.json` beside them."""
+    not apply to a copy, tasks run only with `tasks: Run`. cookiecutter renders as
+    `cookiecutter --no-input` with `data` as the extra context, hooks included (in the sandbox);
+    the project is the contents of the one directory the template renders, with a `.cruft.json`."""
 
     url: str | None = Field(
         default=None,
@@ -255,8 +256,9 @@ class TemplateSource(Model):
     )
     tasks: TaskPolicy = Field(
         default=TaskPolicy.SKIP,
-        description="What to do with a template that has _tasks, which never run here: Skip renders "
-        "without them (a Warning Event names them), Fail fails the source.",
+        description="What to do with a template that has _tasks: Skip renders without them (a Warning "
+        "Event names them), Fail fails the source, Run runs them in the render sandbox (no network; only "
+        "the sandbox's programs; a failing task fails the source with its stderr).",
     )
     hooks: HookPolicy = Field(
         default=HookPolicy.RUN,

@@ -95,6 +95,10 @@ def main() -> int:
         return 0
     except OSError as exc:
         refused = _refused_program(exc)
+        if exc.errno == errno.EAGAIN and exc.filename is None:
+            # fork's EAGAIN: the pids cgroup or RLIMIT_NPROC (a render reads no non-blocking file)
+            _result(result, {"error": "processes", "limit": "processes"})
+            return 0
         if refused is not None:
             text = (
                 f"the sandbox refused to run {refused!r}: a template may run only "

@@ -271,9 +271,12 @@ def ruleset_attr(abi: int) -> tuple[_RulesetAttr, int]:
     return attr, size
 
 
-WRITE_RIGHTS = ll.FSAccess(int(ll.FSAccess.all()) & ~int(ll.FSAccess.EXECUTE))
-"""Everything under the render's own directory except EXECUTE: what a render writes is never a
-program it can start (a script runs as `sh x.sh`)."""
+def write_rights() -> ll.FSAccess:
+    """Everything (this kernel's ABI knows) under the render's own directory except EXECUTE: what
+    a render writes is never a program it can start (a script runs as `sh x.sh`)."""
+    return ll.FSAccess(int(ll.FSAccess.all()) & ~int(ll.FSAccess.EXECUTE))
+
+
 EXEC_RIGHTS = ll.FSAccess.READ_FILE | ll.FSAccess.EXECUTE
 DEVICES = {"/dev/null": ll.FSAccess.READ_FILE | ll.FSAccess.WRITE_FILE | ll.FSAccess.TRUNCATE}
 """`> /dev/null` in a shell line opens it for writing (and truncation)."""
@@ -294,7 +297,7 @@ def landlock(read: Iterable[str], write: Iterable[str], execute: Iterable[str] =
         reading = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR
         rules = [
             *((p, reading) for p in read),
-            *((p, WRITE_RIGHTS) for p in write),
+            *((p, write_rights()) for p in write),
             *((p, EXEC_RIGHTS | (ll.FSAccess.READ_DIR if os.path.isdir(p) else 0)) for p in execute),
             *((p, rights) for p, rights in DEVICES.items() if os.path.exists(p)),
         ]

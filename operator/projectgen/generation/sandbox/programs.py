@@ -22,7 +22,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 SEARCH_PATH = "/usr/bin:/bin"
-"""PATH inside the sandbox: only the system's directories (the allowlist lives there)."""
+"""Where the allowlist's programs are looked up."""
+
+
+def search_path() -> str:
+    """PATH inside the sandbox: the interpreter's own directory first (`python` is the render's
+    interpreter, with its packages; the scripts beside it are not executable there), then the
+    system's."""
+    return f"{os.path.dirname(sys.executable)}:{SEARCH_PATH}"
 
 PROGRAMS = (
     "sh",
@@ -98,6 +105,9 @@ NETWORK_HINTS = (
 )
 
 
+FORK_HINTS = ("cannot fork", "fork: retry", "resource temporarily unavailable")
+
+
 def describe_failure(what: str, returncode: int | None, stderr_tail: str) -> str:
     if returncode is None:
         how = "did not finish within its time and was stopped"
@@ -107,7 +117,9 @@ def describe_failure(what: str, returncode: int | None, stderr_tail: str) -> str
         how = f"exited with code {returncode}"
     text = f"{what} {how}"
     lower = stderr_tail.lower()
-    if any(hint in lower for hint in NETWORK_HINTS):
+    if any(hint in lower for hint in FORK_HINTS):
+        text += "; it reached the render's limit on processes"
+    elif any(hint in lower for hint in NETWORK_HINTS):
         text += "; it seems to need the network, which programs in the render sandbox do not have"
     elif "permission denied" in lower or "operation not permitted" in lower:
         text += (
@@ -167,7 +179,7 @@ def environment(home: str, box: str, extra: Mapping[str, str] | None = None) -> 
         "XDG_CONFIG_HOME": os.path.join(home, ".config"),
         "TZ": "UTC",
         "LC_ALL": "C.UTF-8",
-        "PATH": SEARCH_PATH,
+        "PATH": search_path(),
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.path.join(home, ".gitconfig"),
         "GIT_CEILING_DIRECTORIES": os.path.dirname(box.rstrip("/")),

@@ -300,8 +300,8 @@ def _answer(result: dict[str, Any]) -> dict[str, Any] | None:
         answer: dict[str, Any] = {"error": " ".join(error.split())[:MAX_MESSAGE] or "(no message)"}
         if code is not None:
             answer["errno"] = code
-        if result.get("limit") is True:
-            answer["limit"] = True
+        if result.get("limit") in (True, "processes"):
+            answer["limit"] = result["limit"]
         return answer
     tasks, skip = result.get("tasks", []), result.get("skipIfExists", [])
     hooks = result.get("hooksSkipped", [])
