@@ -327,17 +327,21 @@ def test_engine_is_detected_and_recorded(tmp_path: Path) -> None:
     assert [e.wire() for e in result.engines] == [{"source": 0, "engine": "copier"}]
 
 
-def test_both_or_neither_needs_engine(tmp_path: Path) -> None:
+def test_both_needs_engine_and_neither_is_copier(tmp_path: Path) -> None:
     both = {**SIMPLE, "copier.yml": "name: {type: str, default: x}\n"}
     assert render_error(tmp_path / "1", both) == (
         "sources[0].template: the template has both copier.yml (copier) and cookiecutter.json "
         "(cookiecutter); set engine to copier or cookiecutter"
     )
-    assert "neither copier.yml / copier.yaml (copier) nor cookiecutter.json" in render_error(
-        tmp_path / "2", {"README.md": "x"}
+    # Neither: copier, as every template rendered before engines were chosen.
+    the_spec, configmaps = configmap_spec({"README.md": "x"})
+    result = render_project(the_spec, tmp_path / "2" / "tree", configmaps=configmaps)
+    assert [e.wire() for e in result.engines] == [{"source": 0, "engine": "copier"}]
+    assert render_error(tmp_path / "3", {"sub/README.md": "x"}, directory="sub") == (
+        "sources[0].template.directory: 'sub' holds no cookiecutter.json; not a cookiecutter template"
     )
     the_spec, configmaps = configmap_spec(both, engine="cookiecutter")
-    result = render_project(the_spec, tmp_path / "3" / "tree", configmaps=configmaps)
+    result = render_project(the_spec, tmp_path / "4" / "tree", configmaps=configmaps)
     assert sorted(f.path for f in result.manifest.files) == [".cruft.json", "README.md"]
 
 

@@ -1,7 +1,8 @@
 """Template sources: a copier or cookiecutter template, fetched here and rendered in a sandboxed child.
 
 - The engine is the source's `engine`, else detected here from the checkout (`choose_engine`):
-  copier.yml / copier.yaml against cookiecutter.json; both or neither is the user's to resolve.
+  copier.yml / copier.yaml against cookiecutter.json; both is the user's to resolve, neither
+  is copier (as before there was a choice).
 
 - The parent (this module) fetches the template before the child starts: a git clone with its
   submodules (`fetch_git`, the one place a template is cloned), or the ConfigMap's files. The
@@ -255,7 +256,7 @@ COOKIECUTTER_FILE = "cookiecutter.json"
 
 def choose_engine(checkout: Path, source: TemplateSource, where: str) -> TemplateEngine:
     """The engine the source sets, else the one its files name: copier.yml / copier.yaml against
-    cookiecutter.json (in `directory` when set). Both or neither: GenerationError."""
+    cookiecutter.json (in `directory` when set). Both: GenerationError; neither: copier."""
     root = checkout
     if source.directory is not None:
         directory = check_path(source.directory, f"{where}.directory")
@@ -271,11 +272,13 @@ def choose_engine(checkout: Path, source: TemplateSource, where: str) -> Templat
                 f"{where}: the template has both {copier[0]} (copier) and {COOKIECUTTER_FILE} (cookiecutter); "
                 "set engine to copier or cookiecutter"
             )
-        if not copier and not cookiecutter:
+        if not copier and not cookiecutter and source.directory is not None:
             raise GenerationError(
-                f"{where}: the template has neither copier.yml / copier.yaml (copier) nor {COOKIECUTTER_FILE} "
-                "(cookiecutter) at its root; check url, ref and directory, or set engine"
+                f"{where}.directory: {source.directory!r} holds no {COOKIECUTTER_FILE}; "
+                "not a cookiecutter template"
             )
+        # Neither: copier, as before engines were chosen (copier takes a template without
+        # copier.yml, every file a template file); a resource that rendered keeps rendering.
         engine = TemplateEngine.COOKIECUTTER if cookiecutter else TemplateEngine.COPIER
     if engine == TemplateEngine.COPIER and source.directory is not None:
         raise GenerationError(
