@@ -454,3 +454,13 @@ def test_limits_apply_to_cookiecutter_renders(tmp_path: Path) -> None:
     files = {**SIMPLE, **{f"{SLUG}/f{i}.txt": str(i) for i in range(10)}}
     message = render_error(tmp_path, files, limits={"outputFiles": 5})
     assert message.startswith("sources[0].template: the template wrote more than the limit of 5 files")
+
+
+def test_cruft_json_never_holds_the_urls_credentials(tmp_path: Path, server: GitHTTPServer) -> None:
+    url = publish_template(server, tmp_path / "src", "cc-secret", dict(SIMPLE))
+    with_credentials = url.replace("http://", "http://robot:s3cret-token@")
+    result = render_project(spec(url=with_credentials), tmp_path / "stage" / "tree", configmaps={}.get)
+    cruft = (tmp_path / "stage" / "tree" / ".cruft.json").read_text()
+    assert "s3cret-token" not in cruft and "robot" not in cruft
+    assert json.loads(cruft)["template"] == url
+    assert [e.wire() for e in result.engines] == [{"source": 0, "engine": "cookiecutter"}]
