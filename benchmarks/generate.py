@@ -30,6 +30,11 @@ The first run of every tool is checked: the same paths and SHA-256 as the input.
   peak RSS (it reports it) is shown as copier's.
 - `copier copy` (beside every template row): `copier copy --trust --skip-tasks --defaults` of the
   same template directory, then the same `find | xargs sha256sum` as the peer.
+- `projectgen cookiecutter`: the same files as a cookiecutter template (`{{cookiecutter.project_slug}}/`
+  holding them, `_copy_without_render: ["*"]` as copier copies files without a .jinja suffix),
+  through the same `apply_template` and sandbox; its `.cruft.json` is left out of the check.
+- `cookiecutter --no-input` (beside it): the same cookiecutter template directory, then the same
+  `find | xargs sha256sum` as the peer. Goal: projectgen within 1.5x (small) / 1.2x (large) of it.
 
 Before the tables: the sandbox's start-up cost, the median time of a sandboxed render of a
 one-file template (fresh interpreter, imports, confinement, one file), against the goal of
@@ -88,6 +93,9 @@ OPENSSL_PEER = "cp -r + openssl sha256"
 CM = "projectgen configMap"
 TPL = "projectgen template"
 COPIER = "copier copy"
+CC_TPL = "projectgen cookiecutter"
+CC_PEER = "cookiecutter --no-input"
+CC_SLUG = "project"
 SANDBOX_GOAL_S = 0.150
 ITEMS_PER_SOURCE = 200  # MAX_INLINE_FILES: the most items one ConfigMap source may list
 CONFIGMAP_BYTES = MiB  # what the API server lets one ConfigMap hold
@@ -178,7 +186,7 @@ def run_child(mode: str, input_root: Path, storage_root: Path) -> None:
         sources = [Source.model_validate(d) for d in source_dicts]
         report["validate_s"] = time.perf_counter() - t0
         report["sources"] = len(sources)
-    elif mode == "template":
+    elif mode in ("template", "cookiecutter"):
         # The real apply_template and its sandbox, with the clone replaced by hard links.
         def local_fetch(url: str, ref: str | None, dest: Path, *args: object, **kwargs: object) -> Any:
             shutil.copytree(input_root, dest, copy_function=os.link)
@@ -272,17 +280,29 @@ def _fresh(runs_dir: Path, label: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=runs_dir))
 
 
-def _job(tool: str, tree: Tree, template_dir: Path | None, runs_dir: Path) -> tuple[Job, Path]:
+def _job(tool: str, case: Case, runs_dir: Path) -> tuple[Job, Path]:
     """The command of one run of `tool`, writing into a fresh directory (returned)."""
-    out = _fresh(runs_dir, tool.split()[0] + "-" + tool.split()[-1].replace(" ", ""))
+    tree, template_dir = case.tree, case.template
+    out = _fresh(runs_dir, tool.split()[0] + "-" + tool.split()[-1].replace(" ", "").lstrip("-"))
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]
     if tool == CM:
         return Job(tool, [*me, "configmap", str(tree.root), str(out)]), out
     if tool == TPL:
         assert template_dir is not None
         return Job(tool, [*me, "template", str(template_dir), str(out)]), out
+    if tool == CC_TPL:
+        assert case.cookiecutter is not None
+        return Job(tool, [*me, "cookiecutter", str(case.cookiecutter), str(out)]), out
     copy = out / "project"
     q = shlex.quote
+    if tool == CC_PEER:
+        assert case.cookiecutter is not None
+        cookiecutter = Path(sys.executable).with_name("cookiecutter")
+        line = (
+            f"HOME={q(str(out))} {q(str(cookiecutter))} --no-input -o {q(str(out))} {q(str(case.cookiecutter))} && "
+            f"find {q(str(copy))} -type f -print0 | xargs -0 sha256sum > {q(str(out / 'sums.txt'))}"
+        )
+        return Job(tool, [line], pipeline=True), out
     if tool == COPIER:
         assert template_dir is not None
         copier = Path(sys.executable).with_name("copier")
@@ -313,6 +333,8 @@ def _check_output(tool: str, out: Path, report: dict[str, Any] | None, expected:
     if report is not None:
         with open(Path(str(report["output"])) / "manifest.json", encoding="utf-8") as fh:
             got = {f["path"]: f["sha256"] for f in json.load(fh)["files"]}
+        if tool == CC_TPL:
+            got.pop(".cruft.json", None)
         if not all((Path(str(report["output"])) / "tree" / p).is_file() for p in list(got)[:50]):
             raise RuntimeError(f"{tool}: published tree misses files of its manifest")
     else:
@@ -331,11 +353,12 @@ class Case:
     tree: Tree
     tools: list[str]
     template: Path | None = None
+    cookiecutter: Path | None = None
     results: dict[str, Result] = field(default_factory=dict)
 
 
 def _run(tool: str, case: Case, runs_dir: Path, *, check: bool) -> tuple[float, float, dict[str, Any] | None]:
-    job, out = _job(tool, case.tree, case.template, runs_dir)
+    job, out = _job(tool, case, runs_dir)
     if job.argv is None:
         raise LookupError(job.missing)
     os.sync()  # the previous run's write-back is not this run's cost
@@ -431,10 +454,11 @@ def print_table(title: str, tree: Tree, results: dict[str, Result]) -> None:
         best = min(r.details, key=lambda d: d["seconds"])
         parts = [f"render {best['render_s']:.2f}s"]
         if "copier_s" in best:
+            engine = "cookiecutter" if r.tool == CC_TPL else "copier"
             parts.append(
-                f"(copier {best['copier_s']:.2f}s, its process peaking at {best['copier_grow_mb']:.0f} MB; "
+                f"({engine} {best['copier_s']:.2f}s, its process peaking at {best['copier_grow_mb']:.0f} MB; "
                 f"import_tree + manifest + dump + publish {best['import_s'] + best['dump_s'] + best['publish_s']:.2f}s, "
-                f"+{max(d['import_grow_mb'] for d in r.details):.1f} MB over the RSS copier left)"
+                f"+{max(d['import_grow_mb'] for d in r.details):.1f} MB over the RSS {engine} left)"
             )
         parts += [f"dump {best['dump_s']:.2f}s", f"publish {best['publish_s']:.3f}s"]
         if "load_s" in best:
@@ -457,11 +481,12 @@ def goals(title: str, results: dict[str, Result], *, small: bool) -> list[Check]
     limit = 1.5 if small else 1.2
     checks: list[Check] = []
     info: list[Check] = []
-    for tool in (CM, TPL):
+    for tool in (CM, TPL, CC_TPL):
         if tool not in results:
             continue
         mine = by.get(tool)
-        for peer_name, into in ((PEER, checks), (OPENSSL_PEER, info)):
+        peers = ((CC_PEER, checks),) if tool == CC_TPL else ((PEER, checks), (OPENSSL_PEER, info))
+        for peer_name, into in peers:
             peer = by.get(peer_name)
             name = f"{tool} within {limit}x {peer_name}"
             if mine is None or peer is None:
@@ -564,6 +589,17 @@ def make_template(base: Path, tree: Tree) -> Path:
     return tpl
 
 
+def make_cookiecutter_template(base: Path, tree: Tree) -> Path:
+    """The same files as a cookiecutter template: one `{{cookiecutter.project_slug}}` directory
+    holding them (hard links), copied without rendering as copier copies files without .jinja."""
+    tpl = Path(tempfile.mkdtemp(prefix="cookiecutter-", dir=base)) / "template"
+    shutil.copytree(tree.root, tpl / "{{cookiecutter.project_slug}}", copy_function=os.link)
+    (tpl / "cookiecutter.json").write_text(
+        json.dumps({"project_slug": CC_SLUG, "_copy_without_render": ["*"]})
+    )
+    return tpl
+
+
 def versions() -> str:
     def first_line(argv: list[str]) -> str:
         try:
@@ -575,12 +611,14 @@ def versions() -> str:
 
     import ssl
 
+    import cookiecutter
     import copier
 
     return "; ".join(
         [
             f"python {platform.python_version()} ({ssl.OPENSSL_VERSION})",
             f"copier {getattr(copier, '__version__', '?')}",
+            f"cookiecutter {getattr(cookiecutter, '__version__', '?')}",
             first_line(["cp", "--version"]),
             first_line(["sha256sum", "--version"]),
             first_line(["openssl", "version"]),
@@ -688,9 +726,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"small trees ({', '.join(str(n) for n in sizes)} files) made in {time.perf_counter() - t0:.1f}s"
             )
-            tpl_tools = [TPL, COPIER] if args.small_template else []
+            tpl_tools = [TPL, COPIER, CC_TPL, CC_PEER] if args.small_template else []
             tpls = [make_template(base, t) if args.small_template else None for t in small_trees]
-            cases = [Case(t, [CM, *tpl_tools, PEER], tpl) for t, tpl in zip(small_trees, tpls, strict=True)]
+            ccs = [make_cookiecutter_template(base, t) if args.small_template else None for t in small_trees]
+            cases = [
+                Case(t, [CM, *tpl_tools, PEER], tpl, cc)
+                for t, tpl, cc in zip(small_trees, tpls, ccs, strict=True)
+            ]
             cases[-1].tools.append(OPENSSL_PEER)
             bench(cases, runs, runs_dir)
             print_table("Small files", cases[-1].tree, cases[-1].results)
@@ -702,20 +744,22 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             large_trees = [make_large_tree(base, files=n, file_size=large_size) for n in counts]
             templates = [make_template(base, t) for t in large_trees]
+            ccs = [make_cookiecutter_template(base, t) for t in large_trees]
             print(
                 f"\nlarge trees ({', '.join(str(n) for n in counts)} x {large_size // MiB} MiB) and their "
                 f"templates made in {time.perf_counter() - t0:.1f}s"
             )
+            tools = [CM, TPL, COPIER, CC_TPL, CC_PEER, PEER]
             cases = [
-                Case(t, [CM, TPL, COPIER, PEER], tpl)
-                for t, tpl in zip(large_trees[:-1], templates[:-1], strict=True)
+                Case(t, list(tools), tpl, cc)
+                for t, tpl, cc in zip(large_trees[:-1], templates[:-1], ccs[:-1], strict=True)
             ]
-            cases.append(Case(large_trees[-1], [CM, TPL, COPIER, PEER, OPENSSL_PEER], templates[-1]))
+            cases.append(Case(large_trees[-1], [*tools, OPENSSL_PEER], templates[-1], ccs[-1]))
             bench(cases, runs, runs_dir)
             print_table("Large files", cases[-1].tree, cases[-1].results)
             results += goals("large files", cases[-1].results, small=False)
             if len(cases) > 1:
-                print_growth("large files", cases, [CM, TPL, COPIER, PEER])
+                print_growth("large files", cases, tools)
     finally:
         print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at end (before clean-up)")
         remove_tree(base)

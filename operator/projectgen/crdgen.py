@@ -184,6 +184,7 @@ def generated_project_crd() -> dict[str, Any]:
             {"name": "Files", "type": "integer", "jsonPath": ".status.totalFiles"},
             {"name": "Size", "type": "integer", "jsonPath": ".status.totalSize", "description": "Bytes"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Engine", "type": "string", "jsonPath": ".status.engines[0].engine", "priority": 1},
             {"name": "Template", "type": "string", "jsonPath": ".status.template.tag", "priority": 1},
             {"name": "Commit", "type": "string", "jsonPath": ".status.template.commit", "priority": 1},
             {"name": "Output", "type": "string", "jsonPath": ".status.outputDirectory", "priority": 1},

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.generatedproject import GeneratedProjectSpec, TemplateResolution, TemplateSource
+from projectgen.api.v1alpha1.generatedproject import (
+    GeneratedProjectSpec,
+    TemplateEngineRecord,
+    TemplateResolution,
+    TemplateSource,
+)
 from projectgen.generation.errors import GenerationError, SourceUnavailable
 from projectgen.generation.manifest import PREVIEW_CHARS, Manifest
 from projectgen.generation.refs import Resolution
@@ -28,6 +33,8 @@ class RenderResult:
     warnings: list[str] = field(default_factory=list)
     templates: list[TemplateResolution] = field(default_factory=list)
     """What each template source from git resolved to, in source order."""
+    engines: list[TemplateEngineRecord] = field(default_factory=list)
+    """The engine of each template source, in source order."""
 
 
 def render_project(
@@ -65,6 +72,7 @@ def render_project(
     loaded = ConfigMaps(configmaps)
     warnings: list[str] = []
     resolved: list[TemplateResolution] = []
+    engines: list[TemplateEngineRecord] = []
     for i, source in enumerate(spec.sources):
         where = f"sources[{i}]"
         writer.start_source()
@@ -77,13 +85,14 @@ def render_project(
                 writer, source.template, f"{where}.template", loaded, workdir, guard, templates
             )
             warnings += applied.notes
+            engines.append(TemplateEngineRecord(source=i, engine=applied.engine))
             if applied.resolution is not None:
                 resolved.append(record(i, source.template, applied.resolution))
         else:
             raise GenerationError(f"{where}: set exactly one of inline, configMap and template")
     writer.check_links()  # a later source may have replaced a link of a chain
     warnings += writer.case_collisions()
-    return RenderResult(manifest=writer.manifest(), warnings=warnings, templates=resolved)
+    return RenderResult(manifest=writer.manifest(), warnings=warnings, templates=resolved, engines=engines)
 
 
 def record(index: int, source: TemplateSource, resolution: Resolution) -> TemplateResolution:

@@ -1,4 +1,8 @@
-"""Template sources: a copier template, fetched here and rendered in a sandboxed child.
+"""Template sources: a copier or cookiecutter template, fetched here and rendered in a sandboxed child.
+
+- The engine is the source's `engine`, else detected here from the checkout (`choose_engine`):
+  copier.yml / copier.yaml against cookiecutter.json; both is the user's to resolve, neither
+  is copier (as before there was a choice).
 
 - The parent (this module) fetches the template before the child starts: a git clone with its
   submodules (`fetch_git`, the one place a template is cloned), or the ConfigMap's files. The
@@ -13,7 +17,9 @@
   clone's size cap (`projectgen.outbound`). Then every VCS metadata entry (`.git`, at any
   depth) is removed from the checkout, so no `_exclude` can let one into a project.
 - The child (`sandbox/`, `templaterender.py`) renders as `copier copy --trust --skip-tasks`
-  does, confined by Landlock, seccomp and rlimits, with a clock fixed per generation.
+  does (cookiecutter: `cookiecutterrender.py`, as `cookiecutter --no-input`), confined by
+  Landlock, seccomp and rlimits, with a clock fixed per generation. A cookiecutter render must
+  leave exactly one directory, whose contents are the project (`project_directory`).
 - Symlinks in the template pointing outside it are refused. A symlink in the rendered output
   (copier's `_preserve_symlinks: true`) is kept when it is relative and resolves, over the
   project's own entries, to a file or directory of the project (`links.py`); any other is
@@ -50,7 +56,7 @@ import dunamai
 from packaging.version import InvalidVersion, Version
 
 from projectgen import outbound
-from projectgen.api.v1alpha1.generatedproject import RefKind, TemplateSource
+from projectgen.api.v1alpha1.generatedproject import RefKind, TemplateEngine, TemplateSource
 from projectgen.diskusage import out_of_space
 from projectgen.generation import refs, sandbox
 from projectgen.generation.errors import GenerationError, SourceUnavailable
@@ -160,6 +166,7 @@ def apply_template(
     with tempfile.TemporaryDirectory(prefix=".projectgen-template-", dir=workdir) as tmp:
         revision: dict[str, Any] | None = None
         resolution: refs.Resolution | None = None
+        public: str | None = None
         ref = source.ref
         if source.config_map is not None:
             at = f"{where}.configMap"
@@ -190,6 +197,7 @@ def apply_template(
             ref = resolution.target  # copier records `_commit` from the checkout, not a constraint
         strip_vcs_metadata(checkout)
         check_checkout(checkout, where)
+        engine = choose_engine(checkout, source, where)
         box = Path(tmp, "box")
         out, scratch = box / "out", box / "tmp"
         out.mkdir(parents=True)
@@ -205,6 +213,11 @@ def apply_template(
             "ref": ref,
             "revision": revision,
             "tasks": str(source.tasks),
+            "engine": str(engine),
+            "hooks": str(source.hooks),
+            "directory": source.directory,
+            "checkout_ref": _cruft_checkout(source, resolution),
+            "template_url": public or src,
             "clock": clock.isoformat(),
             "forbidden": list(options.forbidden),
         }
@@ -219,11 +232,14 @@ def apply_template(
             notes.append(
                 f"{where}: the template's _tasks were skipped (set tasks to Run to run them in the sandbox): {'; '.join(tasks)}"
             )
-        root = out
+        hooks = [str(h) for h in result.get("hooksSkipped") or []]
+        if hooks:
+            notes.append(f"{where}: the template's hooks were skipped (hooks is Skip): {', '.join(hooks)}")
+        root = out if engine == TemplateEngine.COPIER else project_directory(out, where)
         if subdirectory is not None:
-            root = _subdirectory(out, subdirectory, where)
+            root = _subdirectory(root, subdirectory, where)
         import_tree(writer, root, where)
-        return Applied(notes, resolution)
+        return Applied(notes, resolution, engine)
 
 
 @dataclass(frozen=True)
@@ -231,6 +247,71 @@ class Applied:
     notes: list[str]
     resolution: refs.Resolution | None = None
     """What the ref of a template from git resolved to (None: a ConfigMap template)."""
+    engine: TemplateEngine = TemplateEngine.COPIER
+
+
+COPIER_FILES = ("copier.yml", "copier.yaml")
+COOKIECUTTER_FILE = "cookiecutter.json"
+
+
+def choose_engine(checkout: Path, source: TemplateSource, where: str) -> TemplateEngine:
+    """The engine the source sets, else the one its files name: copier.yml / copier.yaml against
+    cookiecutter.json (in `directory` when set). Both: GenerationError; neither: copier."""
+    root = checkout
+    if source.directory is not None:
+        directory = check_path(source.directory, f"{where}.directory")
+        root = checkout / directory
+        if not root.is_dir() or root.is_symlink():
+            raise GenerationError(f"{where}.directory: {directory!r} is not a directory of the template")
+    engine = source.engine
+    if engine is None:
+        copier = [name for name in COPIER_FILES if (checkout / name).is_file()]
+        cookiecutter = (root / COOKIECUTTER_FILE).is_file()
+        if copier and cookiecutter:
+            raise GenerationError(
+                f"{where}: the template has both {copier[0]} (copier) and {COOKIECUTTER_FILE} (cookiecutter); "
+                "set engine to copier or cookiecutter"
+            )
+        if not copier and not cookiecutter and source.directory is not None:
+            raise GenerationError(
+                f"{where}.directory: {source.directory!r} holds no {COOKIECUTTER_FILE}; "
+                "not a cookiecutter template"
+            )
+        # Neither: copier, as before engines were chosen (copier takes a template without
+        # copier.yml, every file a template file); a resource that rendered keeps rendering.
+        engine = TemplateEngine.COOKIECUTTER if cookiecutter else TemplateEngine.COPIER
+    if engine == TemplateEngine.COPIER and source.directory is not None:
+        raise GenerationError(
+            f"{where}.directory: only for cookiecutter templates; a copier template names its own "
+            "(_subdirectory in copier.yml)"
+        )
+    return engine
+
+
+def project_directory(out: Path, where: str) -> Path:
+    """The one directory a cookiecutter template rendered: its contents are the project, as
+    Backstage's fetch:cookiecutter and cruft take them."""
+    with os.scandir(out) as entries:
+        found = sorted(entries, key=lambda e: e.name)
+    if len(found) == 1 and found[0].is_dir(follow_symlinks=False):
+        return Path(found[0].path)
+    names = ", ".join(repr(printable_name(e.name)) for e in found[:5]) + (", ..." if len(found) > 5 else "")
+    what = f"{len(found)} top-level entries ({names})" if found else "nothing"
+    if len(found) == 1:
+        what = f"{names}, which is not a directory"
+    raise GenerationError(
+        f"{where}: the cookiecutter template rendered {what}; it must render exactly one directory "
+        "(such as {{cookiecutter.project_slug}}), whose contents become the project"
+    )
+
+
+def _cruft_checkout(source: TemplateSource, resolution: refs.Resolution | None) -> str | None:
+    """What `.cruft.json` records as `checkout` (what `cruft update` checks out): a branch, tag or
+    commit as the spec names it; nothing for the latest tag or a constraint, which cruft cannot
+    follow (it then updates to the repository's default branch)."""
+    if resolution is None or resolution.kind in (RefKind.LATEST, RefKind.CONSTRAINT):
+        return None
+    return source.ref
 
 
 def without_credentials(url: str) -> str:

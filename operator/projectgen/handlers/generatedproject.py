@@ -181,7 +181,7 @@ def reconcile(
     cap = ctx.settings.status_file_cap
     records = [f.status_record() for f in manifest.files[:cap]]
     message = f"{manifest.total_files} files, {manifest.total_size} bytes"
-    skipped = [w for w in result.warnings if "_tasks were skipped" in w]
+    skipped = [w for w in result.warnings if "_tasks were skipped" in w or "hooks were skipped" in w]
     if skipped:
         message += "; " + "; ".join(skipped)
     resolved = [r.wire() for r in result.templates]
@@ -202,6 +202,7 @@ def reconcile(
         completedAt=now(),
         templates=resolved or None,
         template=resolved[0] if resolved else None,
+        engines=[e.wire() for e in result.engines] or None,
     )
     for moved in moved_events(status.get("templates") or [], result.templates):
         kopf.info(body, reason="TemplateMoved", message=moved)

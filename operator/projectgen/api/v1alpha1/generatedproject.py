@@ -132,6 +132,22 @@ class TaskPolicy(StrEnum):
     RUN = "Run"
 
 
+class TemplateEngine(StrEnum):
+    """Which tool's templates a template source holds."""
+
+    COPIER = "copier"
+    COOKIECUTTER = "cookiecutter"
+
+
+class HookPolicy(StrEnum):
+    """What to do with a cookiecutter template's hooks (`hooks/pre_prompt`, `hooks/pre_gen_project`,
+    `hooks/post_gen_project`)."""
+
+    RUN = "Run"
+    SKIP = "Skip"
+    FAIL = "Fail"
+
+
 class TemplateLimits(Model):
     """Lower limits for one template's render; a value above the operator's own is ignored."""
 
@@ -176,9 +192,11 @@ class TemplateLimits(Model):
 
 
 class TemplateSource(Model):
-    """A copier template, rendered with the given answers in a sandboxed process, as
-    `copier copy --trust --skip-tasks` renders it: Jinja extensions load, migrations do not
-    apply to a copy, tasks run only with `tasks: Run`."""
+    """A copier or cookiecutter template, rendered with the given answers in a sandboxed process.
+    copier renders as `copier copy --trust --skip-tasks`: Jinja extensions load, migrations do
+    not apply to a copy, tasks run only with `tasks: Run`. cookiecutter renders as
+    `cookiecutter --no-input` with `data` as the extra context, hooks included (in the sandbox);
+    the project is the contents of the one directory the template renders, with a `.cruft.json`."""
 
     url: str | None = Field(
         default=None,
@@ -216,19 +234,37 @@ class TemplateSource(Model):
         "resolves to a new commit, as a Kubernetes duration ('1h', '15m'); a new resolution renders "
         "again. Default 1h; at least the operator's minimum (default 1m); '0s' never checks.",
     )
+    engine: TemplateEngine | None = Field(
+        default=None,
+        description="copier or cookiecutter. Default: detected from the template's files, copier.yml or "
+        "copier.yaml (copier) against cookiecutter.json (cookiecutter); a template with both or neither "
+        "needs it set.",
+    )
+    directory: RelativePath | None = Field(
+        default=None,
+        description="cookiecutter only: the template lives in this directory of the repository or "
+        "ConfigMap (cookiecutter's --directory); recorded in .cruft.json.",
+    )
     subdirectory: RelativePath | None = Field(
         default=None, description="Render only this subdirectory of the generated output."
     )
     data: dict[str, Any] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-        description="Answers to the template's questions.",
+        description="Answers to the template's questions (copier), or the context values that override "
+        "cookiecutter.json's defaults (cookiecutter); nothing is prompted.",
     )
     tasks: TaskPolicy = Field(
         default=TaskPolicy.SKIP,
         description="What to do with a template that has _tasks: Skip renders without them (a Warning "
         "Event names them), Fail fails the source, Run runs them in the render sandbox (no network; only "
         "the sandbox's programs; a failing task fails the source with its stderr).",
+    )
+    hooks: HookPolicy = Field(
+        default=HookPolicy.RUN,
+        description="cookiecutter only: what to do with the template's hooks (pre_prompt, pre_gen_project, "
+        "post_gen_project). Run runs them inside the render sandbox; Skip renders without them (a "
+        "Warning Event names them); Fail refuses a template that has hooks.",
     )
     limits: TemplateLimits | None = Field(
         default=None,
@@ -258,7 +294,9 @@ class Source(Model):
     config_map: ConfigMapSource | None = Field(
         default=None, alias="configMap", description="Files from a ConfigMap in the same namespace."
     )
-    template: TemplateSource | None = Field(default=None, description="A copier template to render.")
+    template: TemplateSource | None = Field(
+        default=None, description="A copier or cookiecutter template to render."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
@@ -346,6 +384,13 @@ class TemplateResolution(Model):
     )
 
 
+class TemplateEngineRecord(Model):
+    """Which engine rendered one template source at the last render."""
+
+    source: int = Field(ge=0, le=MAX_SOURCES - 1, description="Index of the source in spec.sources.")
+    engine: TemplateEngine = Field(description="copier or cookiecutter, as set or detected.")
+
+
 class GeneratedProjectPhase(StrEnum):
     PENDING = "Pending"
     GENERATING = "Generating"
@@ -423,6 +468,12 @@ class GeneratedProjectStatus(Model):
         default=None,
         description="The first of templates: what `kubectl get -o wide` shows and --field-selector "
         "filters on (status.template.url, status.template.tag).",
+    )
+    engines: list[TemplateEngineRecord] | None = Field(
+        default=None,
+        max_length=MAX_SOURCES,
+        description="The engine of each template source (from git or a ConfigMap) at the last render, "
+        "in source order.",
     )
     completed_at: datetime | None = Field(
         default=None, alias="completedAt", description="When the last generation completed."

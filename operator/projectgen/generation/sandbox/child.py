@@ -2,12 +2,13 @@
 one render (or `python -I -m projectgen.generation.sandbox.child` on its own).
 
 It reads one request (JSON) on stdin, confines itself (`confine.py`), then renders with copier
-(`generation/templaterender.py`) and writes one result line (JSON) to the stdout it had at start;
-anything the template prints goes to stderr, which the parent reads but never reports. Template
-code runs in this process and can write a line of its own to that descriptor: the parent takes
-the result as the render's claim about itself, never as a fact about the operator (`runner.py`). copier
-and its dependencies are imported before confinement (by the server, once: they are the image's
-own code); nothing of the template is read before it.
+(`generation/templaterender.py`) or cookiecutter (`generation/cookiecutterrender.py`) and writes
+one result line (JSON) to the stdout it had at start; anything the template prints goes to
+stderr, which the parent reads but never reports. Template code runs in this process and can
+write a line of its own to that descriptor: the parent takes the result as the render's claim
+about itself, never as a fact about the operator (`runner.py`). copier, cookiecutter and their
+dependencies are imported before confinement (by the server, once: they are the image's own
+code); nothing of the template is read before it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import tempfile
 from typing import Any, TextIO
 
-from projectgen.generation import templaterender
+from projectgen.generation import cookiecutterrender, templaterender
 from projectgen.generation.sandbox import pidsgroup, programs
 from projectgen.generation.sandbox.confine import ConfinementError, confine
 from projectgen.generation.sandbox.limits import Limits
@@ -83,7 +84,8 @@ def main() -> int:
     os.chdir(request["cwd"])
     templaterender.freeze_clock(dt.datetime.fromisoformat(request["clock"]))
     try:
-        done = templaterender.render(
+        engine = cookiecutterrender if request.get("engine") == "cookiecutter" else templaterender
+        done = engine.render(
             request, extensions_allowed=found.landlock_abi > 0, why_not=found.landlock_reason
         )
     except templaterender.RenderFailed as exc:

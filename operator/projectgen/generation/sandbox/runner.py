@@ -311,13 +311,15 @@ def _answer(result: dict[str, Any]) -> dict[str, Any] | None:
             answer["limit"] = result["limit"]
         return answer
     tasks, skip = result.get("tasks", []), result.get("skipIfExists", [])
-    if result.get("ok") is not True or not isinstance(tasks, list) or not isinstance(skip, list):
+    hooks = result.get("hooksSkipped", [])
+    if result.get("ok") is not True or not all(isinstance(x, list) for x in (tasks, skip, hooks)):
         return None
-    if not all(isinstance(t, str) for t in (*tasks, *skip)):
+    if not all(isinstance(t, str) for t in (*tasks, *skip, *hooks)):
         return None
     return {
         "ok": True,
         "tasks": [t[:MAX_MESSAGE] for t in tasks[:100]],
+        "hooksSkipped": [h[:255] for h in hooks[:10]],
         # A pattern longer than a path is no path's; a template with more is cut, not failed.
         "skipIfExists": [p for p in skip[:MAX_SKIP_PATTERNS] if 0 < len(p) <= MAX_PATH],
     }
