@@ -9,7 +9,7 @@ may be executed (a script runs as `sh script.sh` or `python script.py`). Without
 allowlist cannot be enforced (seccomp cannot see paths): fork and exec stay refused, and
 `run()` raises `ProgramsRefused`.
 
-See PROGRAMS-API.md at the repository root for the contract with code running in the child.
+See PROGRAMS.md beside this module for the contract with code running in the child.
 """
 
 from __future__ import annotations
