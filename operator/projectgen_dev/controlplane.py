@@ -581,6 +581,9 @@ class ControlPlane:
                     f"--proxy-client-key-file={self._front_proxy.key}",
                     "--enable-aggregator-routing=true",  # no kube-proxy: dial the EndpointSlice's address
                     *admission_policy,
+                    # From 1.37 the `kubernetes` Service's endpoint reconciler refuses a loopback address
+                    # (it would be an endpoint nothing else can dial); in a namespace it has a real one.
+                    *(["--endpoint-reconciler-type=none"] if self.netns is None else []),
                 ]
             ),
             self.apiserver_log,
