@@ -171,4 +171,3 @@ def test_control_plane_in_a_network_namespace_with_users_and_aggregation(
         ).stdout.split()
         assert "validatingadmissionpolicies.admissionregistration.k8s.io" in served
         assert not [r for r in served if r.startswith("mutatingadmissionpolic")], served
-
