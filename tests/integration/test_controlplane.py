@@ -20,6 +20,7 @@ from projectgen_dev.netns import NetworkNamespace
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
+@pytest.mark.matrix  # the matrix really runs the version it names
 def test_server_version(api_client: kubernetes.client.ApiClient) -> None:
     info = kubernetes.client.VersionApi(api_client).get_code()
     assert (info.major, info.minor) == ("1", K8S_VERSION.split(".")[1])
