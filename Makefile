@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit integration demo dev bench crds controlplane gitea promtool node image clean
+.PHONY: test matrix lint unit integration demo dev bench crds controlplane gitea promtool node image clean
 IMAGE ?= projectgen:0.1.0
 # BASE=public: FROM python:3.11-slim; BASE=local: a Debian base made here (no registry reachable).
 BASE ?= public
@@ -44,8 +44,21 @@ image: $(STAMP)
 node: $(STAMP) controlplane
 	@$(BIN)/python -m projectgen_dev.node --ensure
 
+# The whole suite on the default (newest) Kubernetes, then the tests marked `matrix` on each older
+# pinned version (projectgen_dev.controlplane.KUBE_VERSIONS), as kubebuilder projects run envtest:
+# PROJECTGEN_KUBE_VERSION picks the kube-apiserver, built on demand into ~/.cache/projectgen/bin/<version>/.
+MATRIX_VERSIONS ?= $(shell $(BIN)/python -c 'from projectgen_dev.controlplane import KUBE_VERSIONS; print(*list(KUBE_VERSIONS)[1:])')
 test: lint controlplane gitea promtool node
 	$(BIN)/pytest -q -ra
+	@$(MAKE) --no-print-directory matrix
+
+matrix: $(STAMP)
+	@test -n "$(MATRIX_VERSIONS)" || { echo "[matrix] no older Kubernetes versions found" >&2; exit 1; }
+	@set -e; for v in $(MATRIX_VERSIONS); do \
+	  echo "[matrix] Kubernetes $$v: the tests marked matrix"; \
+	  PROJECTGEN_KUBE_VERSION=$$v $(BIN)/python -m projectgen_dev.controlplane --ensure; \
+	  PROJECTGEN_KUBE_VERSION=$$v $(BIN)/pytest -q -ra -m matrix tests/integration; \
+	done
 
 unit: $(STAMP) gitea promtool
 	$(BIN)/pytest -q tests/unit

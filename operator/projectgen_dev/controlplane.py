@@ -45,13 +45,37 @@ import kubernetes.client
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from projectgen.kubeversion import KubeVersion
 from projectgen_dev import buildcache
 from projectgen_dev.netns import NetworkNamespace
 from projectgen_dev.pki import CertificateAuthority, KeyPair
 
-# The one place where the control-plane versions are pinned.
-K8S_VERSION = "v1.34.4"
-ETCD_VERSION = "v3.6.5"
+KUBE_VERSIONS = {"v1.37.2": "v3.7.0", "v1.36.3": "v3.6.8", "v1.35.4": "v3.6.6"}
+"""The one place where the control-plane versions are pinned: the newest patch of each supported minor
+(projectgen.kubeversion), newest first, each with the etcd its kubernetes' build/dependencies.yaml names.
+The first is the default; ``PROJECTGEN_KUBE_VERSION`` picks another, as kubebuilder's envtest version."""
+KUBE_VERSION_ENV = "PROJECTGEN_KUBE_VERSION"
+
+
+def selected_version(wanted: str | None = None) -> str:
+    """The pinned version that ``wanted`` (default ``$PROJECTGEN_KUBE_VERSION``) names: a full version
+    (``v1.36.3``) or a minor (``1.36``); the default when unset."""
+    wanted = (os.environ.get(KUBE_VERSION_ENV, "") if wanted is None else wanted).strip()
+    if not wanted:
+        return next(iter(KUBE_VERSIONS))
+    normalised = wanted if wanted.startswith("v") else f"v{wanted}"
+    for version in KUBE_VERSIONS:
+        if normalised in (version, version.rpartition(".")[0]):
+            return version
+    raise ValueError(
+        f"{KUBE_VERSION_ENV}={wanted} is not one of the pinned versions {', '.join(KUBE_VERSIONS)} "
+        f"(or their minors)"
+    )
+
+
+K8S_VERSION = selected_version()
+ETCD_VERSION = KUBE_VERSIONS[K8S_VERSION]
+DEFAULT_K8S_VERSION = next(iter(KUBE_VERSIONS))
 
 BINARIES = ("kube-apiserver", "etcd")
 ADMIN_USER = "projectgen-admin"
@@ -126,6 +150,29 @@ def find_binaries() -> Path:
     if _cache_complete(target):
         return target
     return _build_binaries(target)
+
+
+def apiserver_version(bin_dir: Path) -> KubeVersion:
+    """The version ``bin_dir/kube-apiserver --version`` prints (``Kubernetes v1.37.2``)."""
+    proc = subprocess.run(
+        [str(bin_dir / "kube-apiserver"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    try:
+        return KubeVersion.parse(proc.stdout.strip().removeprefix("Kubernetes "))
+    except ValueError:
+        raise ControlPlaneError(
+            f"{bin_dir / 'kube-apiserver'} --version printed {proc.stdout.strip()!r} {proc.stderr.strip()!r}"
+        ) from None
+
+
+def binaries_version() -> KubeVersion:
+    """The version the control plane runs: ``$KUBEBUILDER_ASSETS``' kube-apiserver's, else the selected pin."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    return apiserver_version(Path(assets).expanduser()) if assets else KubeVersion.parse(K8S_VERSION)
 
 
 def _cache_complete(directory: Path) -> bool:
@@ -324,7 +371,8 @@ class ControlPlane:
 
     ``netns``: run etcd and kube-apiserver inside that network namespace, on its non-loopback
     address (EndpointSlices refuse loopback ones, so an extension server must have a real address).
-    ``admission_policy=False``: MutatingAdmissionPolicy switched off, as on most clusters today.
+    ``admission_policy=False``: MutatingAdmissionPolicy switched off (1.36 and newer serve it by
+    default; 1.35 never does here: it is beta there and off, as on the clusters that run it).
     ``apiserver_args``: kube-apiserver flags (``"--name"``) that replace the default's value, or are
     added; ``None`` drops a default flag (:mod:`projectgen_dev.node` re-enables the ServiceAccount
     admission plugin and gives the apiserver a kubelet client certificate this way).
@@ -471,12 +519,16 @@ class ControlPlane:
         self._front_proxy = front_proxy_ca.issue(FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT)
         self.front_proxy_ca_pem = front_proxy_ca.pem
         wrap = self.netns.wrap if self.netns is not None else list
+        # createdBy: an in-tree MutatingAdmissionPolicy stamps the requesting user. GA and on from
+        # 1.36; off in 1.35 (beta), as there. Switched off on request, as a cluster that lacks it.
+        version = apiserver_version(bin_dir)
         admission_policy = (
-            [  # createdBy: an in-tree MutatingAdmissionPolicy stamps the requesting user (beta in 1.34).
-                "--feature-gates=MutatingAdmissionPolicy=true",
-                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+            [
+                "--feature-gates=MutatingAdmissionPolicy=false",
+                "--runtime-config=admissionregistration.k8s.io/v1/mutatingadmissionpolicies=false,"
+                "admissionregistration.k8s.io/v1/mutatingadmissionpolicybindings=false",
             ]
-            if self.admission_policy
+            if not self.admission_policy and version.serves_mutating_admission_policy
             else []
         )
 
@@ -529,6 +581,9 @@ class ControlPlane:
                     f"--proxy-client-key-file={self._front_proxy.key}",
                     "--enable-aggregator-routing=true",  # no kube-proxy: dial the EndpointSlice's address
                     *admission_policy,
+                    # From 1.37 the `kubernetes` Service's endpoint reconciler refuses a loopback address
+                    # (it would be an endpoint nothing else can dial); in a namespace it has a real one.
+                    *(["--endpoint-reconciler-type=none"] if self.netns is None else []),
                 ]
             ),
             self.apiserver_log,

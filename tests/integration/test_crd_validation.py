@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from projectgen.api.v1alpha1 import RepositoryExportSpec
 
+pytestmark = pytest.mark.matrix  # the CRDs install and their rules hold on every supported version
+
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 SHA = "a" * 64
 

@@ -33,7 +33,7 @@ from projectgen_dev.netns import NetworkNamespace
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "projectgen-system"
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.matrix]
 
 
 @pytest.fixture(scope="module")

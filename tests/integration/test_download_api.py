@@ -229,6 +229,7 @@ def _url(cluster: Cluster, path: str) -> str:
     return cluster.cp.url + path
 
 
+@pytest.mark.matrix
 def test_apiservice_carries_the_operators_ca(cluster: Cluster) -> None:
     secret = client.CoreV1Api(cluster.api).read_namespaced_secret("projectgen-serving-ca", SYSTEM)
     obj = client.CustomObjectsApi(cluster.api).get_cluster_custom_object(
@@ -238,6 +239,7 @@ def test_apiservice_carries_the_operators_ca(cluster: Cluster) -> None:
     assert not obj["spec"].get("insecureSkipTLSVerify")
 
 
+@pytest.mark.matrix
 def test_discovery_lists_the_archive_subresource(cluster: Cluster) -> None:
     out = cluster.kubectl(cluster.alice, "get", "--raw", f"/apis/{GROUP}/v1alpha1")
     assert out.returncode == 0, out.stderr
@@ -245,6 +247,7 @@ def test_discovery_lists_the_archive_subresource(cluster: Cluster) -> None:
     assert resources["repositoryexports/archive"] == ["get"]
 
 
+@pytest.mark.matrix
 def test_alice_downloads_team_a_with_kubectl_get_raw(cluster: Cluster, team_a_zip: dict[str, Any]) -> None:
     path = team_a_zip["status"]["downloadPath"]
     assert path == download_path("team-a", "alice-zip")
@@ -296,6 +299,7 @@ def test_alice_downloads_with_projectgen_download(
     assert "SHA-256 mismatch" in proc.stderr
 
 
+@pytest.mark.matrix
 def test_alice_is_forbidden_in_team_b(cluster: Cluster, team_b_tgz: dict[str, Any]) -> None:
     out = cluster.kubectl(cluster.alice, "get", "--raw", download_path("team-b", "bob-tgz"))
     assert out.returncode != 0
@@ -410,6 +414,7 @@ def _issue(ca_cert: Path, ca_key: Path, common_name: str, out: Path) -> tuple[Pa
     return cert_path, key_path
 
 
+@pytest.mark.matrix
 def test_requests_not_from_the_api_server_are_refused(
     cluster: Cluster, team_a_zip: dict[str, Any], tmp_path: Path
 ) -> None:

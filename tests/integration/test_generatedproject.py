@@ -462,6 +462,8 @@ def test_restart_mid_generation_completes_without_debris(
         assert outputs == [Path(status["outputDirectory"])]
 
 
+@pytest.mark.matrix
+@pytest.mark.created_by_policy
 @pytest.mark.parametrize("plural", CREATED_BY_KINDS)
 def test_created_by_cannot_be_forged_or_changed(
     api_client: client.ApiClient, namespace: str, kubectl: Callable[..., Any], plural: str

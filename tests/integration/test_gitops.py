@@ -79,6 +79,7 @@ def bad_template(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.matrix
 def test_kstatus_of_live_resources(
     api_client: client.ApiClient, namespace: str, kubectl: Kubectl, kstatus_helper: None
 ) -> None:
@@ -114,6 +115,7 @@ def test_kstatus_of_live_resources(
     assert statuses == {"bad": "Failed", "good": "Current", "waiting": "InProgress"}
 
 
+@pytest.mark.matrix
 def test_kstatus_follows_a_spec_change(
     api_client: client.ApiClient, namespace: str, kstatus_helper: None
 ) -> None:

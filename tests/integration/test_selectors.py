@@ -19,7 +19,7 @@ from support import EXPORTS, GROUP, PROJECTS, VERSION, create, inline_source, pr
 if TYPE_CHECKING:
     from conftest import Kubectl
 
-pytestmark = pytest.mark.usefixtures("operator")
+pytestmark = [pytest.mark.usefixtures("operator"), pytest.mark.matrix]
 
 
 def _failing_source() -> dict[str, object]:
@@ -122,6 +122,7 @@ def test_every_failed_export(api_client: client.ApiClient, kubectl: Kubectl, gen
     assert _names(api_client, EXPORTS, ns, labels="projectgen.io/generated-project=billing-2") == of_billing_2
 
 
+@pytest.mark.created_by_policy
 @pytest.mark.parametrize(
     ("plural", "kind", "created", "failed"),
     [
@@ -144,6 +145,7 @@ def test_everything_alice_created(
     assert _names(api_client, plural, ns, fields="status.createdBy=alice,status.phase=Failed") == failed
 
 
+@pytest.mark.created_by_policy
 def test_wide_output_says_who_created_an_export(kubectl: Kubectl, generations: str) -> None:
     lines = kubectl("get", "rexp", "-n", generations, "-o", "wide").stdout.splitlines()
     at = lines[0].index(" CREATOR ") + 1  # columns are aligned; earlier cells may hold spaces

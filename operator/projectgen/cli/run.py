@@ -79,9 +79,27 @@ def main(argv: list[str]) -> int:
             ) from None
 
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_operate(settings, liveness))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_operate(settings, liveness))
+    except Exception as exc:
+        refusal = _startup_refusal(exc)
+        if refusal is None:
+            raise
+        # the last line of the log: what `kubectl describe pod` shows (FallbackToLogsOnError)
+        raise CommandError(refusal) from None
     return 0
+
+
+def _startup_refusal(exc: BaseException) -> str | None:
+    """The message of a startup handler that refused for good (an unsupported Kubernetes), which
+    kopf wraps in its activity error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kopf.PermanentError):
+            return str(seen)
+        seen = seen.__cause__
+    return None
 
 
 async def _operate(settings: Settings, liveness: str | None) -> None:

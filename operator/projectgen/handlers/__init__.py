@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from projectgen import metrics
+from projectgen import kubeversion, metrics
 from projectgen.api.v1alpha1 import GROUP, VERSION
 from projectgen.api.v1alpha1.generatedproject import PLURAL as PROJECTS
 from projectgen.api.v1alpha1.generatedproject import PROJECT_LABEL
@@ -26,7 +26,7 @@ from projectgen.handlers import generatedproject, repositoryexport, templatechec
 from projectgen.handlers.context import Context
 from projectgen.handlers.diffbase import CompactDiffBaseStorage
 from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, wake
-from projectgen.handlers.kube import Kube
+from projectgen.handlers.kube import Kube, server_version
 from projectgen.handlers.progress import GenerationalProgressStorage, annotations_token
 from projectgen.handlers.settled import (
     export_settled,
@@ -101,6 +101,21 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     )  # one for every project: the listings are shared
     metrics.watch_volume(ctx.settings.data_dir)
     sandbox.start_server()  # the first render then costs a fork, not copier's imports
+
+
+@kopf.on.startup()
+def check_kubernetes_version(logger: kopf.Logger, **_: Any) -> None:
+    """Refuse an API server older than the supported range, before any resource is touched: the
+    log line (the pod's termination message) names the version. A newer one runs, with a warning."""
+    version = server_version()  # an unreachable API server is retried (ApiUnavailable)
+    try:
+        warning = kubeversion.check(version)
+    except kubeversion.UnsupportedKubernetes as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    if warning:
+        logger.warning(warning)
+    else:
+        logger.info("Kubernetes %s (supported: %s)", version.text, kubeversion.supported_range())
 
 
 @kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)

@@ -4,6 +4,7 @@ transitions, and reads of ConfigMaps and Secrets in the resource's own namespace
 from __future__ import annotations
 
 import base64
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from projectgen.api.v1alpha1 import GROUP, VERSION
 from projectgen.generation.sources import ConfigMapData, decode_configmap
+from projectgen.kubeversion import KubeVersion
 
 
 class ApiUnavailable(kopf.TemporaryError):
@@ -62,6 +64,21 @@ def _translate(exc: ApiException, what: str) -> Exception:
     if exc.status == 403:
         return Forbidden(f"the operator is not allowed to read {what} (403): check its RBAC")
     return ApiUnavailable(f"reading {what} failed: HTTP {exc.status} {exc.reason}")
+
+
+def server_version() -> KubeVersion:
+    """The API server's version (`/version`, readable by every authenticated user)."""
+    try:
+        # raw: the client's VersionInfo model may predate the emulation fields
+        response: Any = kubernetes.client.VersionApi(api_client()).get_code(_preload_content=False)
+        info = json.loads(response.data)
+    except ApiException as exc:
+        raise ApiUnavailable(
+            f"reading the API server's version failed: HTTP {exc.status} {exc.reason}"
+        ) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise _unreachable(exc, "reading the API server's version") from None
+    return KubeVersion.from_info(info)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The createdBy admission webhook, for clusters without MutatingAdmissionPolicy.
 
 Why a webhook at all: ``manifests/created-by/`` stamps the requesting user with an in-tree
-MutatingAdmissionPolicy, but that API is beta in Kubernetes 1.34 and off by default, so on most
-clusters ``status.createdBy`` would stay empty. This answers the same question the policy does,
+MutatingAdmissionPolicy, which is GA only from Kubernetes 1.36 (beta and off by default in 1.35), so
+on a 1.35 cluster ``status.createdBy`` would stay empty. This answers the same question the policy does,
 from the operator's HTTPS server: on CREATE of a GeneratedProject or a RepositoryExport, set the
 ``projectgen.io/created-by`` annotation to ``request.userInfo.username``, overwriting whatever the
 request carried. Changing it later is refused by the same in-tree ValidatingAdmissionPolicy
