@@ -155,3 +155,15 @@ def owner_metadata(export: Mapping[str, Any], project: dict[str, Any]) -> dict[s
     ):
         return None
     return {"ownerReferences": [*refs, ref], "labels": {PROJECT_LABEL: pmeta["name"]}}
+
+
+def project_view(project: Mapping[str, Any]) -> dict[str, Any]:
+    """What `decide` and `owner_metadata` read of a project, for the operator's index: no spec,
+    no file list (the index holds one per project, in memory)."""
+    meta = project.get("metadata") or {}
+    status = {k: v for k, v in (project.get("status") or {}).items() if k != "files"}
+    return {
+        "apiVersion": project.get("apiVersion"),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation")},
+        "status": status,
+    }

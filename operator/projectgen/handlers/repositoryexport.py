@@ -7,7 +7,7 @@ an archive written or a repository pushed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from projectgen.handlers.exportdecision import (
     decide,
     owner_metadata,
 )
+from projectgen.handlers.finalizer import finalize
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
 from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
@@ -84,8 +85,12 @@ def reconcile(
     retry: int,
     logger: kopf.Logger,
     resuming: bool = False,
+    lookup: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> metrics.Outcome:
-    """Carry out what `decide` says; says how it ended. Raises kopf.TemporaryError to be retried."""
+    """Carry out what `decide` says; says how it ended. Raises kopf.TemporaryError to be retried.
+
+    `lookup`: the project by name as the operator's watch last saw it (kopf's index), instead of
+    a GET per reconcile; a stale answer is healed by the wake-up its next event sends."""
     meta = body["metadata"]
     status = dict(body.get("status") or {})
     kube = Kube(meta["namespace"])
@@ -98,8 +103,9 @@ def reconcile(
         return metrics.Outcome.FAILED
 
     project_name = spec.generated_project_ref.name
+    finalize(body, patch)
     try:
-        project = kube.get_object(PROJECT_PLURAL, project_name)
+        project = kube.get_object(PROJECT_PLURAL, project_name) if lookup is None else lookup(project_name)
     except (ApiUnavailable, Forbidden) as exc:
         raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
     if project is not None:
