@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from projectgen_dev.gitserver import GitHTTPServer
 from reconcile import (
     EXPORTS,
     GROUP,
+    POLICY,
     PROJECTS,
     REPO,
     VERSION,
@@ -43,42 +43,9 @@ from reconcile import (
     metrics,
     new_namespace,
     quiet,
+    release,
+    template,
 )
-
-GIT_ENV = {
-    **os.environ,
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
-POLICY = REPO / "tests" / "integration" / "loopback-policy.yaml"
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True)
-
-
-def template(server: GitHTTPServer, work: Path, name: str) -> str:
-    work.mkdir(parents=True)
-    (work / "copier.yml").write_text("name:\n  type: str\n  default: svc\n")
-    (work / "VERSION.jinja").write_text("1.0.0\n")
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "v1.0.0")
-    git(work, "tag", "v1.0.0")
-    server.create_bare(name)
-    git(work, "push", "-q", "--tags", str(server.repo_path(name)), "main")
-    return server.url(name)
-
-
-def release(server: GitHTTPServer, work: Path, name: str, tag: str) -> None:
-    (work / "VERSION.jinja").write_text(tag.lstrip("v") + "\n")
-    git(work, "commit", "-qam", tag)
-    git(work, "tag", tag)
-    git(work, "push", "-q", "--tags", str(server.repo_path(name)), "main")
 
 
 def body(name: str, url: str, interval: str) -> dict[str, Any]:

@@ -167,7 +167,9 @@ def project_resumed(
         return
     _observed(
         metrics.KIND_PROJECT,
-        lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True),
+        lambda: generatedproject.reconcile(
+            _ctx(memo), body, retry=retry, logger=logger, resuming=True, patch=patch
+        ),
     )
 
 
@@ -178,7 +180,8 @@ def project_changed(
 ) -> None:
     _label_project(body, patch)
     _observed(
-        metrics.KIND_PROJECT, lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger)
+        metrics.KIND_PROJECT,
+        lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, patch=patch),
     )
 
 
@@ -188,11 +191,13 @@ def project_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.field(GROUP, VERSION, PROJECTS, labels=LABELS, field=("metadata", "annotations", CHECK_ANNOTATION))
-def project_checked(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+def project_checked(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
     """The update check found a new outcome: render the moved template, or report the failure."""
     _observed(
         metrics.KIND_PROJECT,
-        lambda: generatedproject.template_checked(_ctx(memo), body, retry=retry, logger=logger),
+        lambda: generatedproject.template_checked(_ctx(memo), body, retry=retry, logger=logger, patch=patch),
     )
 
 

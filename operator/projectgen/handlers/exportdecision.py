@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from projectgen.api.v1alpha1 import GeneratedProjectPhase, RepositoryExportPhase, RepositoryExportSpec
+from projectgen.api.v1alpha1.common import HANDLED_FIELD
 from projectgen.api.v1alpha1.generatedproject import KIND as PROJECT_KIND
 from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES
 
@@ -161,7 +162,7 @@ def project_view(project: Mapping[str, Any]) -> dict[str, Any]:
     """What `decide` and `owner_metadata` read of a project, for the operator's index: no spec,
     no file list (the index holds one per project, in memory)."""
     meta = project.get("metadata") or {}
-    status = {k: v for k, v in (project.get("status") or {}).items() if k != "files"}
+    status = {k: v for k, v in (project.get("status") or {}).items() if k not in ("files", HANDLED_FIELD)}
     return {
         "apiVersion": project.get("apiVersion"),
         "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation")},

@@ -84,6 +84,7 @@ def reconcile(
     logger: kopf.Logger,
     resuming: bool = False,
     moving: bool = False,
+    patch: kopf.Patch | None = None,
 ) -> metrics.Outcome:
     """Render the spec (or archive, or fail with a message); says how it ended. Raises
     kopf.TemporaryError when it must be retried. `moving`: a render for a template that moved,
@@ -98,7 +99,7 @@ def reconcile(
         logger.debug("status is current; nothing to do")
         return metrics.Outcome.CURRENT
 
-    write = StatusWriter(body, PLURAL)
+    write = StatusWriter(body, PLURAL, patch)
 
     try:
         spec = GeneratedProjectSpec.model_validate(body.get("spec") or {})
@@ -183,7 +184,7 @@ def reconcile(
     # This render resolved every ref against the repository as it is now: an older check's
     # complaint no longer describes the project.
     write.status["conditions"] = without_condition(write.status.get("conditions"), TEMPLATE_CHECKED)
-    write(
+    write.last(
         GeneratedProjectPhase.COMPLETED,
         State.READY,
         "Completed",
@@ -205,7 +206,9 @@ def reconcile(
     return metrics.Outcome.COMPLETED
 
 
-def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger) -> metrics.Outcome:
+def template_checked(
+    ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger, patch: kopf.Patch | None = None
+) -> metrics.Outcome:
     """The update check's outcome changed (CHECK_ANNOTATION): render again when a followed ref
     moved; report a failed check in the TemplateChecked condition and leave the project as it is."""
     meta = body["metadata"]
@@ -234,7 +237,7 @@ def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.
     if not verdict.render:
         return metrics.Outcome.CURRENT
     logger.info("a followed template moved; rendering again")
-    return reconcile(ctx, body, retry=retry, logger=logger, moving=True)
+    return reconcile(ctx, body, retry=retry, logger=logger, moving=True, patch=patch)
 
 
 def _keep(write: StatusWriter, body: kopf.Body, before: dict[str, Any], problem: str) -> None:

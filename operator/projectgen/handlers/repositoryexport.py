@@ -94,7 +94,7 @@ def reconcile(
     meta = body["metadata"]
     status = dict(body.get("status") or {})
     kube = Kube(meta["namespace"])
-    write = StatusWriter(body, PLURAL)
+    write = StatusWriter(body, PLURAL, patch)
 
     try:
         spec = RepositoryExportSpec.model_validate(body.get("spec") or {})
@@ -212,7 +212,7 @@ def _archive(job: Job) -> metrics.Outcome:
     for warning in result.warnings:
         kopf.warn(job.body, reason="Warning", message=warning)
     message = f"{result.entries} entries, {result.size} bytes"
-    job.write(
+    job.write.last(
         RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
@@ -342,7 +342,7 @@ def _publish(job: Job) -> metrics.Outcome:
     if result.reason:
         kopf.warn(job.body, reason="PushDeclined", message=result.reason)
     delivered, day_two = _delivery_status(result)
-    job.write(
+    job.write.last(
         RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",

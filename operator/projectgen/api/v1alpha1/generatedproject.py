@@ -12,9 +12,11 @@ from pydantic import Field, model_validator
 
 from projectgen.api.v1alpha1.common import (
     CONFIGMAP_KEY_PATTERN,
+    HANDLED_FIELD,
     MAX_PATH,
     Conditions,
     CreatedBy,
+    HandledConfiguration,
     LocalObjectReference,
     Message,
     Model,
@@ -422,6 +424,7 @@ class GeneratedProjectStatus(Model):
         description="The first of templates: what `kubectl get -o wide` shows and --field-selector "
         "filters on (status.template.url, status.template.tag).",
     )
+    last_handled_configuration: HandledConfiguration | None = Field(default=None, alias=HANDLED_FIELD)
     completed_at: datetime | None = Field(
         default=None, alias="completedAt", description="When the last generation completed."
     )
