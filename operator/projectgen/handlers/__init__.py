@@ -327,18 +327,19 @@ async def export_changed(
     meta = body["metadata"]
     lookup = _lookup(projects_by_name, meta["namespace"])
     target = ((body.get("spec") or {}).get("generatedProjectRef") or {}).get("name")
-    if target:
-        key = (meta["namespace"], meta["name"])
+    key = (meta["namespace"], meta["name"])
+    if target and not body.get("status"):
         _waiting.add(key)
         try:
             await projectwait.until_settled(lambda: lookup(target), PROJECT_WAIT)
         finally:
             _waiting.discard(key)
+    if target:
         project = lookup(target)
         if project is not None:
             # This reconcile sees the project as it is now: that state needs no wake-up.
             seen = (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION)
-            _woken[(meta["namespace"], meta["name"])] = (seen, project_signature(project) or "")
+            _woken[key] = (seen, project_signature(project) or "")
     await projectwait.in_worker(
         memo.settings,
         lambda: _observed(

@@ -3,8 +3,10 @@
 An export created together with its project (the common case: one `kubectl apply` of both) finds
 the project still rendering. Reporting Pending and waiting for the wake-up annotation costs a
 status write, the annotation patch and a second diff-base patch; a render takes a second or two.
-So the export handler first waits here, in the event loop, until the project (as kopf's index
-sees it) has settled, for up to a bound; every project event wakes the waiters to look again.
+So a new export (no status yet) first waits here, in the event loop, while the project (as kopf's
+index sees it) is rendering, for up to a bound; every project event wakes the waiters to look
+again. An export that has a status says Pending at once, as before: a Failed export whose project
+went back to work must not keep saying Failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import kopf
 
+from projectgen.api.v1alpha1 import GeneratedProjectPhase
 from projectgen.handlers.exportdecision import settled
 
 _condition: asyncio.Condition | None = None
@@ -37,12 +40,19 @@ async def changed() -> None:
         condition.notify_all()
 
 
+def rendering(project: dict[str, Any] | None) -> bool:
+    """The project is being rendered for its current spec, or about to be (no status yet): it
+    settles in seconds. Waiting for a ConfigMap or a template (Pending) is not rendering."""
+    if project is None or settled(project):
+        return False
+    return (project.get("status") or {}).get("phase") in (None, GeneratedProjectPhase.GENERATING)
+
+
 async def until_settled(project: Callable[[], dict[str, Any] | None], timeout: float) -> None:
-    """Return once `project()` is absent or settled, or after `timeout` seconds."""
+    """Return once `project()` is not rendering (absent, settled, or waiting), or after `timeout`."""
 
     def free() -> bool:
-        current = project()
-        return current is None or settled(current)
+        return not rendering(project())
 
     if free():
         return
