@@ -328,7 +328,7 @@ async def export_changed(
     lookup = _lookup(projects_by_name, meta["namespace"])
     target = ((body.get("spec") or {}).get("generatedProjectRef") or {}).get("name")
     key = (meta["namespace"], meta["name"])
-    if target and not body.get("status"):
+    if target and not (body.get("status") or {}).get("phase"):  # new: no phase yet
         _waiting.add(key)
         try:
             await projectwait.until_settled(lambda: lookup(target), PROJECT_WAIT)

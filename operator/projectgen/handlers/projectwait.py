@@ -48,18 +48,18 @@ def rendering(project: dict[str, Any] | None) -> bool:
     return (project.get("status") or {}).get("phase") in (None, GeneratedProjectPhase.GENERATING)
 
 
-async def until_settled(project: Callable[[], dict[str, Any] | None], timeout: float) -> None:
-    """Return once `project()` is not rendering (absent, settled, or waiting), or after `timeout`."""
-
-    def free() -> bool:
-        return not rendering(project())
-
-    if free():
-        return
+async def until_settled(
+    project: Callable[[], dict[str, Any] | None], timeout: float, appear: float = 3.0
+) -> None:
+    """Return once `project()` is there and not rendering (settled, or waiting), or after
+    `timeout`; a project that is not there (yet: created together with the export, its watch
+    event may come second) is given `appear` seconds."""
     condition = _shared()
     async with condition:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(condition.wait_for(free), timeout)
+            await asyncio.wait_for(condition.wait_for(lambda: project() is not None), appear)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(condition.wait_for(lambda: not rendering(project())), timeout)
 
 
 async def in_worker(settings: kopf.OperatorSettings, fn: Callable[[], None]) -> None:
