@@ -114,7 +114,6 @@ class OperatorProcess:
             f"--liveness-port={self.port}",
             f"--metrics-port={self.metrics_port}",
             f"--serving-port={self.serving_port}",
-            *(["-v"] if os.environ.get("H26_VERBOSE") else []),
         ]
         argv += [f"--namespace={ns}" for ns in self.namespaces]
         if self.selector:
