@@ -27,6 +27,7 @@ from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits, RenderCancelled
 from projectgen.generation.template import generation_clock
+from projectgen.handlers import handled
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
 from projectgen.handlers.retry import retry_delay
@@ -97,6 +98,9 @@ def reconcile(
 
     if resuming and is_current(body):
         logger.debug("status is current; nothing to do")
+        return metrics.Outcome.CURRENT
+    if not moving and handled.finished(uid, generation):
+        logger.debug("generation %d is rendered already (a late event of our own writes)", generation)
         return metrics.Outcome.CURRENT
 
     write = StatusWriter(body, PLURAL, patch)
@@ -199,6 +203,7 @@ def reconcile(
         templates=resolved or None,
         template=resolved[0] if resolved else None,
     )
+    handled.finish(uid, generation, str(output / TREE))
     for moved in moved_events(status.get("templates") or [], result.templates):
         kopf.info(body, reason="TemplateMoved", message=moved)
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
@@ -272,4 +277,5 @@ def _ready_message(status: dict[str, Any]) -> str | None:
 
 def delete(ctx: Context, body: kopf.Body) -> None:
     meta = body["metadata"]
+    handled.forget(meta["uid"])
     ctx.storage.remove_project(meta["namespace"], meta["name"], meta["uid"])

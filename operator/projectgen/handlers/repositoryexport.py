@@ -40,6 +40,7 @@ from projectgen.export.publish import (
 from projectgen.export.publish.githubapp import app_from_secret
 from projectgen.export.update.record import TemplateRef, template_refs
 from projectgen.generation.manifest import Manifest
+from projectgen.handlers import handled
 from projectgen.handlers.context import Context
 from projectgen.handlers.exportdecision import (
     PROJECT_STATE_ANNOTATION,
@@ -135,6 +136,9 @@ def reconcile(
         return metrics.Outcome.FAILED
     if decision.action is Action.CURRENT:
         return metrics.Outcome.CURRENT
+    if handled.finished(meta["uid"], write.generation, decision.content_hash):
+        logger.debug("this content is exported already (a late event of our own writes)")
+        return metrics.Outcome.CURRENT
 
     assert decision.output is not None  # EXPORT always names the project's directory
     try:
@@ -224,6 +228,7 @@ def _archive(job: Job) -> metrics.Outcome:
         exportedContentHash=job.content_hash,
         completedAt=now(),
     )
+    handled.finish(meta["uid"], job.write.generation, job.content_hash)
     kopf.info(job.body, reason="Completed", message=f"archive written: {result.path} ({message})")
     metrics.exported(job.spec.export_type, result.size)
     return metrics.Outcome.COMPLETED
@@ -354,6 +359,7 @@ def _publish(job: Job) -> metrics.Outcome:
         **day_two,
         completedAt=now(),
     )
+    handled.finish(job.body["metadata"]["uid"], job.write.generation, job.content_hash)
     kopf.info(
         job.body,
         reason="Completed",
@@ -457,4 +463,5 @@ def poll_request(ctx: Context, body: kopf.Body, *, logger: kopf.Logger) -> None:
 def delete(ctx: Context, body: kopf.Body) -> None:
     """Remove the archive. A published repository is left alone: deleting an export never deletes data."""
     meta = body["metadata"]
+    handled.forget(meta["uid"])
     ctx.storage.remove_export(meta["namespace"], meta["name"], meta["uid"])
