@@ -39,6 +39,7 @@ from reconcile import (
     breakdown,
     counted,
     create_all,
+    follower,
     load,
     metrics,
     new_namespace,
@@ -46,16 +47,6 @@ from reconcile import (
     release,
     template,
 )
-
-
-def body(name: str, url: str, interval: str) -> dict[str, Any]:
-    source = {"template": {"url": url, "ref": ">=1,<2", "updateInterval": interval}}
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GeneratedProject",
-        "metadata": {"name": name},
-        "spec": {"projectRef": {"name": "fleet"}, "sources": [source]},
-    }
 
 
 def wait_all(cp: ControlPlane, ns: str, n: int, tag: str, timeout: float) -> float:
@@ -98,7 +89,7 @@ def run(cp: ControlPlane, tmp: Path, n: int, interval: str, k: int, move: bool) 
         operator = Operator(cp, ns, tmp, 4, f"fleet-{n}", env=env)
         operator.start()
         try:
-            create_all(cp, ns, [body(f"p{i:04d}", url, interval) for i in range(n)])
+            create_all(cp, ns, [follower(f"p{i:04d}", url, interval, "fleet") for i in range(n)])
             rendered = wait_all(cp, ns, n, "v1.0.0", timeout=max(600, 3 * n))
             quiet(cp, time.monotonic() + 120)
             before, since = metrics(cp), time.time()

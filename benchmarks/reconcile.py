@@ -209,14 +209,14 @@ def release(server: GitHTTPServer, work: Path, name: str, tag: str) -> None:
     git(work, "push", "-q", "--tags", str(server.repo_path(name)), "main")
 
 
-def follower(name: str, url: str, interval: str) -> dict[str, Any]:
+def follower(name: str, url: str, interval: str, project: str = "burst") -> dict[str, Any]:
     """A GeneratedProject that follows the template's 1.x tags, checked every `interval`."""
     source = {"template": {"url": url, "ref": ">=1,<2", "updateInterval": interval}}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "GeneratedProject",
         "metadata": {"name": name},
-        "spec": {"projectRef": {"name": "burst"}, "sources": [source]},
+        "spec": {"projectRef": {"name": project}, "sources": [source]},
     }
 
 
