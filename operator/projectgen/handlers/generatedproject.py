@@ -224,6 +224,10 @@ def template_checked(
         or status.get("observedGeneration") != generation
     ):
         return metrics.Outcome.CURRENT  # a render under way (or failed) records its own resolution
+    outcome = str((meta.get("annotations") or {}).get(CHECK_ANNOTATION))
+    check = f"{meta['uid']}/check"
+    if handled.finished(check, generation, outcome):
+        return metrics.Outcome.CURRENT  # a late event of our own writes: this outcome is handled
     moves, problems = read_annotation((meta.get("annotations") or {}).get(CHECK_ANNOTATION))
     verdict = check_verdict(status, moves, problems)
     if verdict.condition is not None:
@@ -240,9 +244,13 @@ def template_checked(
         if not ok:
             kopf.warn(body, reason="TemplateCheckFailed", message=message)
     if not verdict.render:
+        handled.finish(check, generation, outcome)
         return metrics.Outcome.CURRENT
     logger.info("a followed template moved; rendering again")
-    return reconcile(ctx, body, retry=retry, logger=logger, moving=True, patch=patch)
+    rendered = reconcile(ctx, body, retry=retry, logger=logger, moving=True, patch=patch)
+    if rendered in (metrics.Outcome.COMPLETED, metrics.Outcome.CURRENT):
+        handled.finish(check, generation, outcome)
+    return rendered
 
 
 def _keep(write: StatusWriter, body: kopf.Body, before: dict[str, Any], problem: str) -> None:
@@ -278,4 +286,5 @@ def _ready_message(status: dict[str, Any]) -> str | None:
 def delete(ctx: Context, body: kopf.Body) -> None:
     meta = body["metadata"]
     handled.forget(meta["uid"])
+    handled.forget(f"{meta['uid']}/check")
     ctx.storage.remove_project(meta["namespace"], meta["name"], meta["uid"])
