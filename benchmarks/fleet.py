@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from projectgen_dev.gitserver import GitHTTPServer
 from reconcile import (
     EXPORTS,
     GROUP,
+    POLICY,
     PROJECTS,
     REPO,
     VERSION,
@@ -39,56 +39,14 @@ from reconcile import (
     breakdown,
     counted,
     create_all,
+    follower,
     load,
     metrics,
     new_namespace,
     quiet,
+    release,
+    template,
 )
-
-GIT_ENV = {
-    **os.environ,
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
-POLICY = REPO / "tests" / "integration" / "loopback-policy.yaml"
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True)
-
-
-def template(server: GitHTTPServer, work: Path, name: str) -> str:
-    work.mkdir(parents=True)
-    (work / "copier.yml").write_text("name:\n  type: str\n  default: svc\n")
-    (work / "VERSION.jinja").write_text("1.0.0\n")
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "v1.0.0")
-    git(work, "tag", "v1.0.0")
-    server.create_bare(name)
-    git(work, "push", "-q", "--tags", str(server.repo_path(name)), "main")
-    return server.url(name)
-
-
-def release(server: GitHTTPServer, work: Path, name: str, tag: str) -> None:
-    (work / "VERSION.jinja").write_text(tag.lstrip("v") + "\n")
-    git(work, "commit", "-qam", tag)
-    git(work, "tag", tag)
-    git(work, "push", "-q", "--tags", str(server.repo_path(name)), "main")
-
-
-def body(name: str, url: str, interval: str) -> dict[str, Any]:
-    source = {"template": {"url": url, "ref": ">=1,<2", "updateInterval": interval}}
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GeneratedProject",
-        "metadata": {"name": name},
-        "spec": {"projectRef": {"name": "fleet"}, "sources": [source]},
-    }
 
 
 def wait_all(cp: ControlPlane, ns: str, n: int, tag: str, timeout: float) -> float:
@@ -131,7 +89,7 @@ def run(cp: ControlPlane, tmp: Path, n: int, interval: str, k: int, move: bool) 
         operator = Operator(cp, ns, tmp, 4, f"fleet-{n}", env=env)
         operator.start()
         try:
-            create_all(cp, ns, [body(f"p{i:04d}", url, interval) for i in range(n)])
+            create_all(cp, ns, [follower(f"p{i:04d}", url, interval, "fleet") for i in range(n)])
             rendered = wait_all(cp, ns, n, "v1.0.0", timeout=max(600, 3 * n))
             quiet(cp, time.monotonic() + 120)
             before, since = metrics(cp), time.time()

@@ -51,9 +51,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
 from projectgen_dev.controlplane import ControlPlane  # noqa: E402
+from projectgen_dev.gitserver import GitHTTPServer  # noqa: E402
 
 GROUP, VERSION = "projectgen.io", "v1alpha1"
 PROJECTS, EXPORTS = "generatedprojects", "repositoryexports"
+BURST_GOALS = "p50 < 5 s at N=500; growth linear to N=1000; RSS < 250 MB"
 GOALS = (
     "all Ready within 2x the bare client; p50 < 5 s at N=500; <= 4 requests per resource; "
     "N=2000 within 10% of the line through the others; RSS < 250 MB at N=2000"
@@ -167,6 +169,55 @@ def new_namespace(cp: ControlPlane, label: str) -> str:
         ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="bench"), data={"a": "x"})
     )
     return ns
+
+
+# A template that moves (the burst) ---------------------------------------------------------------
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+POLICY = REPO / "tests" / "integration" / "loopback-policy.yaml"
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True)
+
+
+def template(server: GitHTTPServer, work: Path, name: str) -> str:
+    work.mkdir(parents=True)
+    (work / "copier.yml").write_text("name:\n  type: str\n  default: svc\n")
+    (work / "VERSION.jinja").write_text("1.0.0\n")
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "v1.0.0")
+    git(work, "tag", "v1.0.0")
+    server.create_bare(name)
+    git(work, "push", "-q", "--tags", str(server.repo_path(name)), "main")
+    return server.url(name)
+
+
+def release(server: GitHTTPServer, work: Path, name: str, tag: str) -> None:
+    (work / "VERSION.jinja").write_text(tag.lstrip("v") + "\n")
+    git(work, "commit", "-qam", tag)
+    git(work, "tag", tag)
+    git(work, "push", "-q", "--tags", str(server.repo_path(name)), "main")
+
+
+def follower(name: str, url: str, interval: str, project: str = "burst") -> dict[str, Any]:
+    """A GeneratedProject that follows the template's 1.x tags, checked every `interval`."""
+    source = {"template": {"url": url, "ref": ">=1,<2", "updateInterval": interval}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "GeneratedProject",
+        "metadata": {"name": name},
+        "spec": {"projectRef": {"name": project}, "sources": [source]},
+    }
 
 
 # The actors under test ---------------------------------------------------------------------------
@@ -368,6 +419,32 @@ class Bare:
         )
         self.api.patch_namespaced_custom_object_status(GROUP, VERSION, self.ns, EXPORTS, name, done)
 
+    def burst(self, names: list[str], content_hash: str) -> dict[tuple[str, str], float]:
+        """The minimum writes after a template moved, with the same concurrency: per project a
+        status write for Generating and one for Completed on the new content, then per export one
+        for Exporting and one for Completed. Returns when each resource was done."""
+        done: dict[tuple[str, str], float] = {}
+
+        def one(name: str) -> None:
+            api = self.api
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.ns, PROJECTS, name, self._status("Generating", "Unknown", 1)
+            )
+            fields = {"contentHash": content_hash, "outputDirectory": f"/nonexistent/{name}"}
+            completed = self._status("Completed", "True", 1, **fields)
+            api.patch_namespaced_custom_object_status(GROUP, VERSION, self.ns, PROJECTS, name, completed)
+            done[(PROJECTS, name)] = time.monotonic()
+            export = f"{name}-zip"
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.ns, EXPORTS, export, self._status("Exporting", "Unknown", 1)
+            )
+            completed = self._status("Completed", "True", 1, exportedContentHash=content_hash)
+            api.patch_namespaced_custom_object_status(GROUP, VERSION, self.ns, EXPORTS, export, completed)
+            done[(EXPORTS, export)] = time.monotonic()
+
+        list(self.pool.map(one, names))
+        return done
+
 
 # Measuring -------------------------------------------------------------------------------------
 
@@ -566,6 +643,143 @@ def run_restart(cp: ControlPlane, n: int, data: Path, workers: int) -> dict[str,
     }
 
 
+def exported_hashes(cp: ControlPlane, ns: str) -> dict[str, str]:
+    custom = client.CustomObjectsApi(cp.api_client())
+    listed: Any = custom.list_namespaced_custom_object(GROUP, VERSION, ns, EXPORTS)
+    return {
+        o["metadata"]["name"]: (o.get("status") or {}).get("exportedContentHash") for o in listed["items"]
+    }
+
+
+def delivered(old: dict[str, str], tag: str) -> Callable[[dict[str, Any]], bool]:
+    """Ready again after the move: a project on `tag`, an export of content other than before."""
+
+    def check(obj: dict[str, Any]) -> bool:
+        if not settled(obj):
+            return False
+        status = obj.get("status") or {}
+        if obj.get("kind") == "GeneratedProject":
+            return bool((status.get("template") or {}).get("tag") == tag)
+        return status.get("exportedContentHash") not in (None, old.get(obj["metadata"]["name"]))
+
+    return check
+
+
+def run_burst(cp: ControlPlane, n: int, data: Path, workers: int, interval: str) -> dict[str, Any]:
+    """N settled projects following one template, a zip export each; a new tag is pushed; until
+    every project is Completed on it and every export delivered its new content."""
+    ns = new_namespace(cp, f"burst-{n}")
+    name = f"templates/burst-{n}"
+    with GitHTTPServer(data / f"git-burst-{n}") as server:
+        url = template(server, data / f"work-burst-{n}", name)
+        env = {"PROJECTGEN_POLICY_FILE": str(POLICY), "PROJECTGEN_TEMPLATE_MIN_INTERVAL": "1s"}
+        op = Operator(cp, ns, data, workers, f"burst-{n}", env=env)
+        op.start()
+        try:
+            bodies = [
+                b for i in range(n) for b in (follower(f"p{i:04d}", url, interval), export(f"p{i:04d}"))
+            ]
+            print(f"burst N={n}: settling {2 * n} resources ...", file=sys.stderr, flush=True)
+            with readiness(cp, ns, 2 * n, settled) as (_, finished):
+                create_all(cp, ns, bodies)
+                if not finished.wait(max(600, 3 * n)):
+                    raise RuntimeError("the fleet did not settle")
+            quiet(cp, time.monotonic() + 300)
+            every = 2.0
+            before = metrics(cp)
+            time.sleep(3 * every)  # a settled fleet, three check intervals: what does it cost?
+            idle = counted(metrics(cp) - before)
+            old = exported_hashes(cp, ns)
+            load_before = load()
+            with readiness(cp, ns, 2 * n, delivered(old, "v1.1.0")) as (done, finished):
+                before = metrics(cp)
+                start = time.monotonic()
+                release(server, data / f"work-burst-{n}", name, "v1.1.0")
+                ok = finished.wait(max(600, 3 * n))
+                total = time.monotonic() - start
+                time.sleep(1)
+                after = metrics(cp)
+            rss = op.rss()
+        finally:
+            op.stop()
+    requests = counted(after - before)
+    latencies = [t - start for t in done.values()]
+    return {
+        "actor": "operator",
+        "n": n,
+        "ok": ok and len(done) >= 2 * n,
+        "total_s": total,
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p95": statistics.quantiles(latencies, n=20)[-1] if len(latencies) >= 2 else float("nan"),
+        "requests_per_resource": (sum(requests.values()) - events_of(requests)) / (2 * n),
+        "events_per_resource": events_of(requests) / (2 * n),
+        "idle_per_interval": sum(v for k, v in idle.items() if k[0] != "LIST") / 3,
+        "breakdown": breakdown(requests),
+        "idle_breakdown": breakdown(idle),
+        "rss_mb": rss,
+        "load": f"{load_before} -> {load()}",
+    }
+
+
+def run_burst_bare(cp: ControlPlane, n: int, workers: int) -> dict[str, Any]:
+    ns = new_namespace(cp, f"burst-bare-{n}")
+    bare = Bare(cp, ns, workers)
+    bare.start()
+    time.sleep(1)
+    bodies = [b for i in range(n) for b in (project(f"p{i:04d}", files=1), export(f"p{i:04d}"))]
+    with readiness(cp, ns, 2 * n, settled) as (_, finished):
+        create_all(cp, ns, bodies)
+        finished.wait(max(180, 2 * n))
+    time.sleep(1)
+    load_before = load()
+    before = metrics(cp)
+    start = time.monotonic()
+    done = bare.burst([f"p{i:04d}" for i in range(n)], "1" * 64)
+    total = time.monotonic() - start
+    time.sleep(1)
+    requests = counted(metrics(cp) - before)
+    bare.stop()
+    latencies = [t - start for t in done.values()]
+    return {
+        "actor": "bare",
+        "n": n,
+        "ok": len(done) >= 2 * n,
+        "total_s": total,
+        "p50": statistics.median(latencies),
+        "p95": statistics.quantiles(latencies, n=20)[-1],
+        "requests_per_resource": sum(requests.values()) / (2 * n),
+        "breakdown": breakdown(requests),
+        "load": f"{load_before} -> {load()}",
+    }
+
+
+def print_burst(rows: list[dict[str, dict[str, Any]]], workers: int) -> None:
+    print(
+        f"\nBurst: N settled projects following one template (a zip export each), a new tag pushed; "
+        f"until all are delivered again ({os.cpu_count()} cores, PROJECTGEN_WORKERS={workers}; "
+        f"goals: {BURST_GOALS})\n"
+    )
+    head = (
+        f"{'N':>5} {'bare s':>7} {'operator s':>10} {'ratio':>6} {'p50 s':>6} {'p95 s':>6} "
+        f"{'bare req/res':>12} {'op req/res':>10} {'+Events/res':>11} {'idle req/2s':>11} {'RSS MB':>7}  load"
+    )
+    print(head)
+    print("-" * len(head))
+    for pair in rows:
+        b, o = pair["bare"], pair["operator"]
+        flag = "" if o["ok"] and b["ok"] else " (NOT all delivered)"
+        print(
+            f"{o['n']:>5} {b['total_s']:>7.2f} {o['total_s']:>10.2f} {o['total_s'] / b['total_s']:>6.2f} "
+            f"{o['p50']:>6.2f} {o['p95']:>6.2f} {b['requests_per_resource']:>12.2f} "
+            f"{o['requests_per_resource']:>10.2f} {o['events_per_resource']:>11.2f} "
+            f"{o['idle_per_interval']:>11.1f} {o['rss_mb']:>7.0f}  {o['load']}{flag}"
+        )
+    print(
+        "\np50/p95: from the push of the new tag to each resource delivered (the check interval is 2 s: "
+        "up to 2 s of it is the wait for the next check)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -580,11 +794,30 @@ def main() -> int:
         metavar="N",
         help="measure a restart over N settled resources instead",
     )
+    parser.add_argument(
+        "--burst",
+        default="",
+        metavar="N,N",
+        help="measure a template move across N settled projects with exports instead (e.g. 100,500,1000)",
+    )
     args = parser.parse_args()
     sizes = [20, 100] if args.quick else [int(s) for s in args.sizes.split(",")]
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="projectgen-bench-reconcile-") as tmp, ControlPlane() as cp:
         cp.install(REPO / "crds")
+        if args.burst:
+            bursts = []
+            for n in (int(s) for s in args.burst.split(",")):
+                pair = {
+                    "bare": run_burst_bare(cp, n, args.workers),
+                    "operator": run_burst(cp, n, Path(tmp), args.workers, "2s"),
+                }
+                for actor, row in pair.items():
+                    print(f"burst N={n} {actor}: {row['total_s']:.1f} s, {row['breakdown']}", file=sys.stderr)
+                print(f"  idle: {pair['operator']['idle_breakdown']}", file=sys.stderr, flush=True)
+                bursts.append(pair)
+            print_burst(bursts, args.workers)
+            return 0
         if args.restart:
             r = run_restart(cp, args.restart, Path(tmp), args.workers)
             print("  requests during the restart:", r["breakdown"], file=sys.stderr)

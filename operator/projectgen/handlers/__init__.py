@@ -22,10 +22,11 @@ from projectgen.api.v1alpha1.repositoryexport import PLURAL as EXPORTS
 from projectgen.generation import sandbox
 from projectgen.generation.checker import Checker
 from projectgen.generation.follow import CHECK_ANNOTATION
-from projectgen.handlers import generatedproject, repositoryexport, templatecheck
+from projectgen.handlers import generatedproject, projectwait, repositoryexport, templatecheck
 from projectgen.handlers.context import Context
 from projectgen.handlers.diffbase import CompactDiffBaseStorage
-from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, wake
+from projectgen.handlers.exportdecision import PROJECT_STATE_ANNOTATION, project_signature, project_view, wake
+from projectgen.handlers.finalizer import FINALIZER, finalize, finalized
 from projectgen.handlers.kube import Kube, server_version
 from projectgen.handlers.progress import GenerationalProgressStorage, annotations_token
 from projectgen.handlers.settled import (
@@ -35,8 +36,6 @@ from projectgen.handlers.settled import (
     reflects,
 )
 from projectgen.settings import Settings
-
-FINALIZER = f"{GROUP}/finalizer"
 
 
 def label_filter(selector: str) -> dict[str, Any] | None:
@@ -56,6 +55,12 @@ def label_filter(selector: str) -> dict[str, Any] | None:
 
 
 _settings = Settings.from_env()
+PROJECT_WAIT = 300.0
+"""How long a new export waits in memory for its project to finish a render, before it says
+Pending and waits for the wake-up annotation instead (a status write and two patches more). A
+burst of creations queues renders behind the workers for minutes (41 s p50 at 500 pairs); the
+waiting export holds no thread, and kstatus reads it as InProgress meanwhile (its status has
+observedGeneration 0, the CRD's default)."""
 LABELS = label_filter(_settings.label_selector)
 
 
@@ -91,11 +96,15 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Our own status writes reach the watch before kopf's patch of the diff base: under load those
+    # events can lag more than kopf's 5 s, and a creation would be handled (rendered) again.
+    settings.persistence.consistency_timeout = 30
     ctx = Context.from_settings(_settings)
     removed = ctx.storage.clean_staging()
     if removed:
         logger.info("removed %d staging leftovers of an earlier run", removed)
     memo.ctx = ctx
+    memo.settings = settings  # its executor runs the async handlers' sync work
     memo.checker = Checker(
         on_listing=metrics.template_listed
     )  # one for every project: the listings are shared
@@ -160,7 +169,9 @@ def changes_spec(diff: Any) -> bool:
 
 
 def _label_project(body: kopf.Body, patch: kopf.Patch) -> None:
-    """`projectgen.io/project=<spec.projectRef.name>`, in the patch kopf sends after the handler anyway."""
+    """`projectgen.io/project=<spec.projectRef.name>` and the finalizer, in the patch kopf sends
+    after the handler anyway (with its diff base): one metadata write, not three."""
+    finalize(body, patch)
     project = ((body.get("spec") or {}).get("projectRef") or {}).get("name")
     if project and (body["metadata"].get("labels") or {}).get(PROJECT_LABEL) != project:
         patch.metadata.labels[PROJECT_LABEL] = project
@@ -177,7 +188,9 @@ def project_resumed(
         return
     _observed(
         metrics.KIND_PROJECT,
-        lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, resuming=True),
+        lambda: generatedproject.reconcile(
+            _ctx(memo), body, retry=retry, logger=logger, resuming=True, patch=patch
+        ),
     )
 
 
@@ -188,25 +201,28 @@ def project_changed(
 ) -> None:
     _label_project(body, patch)
     _observed(
-        metrics.KIND_PROJECT, lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger)
+        metrics.KIND_PROJECT,
+        lambda: generatedproject.reconcile(_ctx(memo), body, retry=retry, logger=logger, patch=patch),
     )
 
 
-@kopf.on.delete(GROUP, VERSION, PROJECTS, labels=LABELS)
+@kopf.on.delete(GROUP, VERSION, PROJECTS, labels=LABELS, when=finalized)
 def project_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
     generatedproject.delete(_ctx(memo), body)
 
 
 @kopf.on.field(GROUP, VERSION, PROJECTS, labels=LABELS, field=("metadata", "annotations", CHECK_ANNOTATION))
-def project_checked(body: kopf.Body, retry: int, logger: kopf.Logger, memo: Any, **_: Any) -> None:
+def project_checked(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
     """The update check found a new outcome: render the moved template, or report the failure."""
     _observed(
         metrics.KIND_PROJECT,
-        lambda: generatedproject.template_checked(_ctx(memo), body, retry=retry, logger=logger),
+        lambda: generatedproject.template_checked(_ctx(memo), body, retry=retry, logger=logger, patch=patch),
     )
 
 
-@kopf.daemon(GROUP, VERSION, PROJECTS, labels=LABELS, cancellation_timeout=5)
+@kopf.daemon(GROUP, VERSION, PROJECTS, labels=LABELS, cancellation_timeout=5, when=finalized)
 async def project_follows_template(
     body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
@@ -230,26 +246,64 @@ def exports_by_project(
     return {(namespace, project): value} if project else None
 
 
+@kopf.index(GROUP, VERSION, PROJECTS, labels=LABELS)
+def projects_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Each project as the watch last saw it: an export reads its project here, not with a GET."""
+    return {(namespace, name): project_view(body)}
+
+
+def _lookup(index: Any, namespace: str) -> Callable[[str], dict[str, Any] | None]:
+    def lookup(name: str) -> dict[str, Any] | None:
+        return next(iter(index.get((namespace, name), [])), None) if index is not None else None
+
+    return lookup
+
+
+_woken: dict[tuple[str, str], tuple[str | None, str]] = {}
+"""(namespace, export) -> (the state the export had recorded, the state sent to it). The export's
+index entry catches up only with the export's own watch event: the project's next event (its
+diff base, its label) must not send the same wake-up again."""
+
+
+_waiting: set[tuple[str, str]] = set()
+"""Exports whose handler waits in memory for their project (projectwait): no wake-up for them."""
+
+
+def forget_wake(body: Any) -> None:
+    meta = body.get("metadata") or {}
+    _woken.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
+
+
 @kopf.on.event(GROUP, VERSION, PROJECTS, labels=LABELS)
 async def project_event(
-    event: kopf.RawEvent, namespace: str | None, name: str, exports_by_project: Any = None, **_: Any
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    exports_by_project: Any = None,
+    **_: Any,
 ) -> None:
     """Wake the exports of a project when its phase or content changes: no polling. Note it for
-    the fleet metrics."""
+    the fleet metrics. A project deleted before its first reconcile finished had no finalizer yet:
+    its files go now."""
     if namespace is None:
         return
     body = dict(event["object"])
     metrics.FLEET.saw_project(namespace, name, None if event["type"] == "DELETED" else body)
+    if event["type"] == "DELETED":
+        await asyncio.to_thread(generatedproject.delete, _ctx(memo), kopf.Body(event["object"]))
     if exports_by_project is None:
         return
     signature = "deleted" if event["type"] == "DELETED" else project_signature(body)
     kube = Kube(namespace)
     for export, seen, phase, reflected in exports_by_project.get((namespace, name), []):
         state = wake(signature, seen, phase)
-        if state is not None and not reflects(reflected, state):
-            await asyncio.to_thread(
-                kube.patch_annotations, EXPORTS, export, {PROJECT_STATE_ANNOTATION: state}
-            )
+        key = (namespace, export)
+        if state is None or reflects(reflected, state) or _woken.get(key) == (seen, state) or key in _waiting:
+            continue  # a waiting export sees the new state when it stops waiting
+        await asyncio.to_thread(kube.patch_annotations, EXPORTS, export, {PROJECT_STATE_ANNOTATION: state})
+        _woken[(namespace, export)] = (seen, state)
+    await projectwait.changed()
 
 
 # RepositoryExport ----------------------------------------------------------------------------
@@ -257,7 +311,14 @@ async def project_event(
 
 @kopf.on.resume(GROUP, VERSION, EXPORTS, labels=LABELS)
 def export_resumed(
-    body: kopf.Body, patch: kopf.Patch, diff: kopf.Diff, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    diff: kopf.Diff,
+    retry: int,
+    logger: kopf.Logger,
+    memo: Any,
+    projects_by_name: Any = None,
+    **_: Any,
 ) -> None:
     if diff:  # a change interrupted by a restart: export_changed handles it in the same cycle
         return
@@ -266,19 +327,52 @@ def export_resumed(
     _observed(
         metrics.KIND_EXPORT,
         lambda: repositoryexport.reconcile(
-            _ctx(memo), body, patch, retry=retry, logger=logger, resuming=True
+            _ctx(memo),
+            body,
+            patch,
+            retry=retry,
+            logger=logger,
+            resuming=True,
+            lookup=_lookup(projects_by_name, body["metadata"]["namespace"]),
         ),
     )
 
 
 @kopf.on.create(GROUP, VERSION, EXPORTS, labels=LABELS)
 @kopf.on.update(GROUP, VERSION, EXPORTS, labels=LABELS)
-def export_changed(
-    body: kopf.Body, patch: kopf.Patch, retry: int, logger: kopf.Logger, memo: Any, **_: Any
+async def export_changed(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    logger: kopf.Logger,
+    memo: Any,
+    projects_by_name: Any = None,
+    **_: Any,
 ) -> None:
-    _observed(
-        metrics.KIND_EXPORT,
-        lambda: repositoryexport.reconcile(_ctx(memo), body, patch, retry=retry, logger=logger),
+    meta = body["metadata"]
+    lookup = _lookup(projects_by_name, meta["namespace"])
+    target = ((body.get("spec") or {}).get("generatedProjectRef") or {}).get("name")
+    key = (meta["namespace"], meta["name"])
+    if target and not (body.get("status") or {}).get("phase"):  # new: no phase yet
+        _waiting.add(key)
+        try:
+            await projectwait.until_settled(lambda: lookup(target), PROJECT_WAIT)
+        finally:
+            _waiting.discard(key)
+    if target:
+        project = lookup(target)
+        if project is not None:
+            # This reconcile sees the project as it is now: that state needs no wake-up.
+            seen = (meta.get("annotations") or {}).get(PROJECT_STATE_ANNOTATION)
+            _woken[key] = (seen, project_signature(project) or "")
+    await projectwait.in_worker(
+        memo.settings,
+        lambda: _observed(
+            metrics.KIND_EXPORT,
+            lambda: repositoryexport.reconcile(
+                _ctx(memo), body, patch, retry=retry, logger=logger, lookup=lookup
+            ),
+        ),
     )
 
 
@@ -288,19 +382,26 @@ def export_changed(
     EXPORTS,
     labels=LABELS,
     interval=_settings.pull_request_poll_seconds or 3600.0,
-    when=lambda body, **_: bool(_settings.pull_request_poll_seconds) and repositoryexport.polls_request(body),
+    when=lambda body, **_: (
+        bool(_settings.pull_request_poll_seconds) and finalized(body) and repositoryexport.polls_request(body)
+    ),
 )
 def export_request_polled(body: kopf.Body, logger: kopf.Logger, memo: Any, **_: Any) -> None:
     repositoryexport.poll_request(_ctx(memo), body, logger=logger)
 
 
-@kopf.on.event(GROUP, VERSION, EXPORTS, labels=LABELS)
-def export_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
-    """Note the export's update request for the fleet metrics."""
-    if namespace is not None:
-        metrics.FLEET.saw_export(namespace, name, None if event["type"] == "DELETED" else event["object"])
-
-
-@kopf.on.delete(GROUP, VERSION, EXPORTS, labels=LABELS)
+@kopf.on.delete(GROUP, VERSION, EXPORTS, labels=LABELS, when=finalized)
 def export_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
     repositoryexport.delete(_ctx(memo), body)
+
+
+@kopf.on.event(GROUP, VERSION, EXPORTS, labels=LABELS)
+def export_event(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Note the export's update request for the fleet metrics. An export deleted before its first
+    reconcile finished had no finalizer yet: its archive (if that reconcile wrote one: kopf delivers
+    this event after it) goes now."""
+    if namespace is not None:
+        metrics.FLEET.saw_export(namespace, name, None if event["type"] == "DELETED" else event["object"])
+    if event["type"] == "DELETED":
+        forget_wake(event["object"])
+        repositoryexport.delete(_ctx(memo), kopf.Body(event["object"]))

@@ -1,10 +1,10 @@
-"""kopf's "last handled configuration", kept small enough for an annotation.
+"""kopf's "last handled configuration", kept small, in status.
 
-kopf stores the essence of an object (its spec, labels and annotations) as JSON in an
-annotation and diffs the next version against it. The API server allows 256 KiB for all
-annotations of an object together, and a GeneratedProject's spec may be far larger (inline
-files up to 1.5 MiB): kopf's patch is then refused (422 "metadata.annotations: Too long"), the
-object is rendered again and again, and its finalizer can never be removed. Here an essence
+kopf stores the essence of an object (its spec, labels and annotations) as JSON and diffs the
+next version against it. A GeneratedProject's spec may be large (inline files up to 1.5 MiB): in
+an annotation (256 KiB for all of them) kopf's patch was refused (422 "metadata.annotations: Too
+long"), the object rendered again and again, and its finalizer could never be removed; in status
+a second copy of the spec would take the object over the API server's size limit. Here an essence
 over `limit` bytes is stored as one SHA-256 per top-level field instead, which is all the
 handlers need to know: whether `spec` (or the metadata) changed, not how.
 
@@ -12,6 +12,12 @@ The essence is also narrower than kopf's: the spec and only the annotations name
 (the export's wake-up annotation), not labels or other annotations. A label the operator sets
 (the project and owner labels) or one a user adds never makes kopf wake the object, diff it and
 patch a new diff base: each of those was a full round-trip and a PATCH per resource.
+
+It is kept in `status.lastHandledConfiguration`, not in an annotation: kopf writes it after the
+handler, in the same status PATCH as the handler's last transition (`StatusWriter.last`), where an
+annotation cost a metadata PATCH of its own on every change. Objects handled by an older version
+carry it in the `projectgen.io/last-handled-configuration` annotation: it is read from there until
+status has one, and never written there again, so a restart over them still writes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import json
 from typing import Any
 
 import kopf
+
+from projectgen.api.v1alpha1.common import HANDLED_FIELD
 
 DIGESTS = "sha256:"
 """Prefix of an annotation value that holds digests instead of the essence itself."""
@@ -33,7 +41,8 @@ def _digest(value: Any) -> str:
 
 
 class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """`kopf.AnnotationsDiffBaseStorage`, with digests for an essence over `limit` bytes.
+    """kopf's diff base in status (read from kopf's annotation too), with digests for an essence
+    over `limit` bytes.
 
     `progress` is the operator's progress storage: kopf clears its keys from the essence
     before diffing, so the current essence is rebuilt here the same way to compare digests.
@@ -60,28 +69,34 @@ class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return self._narrow(super().build(body=body, extra_fields=extra_fields))
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        if len(json.dumps(essence, separators=(",", ":"))) <= self.limit:
-            super().store(body=body, patch=patch, essence=essence)
-            return
-        value = DIGESTS + json.dumps({k: _digest(v) for k, v in essence.items()}, sort_keys=True)
+        encoded = json.dumps(essence, separators=(",", ":"))
+        if len(encoded) > self.limit:
+            encoded = DIGESTS + json.dumps({k: _digest(v) for k, v in essence.items()}, sort_keys=True)
+        patch.status[HANDLED_FIELD] = encoded
+
+    def _stored(self, body: Any) -> str | None:
+        """Status first; else the annotation an older version wrote."""
+        encoded = (body.get("status") or {}).get(HANDLED_FIELD)
+        if encoded is not None:
+            return str(encoded)
         for full_key in self.make_keys(self.key, body=body):
-            patch.metadata.annotations[full_key] = value
-        self._store_marker(prefix=self.prefix, patch=patch, body=body)
+            legacy = body.metadata.annotations.get(full_key, None)
+            if legacy is not None:
+                return str(legacy)
+        return None
 
     def fetch(self, *, body: Any) -> Any:
-        for full_key in self.make_keys(self.key, body=body):
-            encoded = body.metadata.annotations.get(full_key, None)
-            if encoded is None:
-                continue
-            if not encoded.startswith(DIGESTS):
-                return self._narrow(json.loads(encoded))
-            digests: dict[str, str] = json.loads(encoded[len(DIGESTS) :])
-            current = self.progress.clear(essence=self.build(body=body))
-            # Unchanged fields as they are now (no diff); changed ones as a stand-in that differs.
-            return {
-                field: current[field]
-                if field in current and _digest(current[field]) == digest
-                else {PLACEHOLDER: digest}
-                for field, digest in digests.items()
-            }
-        return None
+        encoded = self._stored(body)
+        if encoded is None:
+            return None
+        if not encoded.startswith(DIGESTS):
+            return self._narrow(json.loads(encoded))
+        digests: dict[str, str] = json.loads(encoded[len(DIGESTS) :])
+        current = self.progress.clear(essence=self.build(body=body))
+        # Unchanged fields as they are now (no diff); changed ones as a stand-in that differs.
+        return {
+            field: current[field]
+            if field in current and _digest(current[field]) == digest
+            else {PLACEHOLDER: digest}
+            for field, digest in digests.items()
+        }

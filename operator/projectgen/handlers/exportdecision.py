@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from projectgen.api.v1alpha1 import GeneratedProjectPhase, RepositoryExportPhase, RepositoryExportSpec
+from projectgen.api.v1alpha1.common import HANDLED_FIELD
 from projectgen.api.v1alpha1.generatedproject import KIND as PROJECT_KIND
 from projectgen.api.v1alpha1.repositoryexport import ARCHIVE_TYPES
 
@@ -155,3 +156,15 @@ def owner_metadata(export: Mapping[str, Any], project: dict[str, Any]) -> dict[s
     ):
         return None
     return {"ownerReferences": [*refs, ref], "labels": {PROJECT_LABEL: pmeta["name"]}}
+
+
+def project_view(project: Mapping[str, Any]) -> dict[str, Any]:
+    """What `decide` and `owner_metadata` read of a project, for the operator's index: no spec,
+    no file list (the index holds one per project, in memory)."""
+    meta = project.get("metadata") or {}
+    status = {k: v for k, v in (project.get("status") or {}).items() if k not in ("files", HANDLED_FIELD)}
+    return {
+        "apiVersion": project.get("apiVersion"),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation")},
+        "status": status,
+    }

@@ -27,6 +27,7 @@ from projectgen.generation.manifest import Manifest
 from projectgen.generation.render import TemplateOptions, render_project
 from projectgen.generation.sandbox import Limits, RenderCancelled, SandboxKilled
 from projectgen.generation.template import generation_clock
+from projectgen.handlers import handled
 from projectgen.handlers.context import Context
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube
 from projectgen.handlers.retry import retry_delay
@@ -84,6 +85,7 @@ def reconcile(
     logger: kopf.Logger,
     resuming: bool = False,
     moving: bool = False,
+    patch: kopf.Patch | None = None,
 ) -> metrics.Outcome:
     """Render the spec (or archive, or fail with a message); says how it ended. Raises
     kopf.TemporaryError when it must be retried. `moving`: a render for a template that moved,
@@ -97,8 +99,11 @@ def reconcile(
     if resuming and is_current(body):
         logger.debug("status is current; nothing to do")
         return metrics.Outcome.CURRENT
+    if not moving and handled.finished(uid, generation):
+        logger.debug("generation %d is rendered already (a late event of our own writes)", generation)
+        return metrics.Outcome.CURRENT
 
-    write = StatusWriter(body, PLURAL)
+    write = StatusWriter(body, PLURAL, patch)
 
     try:
         spec = GeneratedProjectSpec.model_validate(body.get("spec") or {})
@@ -188,7 +193,7 @@ def reconcile(
     # This render resolved every ref against the repository as it is now: an older check's
     # complaint no longer describes the project.
     write.status["conditions"] = without_condition(write.status.get("conditions"), TEMPLATE_CHECKED)
-    write(
+    write.last(
         GeneratedProjectPhase.COMPLETED,
         State.READY,
         "Completed",
@@ -204,6 +209,7 @@ def reconcile(
         template=resolved[0] if resolved else None,
         engines=[e.wire() for e in result.engines] or None,
     )
+    handled.finish(uid, generation, str(output / TREE))
     for moved in moved_events(status.get("templates") or [], result.templates):
         kopf.info(body, reason="TemplateMoved", message=moved)
     kopf.info(body, reason="Completed", message=f"generated {message} into {output}")
@@ -211,7 +217,9 @@ def reconcile(
     return metrics.Outcome.COMPLETED
 
 
-def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger) -> metrics.Outcome:
+def template_checked(
+    ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.Logger, patch: kopf.Patch | None = None
+) -> metrics.Outcome:
     """The update check's outcome changed (CHECK_ANNOTATION): render again when a followed ref
     moved; report a failed check in the TemplateChecked condition and leave the project as it is."""
     meta = body["metadata"]
@@ -222,6 +230,10 @@ def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.
         or status.get("observedGeneration") != generation
     ):
         return metrics.Outcome.CURRENT  # a render under way (or failed) records its own resolution
+    outcome = str((meta.get("annotations") or {}).get(CHECK_ANNOTATION))
+    check = f"{meta['uid']}/check"
+    if handled.finished(check, generation, outcome):
+        return metrics.Outcome.CURRENT  # a late event of our own writes: this outcome is handled
     moves, problems = read_annotation((meta.get("annotations") or {}).get(CHECK_ANNOTATION))
     verdict = check_verdict(status, moves, problems)
     if verdict.condition is not None:
@@ -238,9 +250,13 @@ def template_checked(ctx: Context, body: kopf.Body, *, retry: int, logger: kopf.
         if not ok:
             kopf.warn(body, reason="TemplateCheckFailed", message=message)
     if not verdict.render:
+        handled.finish(check, generation, outcome)
         return metrics.Outcome.CURRENT
     logger.info("a followed template moved; rendering again")
-    return reconcile(ctx, body, retry=retry, logger=logger, moving=True)
+    rendered = reconcile(ctx, body, retry=retry, logger=logger, moving=True, patch=patch)
+    if rendered in (metrics.Outcome.COMPLETED, metrics.Outcome.CURRENT):
+        handled.finish(check, generation, outcome)
+    return rendered
 
 
 def _keep(write: StatusWriter, body: kopf.Body, before: dict[str, Any], problem: str) -> None:
@@ -275,4 +291,6 @@ def _ready_message(status: dict[str, Any]) -> str | None:
 
 def delete(ctx: Context, body: kopf.Body) -> None:
     meta = body["metadata"]
+    handled.forget(meta["uid"])
+    handled.forget(f"{meta['uid']}/check")
     ctx.storage.remove_project(meta["namespace"], meta["name"], meta["uid"])

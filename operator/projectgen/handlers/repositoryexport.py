@@ -7,7 +7,7 @@ an archive written or a repository pushed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from projectgen.export.publish import (
 from projectgen.export.publish.githubapp import app_from_secret
 from projectgen.export.update.record import TemplateRef, template_refs
 from projectgen.generation.manifest import Manifest
+from projectgen.handlers import handled
 from projectgen.handlers.context import Context
 from projectgen.handlers.exportdecision import (
     PROJECT_STATE_ANNOTATION,
@@ -48,6 +49,7 @@ from projectgen.handlers.exportdecision import (
     decide,
     owner_metadata,
 )
+from projectgen.handlers.finalizer import finalize
 from projectgen.handlers.kube import ApiUnavailable, Forbidden, Kube, SecretMissing
 from projectgen.handlers.retry import retry_delay
 from projectgen.handlers.status import State, now
@@ -84,12 +86,16 @@ def reconcile(
     retry: int,
     logger: kopf.Logger,
     resuming: bool = False,
+    lookup: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> metrics.Outcome:
-    """Carry out what `decide` says; says how it ended. Raises kopf.TemporaryError to be retried."""
+    """Carry out what `decide` says; says how it ended. Raises kopf.TemporaryError to be retried.
+
+    `lookup`: the project by name as the operator's watch last saw it (kopf's index), instead of
+    a GET per reconcile; a stale answer is healed by the wake-up its next event sends."""
     meta = body["metadata"]
     status = dict(body.get("status") or {})
     kube = Kube(meta["namespace"])
-    write = StatusWriter(body, PLURAL)
+    write = StatusWriter(body, PLURAL, patch)
 
     try:
         spec = RepositoryExportSpec.model_validate(body.get("spec") or {})
@@ -98,8 +104,9 @@ def reconcile(
         return metrics.Outcome.FAILED
 
     project_name = spec.generated_project_ref.name
+    finalize(body, patch)
     try:
-        project = kube.get_object(PROJECT_PLURAL, project_name)
+        project = kube.get_object(PROJECT_PLURAL, project_name) if lookup is None else lookup(project_name)
     except (ApiUnavailable, Forbidden) as exc:
         raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from None
     if project is not None:
@@ -128,6 +135,9 @@ def reconcile(
         write.fail(decision.reason, decision.message, event=False)
         return metrics.Outcome.FAILED
     if decision.action is Action.CURRENT:
+        return metrics.Outcome.CURRENT
+    if handled.finished(meta["uid"], write.generation, decision.content_hash):
+        logger.debug("this content is exported already (a late event of our own writes)")
         return metrics.Outcome.CURRENT
 
     assert decision.output is not None  # EXPORT always names the project's directory
@@ -206,7 +216,7 @@ def _archive(job: Job) -> metrics.Outcome:
     for warning in result.warnings:
         kopf.warn(job.body, reason="Warning", message=warning)
     message = f"{result.entries} entries, {result.size} bytes"
-    job.write(
+    job.write.last(
         RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
@@ -218,6 +228,7 @@ def _archive(job: Job) -> metrics.Outcome:
         exportedContentHash=job.content_hash,
         completedAt=now(),
     )
+    handled.finish(meta["uid"], job.write.generation, job.content_hash)
     kopf.info(job.body, reason="Completed", message=f"archive written: {result.path} ({message})")
     metrics.exported(job.spec.export_type, result.size)
     return metrics.Outcome.COMPLETED
@@ -337,7 +348,7 @@ def _publish(job: Job) -> metrics.Outcome:
     if result.reason:
         kopf.warn(job.body, reason="PushDeclined", message=result.reason)
     delivered, day_two = _delivery_status(result, job.body.get("status") or {})
-    job.write(
+    job.write.last(
         RepositoryExportPhase.COMPLETED,
         State.READY,
         "Completed",
@@ -349,6 +360,7 @@ def _publish(job: Job) -> metrics.Outcome:
         **day_two,
         completedAt=now(),
     )
+    handled.finish(job.body["metadata"]["uid"], job.write.generation, job.content_hash)
     kopf.info(
         job.body,
         reason="Completed",
@@ -470,4 +482,5 @@ def poll_request(ctx: Context, body: kopf.Body, *, logger: kopf.Logger) -> None:
 def delete(ctx: Context, body: kopf.Body) -> None:
     """Remove the archive. A published repository is left alone: deleting an export never deletes data."""
     meta = body["metadata"]
+    handled.forget(meta["uid"])
     ctx.storage.remove_export(meta["namespace"], meta["name"], meta["uid"])

@@ -35,8 +35,9 @@ class StatusWriter:
     failures (their Event is the point).
     """
 
-    def __init__(self, body: kopf.Body, plural: str) -> None:
+    def __init__(self, body: kopf.Body, plural: str, patch: kopf.Patch | None = None) -> None:
         meta = body["metadata"]
+        self.patch = patch
         self.body = body
         self.plural = plural
         self.name = meta["name"]
@@ -46,7 +47,21 @@ class StatusWriter:
         created_by = (meta.get("annotations") or {}).get(CREATED_BY_ANNOTATION)
         self.always = {"createdBy": created_by} if created_by and not self.status.get("createdBy") else {}
 
-    def __call__(self, phase: Phase, state: State, reason: str, message: str, **fields: Any) -> None:
+    def last(self, phase: Phase, state: State, reason: str, message: str, **fields: Any) -> None:
+        """The handler's last transition, in kopf's patch: kopf sends it when the handler returns,
+        in one status PATCH with its diff base (see diffbase.py). Without a patch, written at once."""
+        self(phase, state, reason, message, into=self.patch, **fields)
+
+    def __call__(
+        self,
+        phase: Phase,
+        state: State,
+        reason: str,
+        message: str,
+        *,
+        into: kopf.Patch | None = None,
+        **fields: Any,
+    ) -> None:
         patch = transition(
             phase,
             state,
@@ -59,7 +74,10 @@ class StatusWriter:
         )
         if state is not State.FAILED and unchanged(patch, self.status):
             return
-        self.kube.patch_status(self.plural, self.name, patch)
+        if into is not None:
+            into.status.update(patch)
+        else:
+            self.kube.patch_status(self.plural, self.name, patch)
         self.status.update(patch)
 
     def fail(self, reason: str, message: str, *, event: bool = True) -> None:

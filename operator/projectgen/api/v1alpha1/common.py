@@ -81,6 +81,16 @@ RelativePath = Annotated[
 ObjectName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, min_length=64, max_length=64)]
 Message = Annotated[str, Field(max_length=MAX_MESSAGE)]
+HANDLED_FIELD = "lastHandledConfiguration"
+HandledConfiguration = Annotated[
+    str,
+    Field(
+        max_length=128 * 1024,
+        description="The operator's own record of the spec it last handled (its diff base: the spec as "
+        "JSON, or SHA-256 digests of it when large). Kept in status so that it is written with the "
+        "status the operator writes anyway; not for users.",
+    ),
+]
 CreatedBy = Annotated[
     str,
     Field(max_length=MAX_PATH, description="The user who created the resource (see manifests/created-by/)."),

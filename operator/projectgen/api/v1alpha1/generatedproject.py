@@ -12,9 +12,11 @@ from pydantic import Field, model_validator
 
 from projectgen.api.v1alpha1.common import (
     CONFIGMAP_KEY_PATTERN,
+    HANDLED_FIELD,
     MAX_PATH,
     Conditions,
     CreatedBy,
+    HandledConfiguration,
     LocalObjectReference,
     Message,
     Model,
@@ -475,6 +477,7 @@ class GeneratedProjectStatus(Model):
         description="The engine of each template source (from git or a ConfigMap) at the last render, "
         "in source order.",
     )
+    last_handled_configuration: HandledConfiguration | None = Field(default=None, alias=HANDLED_FIELD)
     completed_at: datetime | None = Field(
         default=None, alias="completedAt", description="When the last generation completed."
     )

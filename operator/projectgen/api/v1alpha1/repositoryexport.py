@@ -11,8 +11,10 @@ from pydantic.config import JsonDict, JsonValue
 
 from projectgen.api.v1alpha1.common import (
     CONFIGMAP_KEY_PATTERN,
+    HANDLED_FIELD,
     Conditions,
     CreatedBy,
+    HandledConfiguration,
     LocalObjectReference,
     Message,
     Model,
@@ -545,6 +547,7 @@ class RepositoryExportStatus(Model):
         default=None, alias="errorMessage", description="Why the export failed."
     )
     created_by: CreatedBy | None = Field(default=None, alias="createdBy")
+    last_handled_configuration: HandledConfiguration | None = Field(default=None, alias=HANDLED_FIELD)
     completed_at: datetime | None = Field(
         default=None, alias="completedAt", description="When the export completed."
     )
