@@ -302,7 +302,13 @@ def landlock(read: Iterable[str], write: Iterable[str], execute: Iterable[str] =
             *((p, rights) for p, rights in DEVICES.items() if os.path.exists(p)),
         ]
         for path, rights in rules:
-            target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except (PermissionError, FileNotFoundError):
+                # A path this process cannot reach needs no rule: it could not use it anyway, and a
+                # rule left out only takes rights away (an interpreter found through a directory
+                # the render's user may not search, e.g. a pyenv Python under /root run as nobody).
+                continue
             try:
                 rule = plumbing.PathBeneathAttr(int(rights), target)
                 plumbing.get_add_rule()(fd, 1, ctypes.byref(rule), 0)  # LANDLOCK_RULE_PATH_BENEATH
